@@ -1,0 +1,133 @@
+"""Gateway throughput: the hello cell through orchestro vs a bare aiohttp handler.
+
+    python bench/gateway.py [--rounds 3] [--duration 5] [--connections 64]
+
+Each round runs every (loop, server) pair in alternation, the server pinned to core 0 and
+wrk to core 1, and measures requests/s and p99 latency after a warm-up. Prints the medians
+and the ratio orchestro/bare per event loop (target: >= 0.90). Needs wrk (Debian: wrk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pin(core: int) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        return ["taskset", "-c", str(core)]
+    return []
+
+
+def start_server(kind: str, loop: str, port: int) -> subprocess.Popen[bytes]:
+    if kind == "orchestro":
+        cmd = [sys.executable, "-m", "orchestro", "run", "examples/hello.py", "--port",
+               str(port), "--loop", loop, "--log-level", "warning"]
+    else:
+        cmd = [sys.executable, str(ROOT / "bench" / "bare_aiohttp.py"), "--port", str(port),
+               "--loop", loop]
+    proc = subprocess.Popen([*pin(0), *cmd], cwd=ROOT, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/greet", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"{kind} server on port {port} did not start")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wrk(port: int, duration: float, connections: int) -> tuple[float, float]:
+    """(requests/s, p99 ms) for GET /greet."""
+    cmd = [*pin(1), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
+           f"http://127.0.0.1:{port}/greet"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise SystemExit(f"wrk saw errors:\n{out}")
+    return rps, p99
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--loops", default="asyncio,uvloop")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("bench/gateway.py needs wrk: apt-get install wrk", file=sys.stderr)
+        return 2
+    loops = args.loops.split(",")
+    if "uvloop" in loops:
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            print("uvloop not installed: measuring asyncio only", file=sys.stderr)
+            loops = [loop for loop in loops if loop != "uvloop"]
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for round_no in range(1, args.rounds + 1):
+        for loop in loops:
+            order = ("bare", "orchestro") if round_no % 2 else ("orchestro", "bare")
+            for kind in order:
+                port = free_port()
+                proc = start_server(kind, loop, port)
+                try:
+                    wrk(port, 1.0, args.connections)  # warm-up
+                    rps, p99 = wrk(port, args.duration, args.connections)
+                finally:
+                    stop_server(proc)
+                results.setdefault((kind, loop), []).append((rps, p99))
+                print(f"round {round_no} {loop:8} {kind:10} {rps:10.0f} req/s  p99 {p99:6.2f} ms",
+                      flush=True)
+    print()
+    print(f"{'loop':8} {'server':10} {'median req/s':>12} {'median p99 ms':>14}")
+    for loop in loops:
+        for kind in ("bare", "orchestro"):
+            runs = results[(kind, loop)]
+            print(f"{loop:8} {kind:10} {statistics.median(r for r, _ in runs):12.0f} "
+                  f"{statistics.median(p for _, p in runs):14.2f}")
+    print()
+    for loop in loops:
+        bare = statistics.median(r for r, _ in results[("bare", loop)])
+        ours = statistics.median(r for r, _ in results[("orchestro", loop)])
+        per_round = [o[0] / b[0] for o, b in zip(results[("orchestro", loop)],
+                                                  results[("bare", loop)], strict=True)]
+        print(f"ratio orchestro/bare ({loop}): {ours / bare:.3f} "
+              f"(per-round median {statistics.median(per_round):.3f}; target >= 0.90)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Example cells. Run one with ``python -m orchestro run examples/hello.py``."""

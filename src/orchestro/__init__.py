@@ -1,0 +1,60 @@
+"""orchestro: cells for Python microservices.
+
+```python
+from pydantic import BaseModel
+from orchestro import cell, service
+
+class Greeting(BaseModel):
+    message: str
+
+@cell("greeter", port=8081)
+class Greeter:
+    @service.get("/greet")
+    async def greet(self, name: str | None = None) -> Greeting:
+        return Greeting(message=f"Hello {name} from Orchestro Cell!")
+```
+
+Run it with ``python -m orchestro run module_or_file.py``.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .cell import Body, CellHost, CellSpec, CellState, Header, Query, cell, service, spec_of
+from .config import GatewaySettings
+from .errors import (
+    CellDefinitionError,
+    ConfigurationError,
+    HTTPError,
+    OrchestroError,
+    StartupError,
+    TargetError,
+)
+from .gateway import Response
+from .security import Caller
+
+try:
+    __version__ = version("orchestro")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "Body",
+    "Caller",
+    "CellDefinitionError",
+    "CellHost",
+    "CellSpec",
+    "CellState",
+    "ConfigurationError",
+    "GatewaySettings",
+    "HTTPError",
+    "Header",
+    "OrchestroError",
+    "Query",
+    "Response",
+    "StartupError",
+    "TargetError",
+    "__version__",
+    "cell",
+    "service",
+    "spec_of",
+]

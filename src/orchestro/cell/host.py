@@ -1,0 +1,180 @@
+"""The host of one cell: its instance, lifecycle hooks, gateway and state.
+
+```python
+async with CellHost(Greeter, port=0) as host:
+    print(host.url)          # serving; on_start has run
+# drained: listener closed, requests in flight finished, on_stop has run
+```
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import traceback
+from types import TracebackType
+from typing import Any, Self
+
+from ..config import GatewaySettings
+from ..errors import StartupError
+from ..gateway.app import build_gateway
+from ..gateway.pipeline import Gate
+from ..gateway.server import Listener
+from ..security.identity import IdentityResolver, anonymous
+from .spec import CellSpec, spec_of
+
+__all__ = ["CellHost", "CellState"]
+
+_log = logging.getLogger("orchestro.cell")
+
+
+class CellState(enum.Enum):
+    CREATED = "created"
+    STARTING = "starting"  # listening; /healthz answers, /readyz and services answer 503
+    SERVING = "serving"
+    DRAINING = "draining"  # not listening; requests in flight finish
+    STOPPED = "stopped"
+
+
+class CellHost:
+    """Runs one cell: creates it, starts its gateway, runs its hooks, drains it.
+
+    ``cell`` is a ``@cell`` class (created with no arguments at start) or an instance of one
+    (e.g. from :func:`orchestro.testing.make_cell`). A host starts once; ``drain`` is
+    idempotent and a drained host cannot start again.
+    """
+
+    def __init__(
+        self,
+        cell: type[Any] | object,
+        *,
+        settings: GatewaySettings | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        identity: IdentityResolver = anonymous,
+    ) -> None:
+        self.spec: CellSpec = spec_of(cell)
+        self._instance: object | None = None if isinstance(cell, type) else cell
+        self.settings = settings or GatewaySettings()
+        self.host = host if host is not None else self.spec.host
+        self.port = port if port is not None else self.spec.port
+        self._identity = identity
+        self.gate = Gate()
+        self.state = CellState.CREATED
+        self._listener: Listener | None = None
+        self._started_hooks = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def instance(self) -> Any:
+        """The cell object whose methods serve requests (created by ``start``)."""
+        if self._instance is None:
+            raise RuntimeError(f"cell {self.name!r} has not been created yet: start it first")
+        return self._instance
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Listen, run ``on_start``, then take requests. Raises :class:`StartupError`."""
+        if self.state is not CellState.CREATED:
+            raise RuntimeError(f"cell {self.name!r} was already started ({self.state.value})")
+        self.state = CellState.STARTING
+        try:
+            if self._instance is None:
+                self._instance = self._create()
+            gateway = build_gateway(
+                self.spec,
+                self._instance,
+                gate=self.gate,
+                settings=self.settings,
+                identity=self._identity,
+            )
+            self._listener = Listener(gateway.server(), drain_timeout=self.settings.drain_timeout)
+            self.port = await self._listener.start(self.host, self.port, cell=self.name)
+            await self._run_on_start()
+        except BaseException:
+            self.state = CellState.DRAINING
+            if self._listener is not None:
+                await self._listener.drain()
+            self.state = CellState.STOPPED
+            raise
+        self.gate.open()
+        self.state = CellState.SERVING
+        _log.debug("cell %s serving on %s", self.name, self.url)
+
+    async def drain(self) -> None:
+        """Stop taking requests, finish those in flight, run ``on_stop``. Idempotent."""
+        if self.state in (CellState.DRAINING, CellState.STOPPED):
+            return
+        if self.state is CellState.CREATED:
+            self.state = CellState.STOPPED
+            return
+        self.state = CellState.DRAINING
+        self.gate.close("draining")
+        _log.info("cell %s draining", self.name)
+        try:
+            if self._listener is not None:
+                await self._listener.drain()
+        finally:
+            try:
+                await self._run_on_stop()
+            finally:
+                self.state = CellState.STOPPED
+                _log.info("cell %s stopped", self.name)
+
+    aclose = drain
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.drain()
+
+    def _create(self) -> object:
+        try:
+            return self.spec.cls()
+        except Exception as exc:
+            raise StartupError(
+                f"cannot create cell {self.name!r}: {self.spec.cls.__qualname__}() raised "
+                f"{_describe(exc)}"
+            ) from exc
+
+    async def _run_on_start(self) -> None:
+        hook = getattr(self._instance, "on_start", None)
+        if hook is None:
+            self._started_hooks = True
+            return
+        try:
+            await hook()
+        except Exception as exc:
+            raise StartupError(
+                f"cell {self.name!r} failed to start: on_start raised {_describe(exc)}; fix "
+                "on_start (the cell stopped without serving)"
+            ) from exc
+        self._started_hooks = True
+
+    async def _run_on_stop(self) -> None:
+        hook = getattr(self._instance, "on_stop", None)
+        if hook is None or not self._started_hooks:
+            return
+        self._started_hooks = False
+        await hook()
+
+
+def _describe(exc: BaseException) -> str:
+    """``ValueError: boom (at app.py:12)`` — the error and where in user code it came from."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"

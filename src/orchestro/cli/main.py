@@ -1,0 +1,41 @@
+"""``python -m orchestro``: the entry point of every command.
+
+An :class:`~orchestro.errors.OrchestroError` becomes one line on stderr and exit code 2; any
+other exception (a bug in the user's module, say) keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import OrchestroError
+from . import run
+
+__all__ = ["main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestro",
+        description="Run Python microservice cells: gateway, mesh, scaling, observability.",
+    )
+    parser.add_argument("--version", action="version", version=f"orchestro {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    run.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except OrchestroError as exc:
+        print(f"orchestro: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code

@@ -1,0 +1,162 @@
+"""``orchestro run TARGET``: host the target's cells in this process until a signal.
+
+SIGTERM or SIGINT drains every cell under one deadline (readiness goes false, listeners close,
+requests in flight finish, ``on_stop`` runs) and exits 0; a second SIGINT forces exit (130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..cell.host import CellHost
+from ..config import GatewaySettings, RunSettings, load_settings
+from ..errors import ConfigurationError, StartupError
+from .importer import load_cells
+from .options import add_settings_flags, settings_flags
+
+__all__ = ["add_parser", "run"]
+
+_log = logging.getLogger("orchestro.run")
+
+
+def add_parser(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "run",
+        help="run the cells of a module or file",
+        description="Run every cell of TARGET (pkg.module, pkg.module:CellClass or "
+        "path/to/file.py), each on its own port, until SIGTERM or SIGINT.",
+    )
+    parser.add_argument("target", metavar="TARGET", help="pkg.module[:CellClass] or path.py")
+    parser.add_argument(
+        "--cell",
+        dest="cells",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only this cell (repeatable)",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=None,
+        help="port of the one cell being run (0 picks a free one)",
+    )
+    add_settings_flags(parser, RunSettings)
+    add_settings_flags(parser, GatewaySettings)
+    parser.set_defaults(handler=run)
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
+    return port
+
+
+def run(args: argparse.Namespace) -> int:
+    run_settings = load_settings(RunSettings, settings_flags(args, RunSettings))
+    gateway = load_settings(GatewaySettings, settings_flags(args, GatewaySettings))
+    loop_factory = _loop_factory(run_settings.loop)
+    cells = load_cells(args.target, args.cells)
+    if args.port is not None and len(cells) != 1:
+        raise ConfigurationError(
+            f"--port sets one cell's port, but {args.target!r} has {len(cells)} cells: add "
+            "--cell NAME, or set each cell's port in @cell(port=...)"
+        )
+    _configure_logging(run_settings.log_level)
+    hosts = [
+        CellHost(cls, settings=gateway, host=run_settings.host, port=args.port) for cls in cells
+    ]
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(serve(hosts))
+
+
+async def serve(hosts: Sequence[CellHost], *, announce: Callable[[str], None] | None = None) -> int:
+    """Start ``hosts``, serve until SIGTERM/SIGINT, drain them all; the exit code."""
+    say = announce or _print
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if not stop.is_set():
+            say(f"{signal.Signals(signum).name}: draining; send SIGINT again to force exit")
+            stop.set()
+        elif signum == signal.SIGINT:
+            say("second SIGINT: exiting without draining")
+            os._exit(130)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    started: list[CellHost] = []
+    try:
+        try:
+            for host in hosts:
+                await host.start()
+                started.append(host)
+                ops = len(host.spec.operations)
+                say(
+                    f"cell {host.name} serving on {host.url} "
+                    f"({ops} service{'s' if ops != 1 else ''}; OpenAPI at {host.url}/openapi.json)"
+                )
+        except StartupError:
+            await _drain(started)
+            raise
+        # Everything allocated so far lives as long as the process: move it out of the
+        # collector's sight, so that collections while serving scan request garbage only.
+        gc.collect()
+        gc.freeze()
+        await stop.wait()
+        return 0 if await _drain(started) else 1
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+async def _drain(hosts: Sequence[CellHost]) -> bool:
+    results = await asyncio.gather(*(h.drain() for h in hosts), return_exceptions=True)
+    ok = True
+    for host, result in zip(hosts, results, strict=True):
+        if isinstance(result, BaseException):
+            ok = False
+            _log.error("cell %s failed while stopping: %r", host.name, result, exc_info=result)
+    return ok
+
+
+def _print(line: str) -> None:
+    print(f"orchestro: {line}", flush=True)
+
+
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigurationError(
+                "--loop uvloop: uvloop is not installed; pip install 'orchestro[uvloop]' or "
+                "use --loop asyncio"
+            ) from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level.upper())

@@ -1,0 +1,145 @@
+"""Build a cell's gateway: routes and pipeline composed once, then frozen.
+
+The gateway runs on aiohttp's low-level ``web.Server`` with its own :class:`Router` and
+:class:`Pipeline` rather than a ``web.Application``: the application's generic router,
+middleware chain and per-request coroutine layers cost ~15% of a small request's time, and
+the gateway composes everything they would do itself (see ``docs/architecture.md``).
+
+Routes, in the order they are tried:
+
+1. the gateway's own: ``/healthz``, ``/readyz``, ``/openapi.json``;
+2. the cell's services, literal paths before paths with placeholders;
+3. otherwise 405 with ``Allow`` when the path exists, else 404.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+
+from ..cell.spec import CellSpec
+from ..config import GatewaySettings
+from ..errors import HTTPError
+from ..security.identity import IdentityResolver, anonymous
+from .binding import Binder
+from .health import health_handlers
+from .openapi import build_openapi
+from .pipeline import (
+    AccessStep,
+    AdmissionStep,
+    CompiledRoute,
+    Endpoint,
+    Gate,
+    Handler,
+    Pipeline,
+    Route,
+    Step,
+    compose,
+    service_endpoint,
+)
+from .router import Router
+
+__all__ = ["Gateway", "build_gateway"]
+
+
+class Gateway:
+    """A cell's composed gateway: its request handler, routes and OpenAPI document."""
+
+    def __init__(
+        self, spec: CellSpec, pipeline: Pipeline, openapi: dict[str, Any], max_body_size: int
+    ) -> None:
+        self.spec = spec
+        self.pipeline = pipeline
+        self.openapi = openapi
+        self.max_body_size = max_body_size
+
+    def server(self) -> web.Server:
+        """An aiohttp low-level server answering with this gateway."""
+        max_size = self.max_body_size
+
+        def make_request(
+            message: RawRequestMessage,
+            payload: StreamReader,
+            protocol: BaseProtocol,
+            writer: Any,
+            task: Any,
+            _cls: Callable[..., web.BaseRequest] = web.BaseRequest,
+        ) -> web.BaseRequest:
+            return _cls(
+                message, payload, protocol, writer, task, task.get_loop(), client_max_size=max_size
+            )
+
+        return web.Server(
+            self.pipeline,
+            request_factory=make_request,
+            access_log=None,  # access logging is the observability layer's job
+        )
+
+
+def build_gateway(
+    spec: CellSpec,
+    instance: object,
+    *,
+    gate: Gate,
+    settings: GatewaySettings | None = None,
+    identity: IdentityResolver = anonymous,
+) -> Gateway:
+    """The gateway serving ``instance``, a started or starting ``spec.cls``."""
+    settings = settings or GatewaySettings()
+    max_body = int(settings.max_body_size)
+    steps: list[Step] = [
+        AdmissionStep(gate, max_concurrency=settings.max_concurrency),
+        AccessStep(identity),
+    ]
+    router: Router[CompiledRoute] = Router()
+
+    openapi = build_openapi(spec)
+    for path, handler in health_handlers(spec, gate, json.dumps(openapi).encode()).items():
+        own = compose([], Route(spec, path), Endpoint.of_handler(handler))
+        router.add("GET", path, own)
+        router.add("HEAD", path, own)
+
+    for op in spec.operations:
+        path = op.service.path
+        binder = Binder(op, max_body_size=max_body, identity=identity)
+        compiled = compose(
+            steps, Route(spec, path, op), service_endpoint(op, getattr(instance, op.name), binder)
+        )
+        router.add(op.service.method, path, compiled)
+        if op.service.method == "GET":
+            router.add("HEAD", path, compiled)
+    router.freeze()
+
+    def not_allowed(allowed: tuple[str, ...]) -> CompiledRoute:
+        return compose([], Route(spec, ""), Endpoint.of_handler(_not_allowed(allowed)))
+
+    pipeline = Pipeline(
+        router,
+        spec.name,
+        not_found=compose([], Route(spec, ""), Endpoint.of_handler(_not_found)),
+        not_allowed=not_allowed,
+    )
+    return Gateway(spec, pipeline, openapi, max_body)
+
+
+def _not_allowed(allowed: tuple[str, ...]) -> Handler:
+    allow = ", ".join(allowed)
+
+    async def method_not_allowed(request: web.BaseRequest) -> web.StreamResponse:
+        raise HTTPError(
+            405,
+            f"{request.method} is not allowed on {request.path}; allowed: {allow}",
+            headers={"Allow": allow},
+        )
+
+    return method_not_allowed
+
+
+async def _not_found(request: web.BaseRequest) -> web.StreamResponse:
+    raise HTTPError(404, f"no service answers {request.path}")

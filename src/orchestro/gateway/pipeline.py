@@ -1,0 +1,364 @@
+"""The inbound pipeline: small steps composed around each route once, at start-up.
+
+```
+request ─► request id ─► admission ─► policy ─► endpoint: bind → call → render
+           └ every route ┘ └─ services only ─┘
+answer  ◄─ x-request-id ◄─ admission ◄─────────── errors → problem+json
+```
+
+Every route gets the pipeline's frame: a request id (the client's ``x-request-id`` when it
+sent a sane one) that goes on every answer, and the translation of whatever escapes into
+problem+json (:func:`error_response`). Between them run the **steps**: an object whose
+``hooks(route)`` returns what it does on that route — a ``before`` hook, which may raise
+:class:`~orchestro.errors.HTTPError` to answer instead of the service, and an ``after`` hook,
+which sees every answer once its ``before`` ran — or ``None`` when it has nothing to do there
+and so costs nothing.
+
+The handler :func:`compose` builds awaits the service method's coroutine itself and calls the
+hooks as plain functions: each extra coroutine layer or call per request costs throughput that
+``bench/gateway.py`` can see (see ``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from aiohttp import web
+
+from ..cell.spec import CellSpec, OperationSpec
+from ..errors import HTTPError
+from ..security.identity import CALLER_KEY, IdentityResolver
+from .binding import Binder
+from .problem import problem_response
+from .responses import renderer
+from .router import Router
+
+__all__ = [
+    "REQUEST_ID_KEY",
+    "AccessStep",
+    "AdmissionStep",
+    "CompiledRoute",
+    "Endpoint",
+    "Gate",
+    "Handler",
+    "Hooks",
+    "Pipeline",
+    "Route",
+    "Step",
+    "compose",
+    "error_response",
+    "service_endpoint",
+]
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+Before = Callable[[web.BaseRequest], None]
+After = Callable[[web.BaseRequest, web.StreamResponse | None], None]
+
+REQUEST_ID_KEY: Final = web.RequestKey("orchestro.request_id", str)
+REQUEST_ID_HEADER: Final = "x-request-id"
+
+_log = logging.getLogger("orchestro.gateway")
+
+# A client's request id is echoed only when it is safe to put in logs and headers.
+_safe_id = re.compile(r"[\x21-\x7e]{1,128}").fullmatch
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What a step may know about the route it applies to."""
+
+    cell: CellSpec
+    path: str
+    operation: OperationSpec | None = None  # None for the gateway's own routes
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """What one step does on one route.
+
+    ``after`` receives ``None`` instead of a response when the request was cancelled (client
+    gone, drain deadline passed).
+    """
+
+    before: Before | None = None
+    after: After | None = None
+
+
+class Step(Protocol):
+    def hooks(self, route: Route) -> Hooks | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """What a route finally calls: bind the arguments, await the method, render the result.
+
+    ``bind`` gets the request and its path parameters. Binding and rendering are plain
+    functions and the method's coroutine is awaited by the pipeline itself, so a request costs
+    one coroutine besides the method's own.
+    """
+
+    method: Callable[..., Awaitable[Any]]
+    bind: Callable[[web.BaseRequest, Mapping[str, str]], dict[str, Any]] | None = None
+    bind_async: Callable[[web.BaseRequest, Mapping[str, str]], Awaitable[dict[str, Any]]] | None = (
+        None
+    )
+    render: Callable[[Any], web.StreamResponse] | None = None
+    timeout: float | None = None
+    name: str = ""
+
+    @classmethod
+    def of_handler(cls, handler: Handler) -> Endpoint:
+        """An endpoint that is a plain request handler (the gateway's own routes)."""
+        return cls(method=handler)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    """A route's steps and endpoint, ready to run."""
+
+    befores: tuple[Before, ...]
+    afters: tuple[tuple[int, After], ...]  # (befores that must have run, hook), in run order
+    endpoint: Endpoint
+
+
+def compose(steps: Sequence[Step], route: Route, endpoint: Endpoint) -> CompiledRoute:
+    """Compile ``steps`` (the first outermost) around ``endpoint`` for ``route``."""
+    hooks = [h for h in (step.hooks(route) for step in steps) if h is not None]
+    befores = tuple(h.before for h in hooks if h.before is not None)
+    # An after hook runs only if its step's before ran: count the befores up to its own.
+    afters = tuple(
+        (sum(1 for h in hooks[: i + 1] if h.before is not None), hook.after)
+        for i, hook in enumerate(hooks)
+        if hook.after is not None
+    )[::-1]
+    return CompiledRoute(befores, afters, endpoint)
+
+
+class Pipeline:
+    """The gateway's request handler: resolve the route, then run its steps and endpoint.
+
+    The whole of a request — routing, steps, binding, the service call, rendering, error
+    translation — runs in this one coroutine (plus the service method's own).
+    """
+
+    def __init__(
+        self,
+        router: Router[CompiledRoute],
+        cell: str,
+        not_found: CompiledRoute,
+        not_allowed: Callable[[tuple[str, ...]], CompiledRoute],
+    ) -> None:
+        self._resolve = router.resolve
+        self._cell = cell
+        self._not_found = not_found
+        self._not_allowed = not_allowed
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        rid = request.headers.get(REQUEST_ID_HEADER)
+        if rid is None or not _safe_id(rid):
+            rid = new_request_id()
+        request[REQUEST_ID_KEY] = rid
+        match = self._resolve(request.method, request.raw_path.partition("?")[0])
+        route = match.target
+        if route is None:
+            route = self._not_allowed(match.allowed) if match.allowed else self._not_found
+        endpoint = route.endpoint
+        entered = 0
+        response: web.StreamResponse | None = None
+        try:
+            for before in route.befores:
+                before(request)
+                entered += 1
+            if endpoint.bind is not None:
+                call = endpoint.method(**endpoint.bind(request, match.params))
+            elif endpoint.bind_async is not None:
+                call = endpoint.method(**(await endpoint.bind_async(request, match.params)))
+            else:
+                call = endpoint.method(request)
+            if endpoint.timeout is None:
+                result = await call
+            else:
+                result = await _with_timeout(call, endpoint.timeout, endpoint.name)
+            response = result if endpoint.render is None else endpoint.render(result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            response = error_response(request, exc, self._cell)
+        finally:
+            # Even on cancellation (with no response), so that what a `before` took is given
+            # back.
+            for needed, after in route.afters:
+                if entered >= needed:
+                    after(request, response)
+        assert response is not None
+        response.headers[REQUEST_ID_HEADER] = rid
+        return response
+
+
+async def _with_timeout(call: Awaitable[Any], seconds: float, name: str) -> Any:
+    try:
+        async with asyncio.timeout(seconds) as scope:
+            return await call
+    except TimeoutError as exc:
+        if scope.expired():
+            raise HTTPError(
+                504, f"service {name!r} did not answer within its timeout of {seconds} s"
+            ) from exc
+        raise
+
+
+def error_response(request: web.BaseRequest, exc: Exception, cell: str) -> web.StreamResponse:
+    """The problem+json answer for an error that escaped a route.
+
+    ``HTTPError`` keeps its status; aiohttp's HTTP exceptions keep theirs (a redirect raised on
+    purpose stays a redirect); anything else is a 500 whose body names the request id and
+    whose traceback goes to the log, never to the body.
+    """
+    rid = request.get(REQUEST_ID_KEY)
+    if isinstance(exc, HTTPError):
+        return problem_response(exc, instance=request.path, request_id=rid)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            return web.Response(status=exc.status, headers=exc.headers, body=exc.body)
+        headers = {k: v for k, v in exc.headers.items() if k.lower() not in _ENTITY_HEADERS}
+        detail = exc.text if exc.text and exc.text != f"{exc.status}: {exc.reason}" else None
+        return problem_response(
+            HTTPError(exc.status, detail), instance=request.path, request_id=rid, headers=headers
+        )
+    _log.error(
+        "cell %s: %s %s failed (request id %s)",
+        cell,
+        request.method,
+        request.path,
+        rid,
+        exc_info=exc,
+        extra={"cell": cell, "request_id": rid},
+    )
+    return problem_response(
+        HTTPError(
+            500,
+            f"the service failed unexpectedly ({type(exc).__name__}); the cause is in the "
+            f"cell's log under request id {rid}",
+        ),
+        instance=request.path,
+        request_id=rid,
+    )
+
+
+_ENTITY_HEADERS: Final = frozenset({"content-type", "content-length"})
+
+
+class Gate:
+    """Whether a cell takes service requests now, and how many it is answering.
+
+    The cell host opens it once ``on_start`` is done and closes it when draining starts; the
+    admission step and ``/readyz`` read it.
+    """
+
+    __slots__ = ("in_flight", "is_open", "reason")
+
+    def __init__(self) -> None:
+        self.is_open = False
+        self.reason = "starting"
+        self.in_flight = 0
+
+    def open(self) -> None:
+        self.is_open = True
+        self.reason = "serving"
+
+    def close(self, reason: str) -> None:
+        self.is_open = False
+        self.reason = reason
+
+
+# Request ids are a per-process random prefix and a counter: unique without a system call per
+# request (os.urandom costs several microseconds under load, a tenth of a small request).
+_ID_PREFIX: Final = os.urandom(6).hex()
+_id_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter):012x}"
+
+
+class AdmissionStep:
+    """Refuse service requests with 503 + ``Retry-After`` while the cell is not ready, or
+    when it already answers ``max_concurrency`` requests; count requests in flight."""
+
+    def __init__(self, gate: Gate, *, max_concurrency: int | None = None) -> None:
+        self._gate = gate
+        self._limit = max_concurrency
+
+    def hooks(self, route: Route) -> Hooks | None:
+        if route.operation is None:
+            return None  # health and OpenAPI answer whatever the state
+        gate = self._gate
+        limit = self._limit if self._limit is not None else float("inf")
+        cell = route.cell.name
+        busy = f"cell {cell!r} is answering its limit of {self._limit} concurrent requests"
+
+        def admit(request: web.BaseRequest) -> None:
+            if not gate.is_open:
+                raise HTTPError(
+                    503, f"cell {cell!r} is {gate.reason}", headers={"Retry-After": "1"}
+                )
+            if gate.in_flight >= limit:
+                raise HTTPError(503, busy, headers={"Retry-After": "1"})
+            gate.in_flight += 1
+
+        def release(request: web.BaseRequest, response: web.StreamResponse | None) -> None:
+            gate.in_flight -= 1
+
+        return Hooks(admit, release)
+
+
+class AccessStep:
+    """Apply access policy, which needs the caller's identity (read from the connection).
+
+    The policy today has one rule: an ``internal`` service answers cells only, so an anonymous
+    caller gets 403. Public services need no identity, so nothing runs for them; a service
+    that wants to know its caller asks for a :class:`~orchestro.security.Caller` parameter.
+    Declared per-cell rules join here with mutual TLS.
+    """
+
+    def __init__(self, resolve: IdentityResolver) -> None:
+        self._resolve = resolve
+
+    def hooks(self, route: Route) -> Hooks | None:
+        op = route.operation
+        if op is None or not op.service.internal:
+            return None
+        resolve = self._resolve
+        denied = (
+            f"service {op.name!r} of cell {route.cell.name!r} is internal: only other cells "
+            "may call it (rule: internal services refuse anonymous callers)"
+        )
+
+        def guard(request: web.BaseRequest) -> None:
+            caller = resolve(request)
+            request[CALLER_KEY] = caller
+            if caller.is_anonymous:
+                raise HTTPError(403, denied)
+
+        return Hooks(guard)
+
+
+def service_endpoint(
+    op: OperationSpec, method: Callable[..., Awaitable[Any]], binder: Binder
+) -> Endpoint:
+    """The endpoint of a service: bind the arguments, call the method, render its answer."""
+    return Endpoint(
+        method=method,
+        bind=None if binder.needs_body else binder.bind,
+        bind_async=binder.bind_with_body if binder.needs_body else None,
+        render=renderer(op),
+        timeout=op.service.timeout,
+        name=op.name,
+    )

@@ -1,0 +1,77 @@
+"""The gateway's listener: bind, serve, and drain without dropping requests in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+
+from aiohttp import web
+
+from ..errors import StartupError
+
+__all__ = ["Listener"]
+
+_log = logging.getLogger("orchestro.gateway")
+
+
+class Listener:
+    """Serves one aiohttp low-level server on one TCP address.
+
+    ``drain`` closes the listening socket first (new connections are refused), closes idle
+    keep-alive connections, lets requests in flight finish for up to ``drain_timeout``
+    seconds, then cancels what is left.
+    """
+
+    def __init__(self, server: web.Server, *, drain_timeout: float) -> None:
+        self._runner = web.ServerRunner(
+            server, handle_signals=False, shutdown_timeout=drain_timeout
+        )
+        self._drain_timeout = drain_timeout
+        self._started = False
+        self.port = 0
+
+    async def start(self, host: str, port: int, *, cell: str) -> int:
+        """Start listening; returns the bound port (useful when ``port`` is 0)."""
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise StartupError(_bind_error(exc, host, port, cell)) from exc
+        self._started = True
+        self.port = int(self._runner.addresses[0][1])
+        return self.port
+
+    async def drain(self) -> None:
+        """Stop accepting, finish requests in flight (bounded), close. Idempotent."""
+        if not self._started:
+            return
+        self._started = False
+        # aiohttp waits up to shutdown_timeout for handlers, then as long again for cancelled
+        # ones to unwind; the outer bound keeps one deadline whatever happens inside.
+        try:
+            async with asyncio.timeout(self._drain_timeout * 2 + 1):
+                await self._runner.cleanup()
+        except TimeoutError:
+            _log.warning("listener on port %d did not close in time", self.port)
+
+
+def _bind_error(exc: OSError, host: str, port: int, cell: str) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot start cell {cell!r}: port {port} on {host} is in use; stop the process "
+            "using it, or choose another port with --port or @cell(port=...) (0 picks a free one)"
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"cannot start cell {cell!r}: no permission to listen on port {port}; use a port "
+            "above 1023"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"cannot start cell {cell!r}: address {host} is not on this machine; use --host "
+            "127.0.0.1 or 0.0.0.0"
+        )
+    return f"cannot start cell {cell!r} on {host}:{port}: {exc.strerror or exc}"

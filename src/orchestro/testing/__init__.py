@@ -1,0 +1,18 @@
+"""The test kit: run a cell in-process and talk to it, with its dependencies replaced.
+
+```python
+from orchestro.testing import CellClient, make_cell
+
+async def test_greet():
+    async with CellClient(Greeter) as client:
+        response = await client.get("/greet", params={"name": "Ada"})
+        assert response.json() == {"message": "Hello Ada from Orchestro Cell!"}
+```
+
+With pytest, the ``cell_client`` fixture does the same and closes the clients after the test.
+"""
+
+from .client import CellClient, TestResponse
+from .factory import make_cell
+
+__all__ = ["CellClient", "TestResponse", "make_cell"]

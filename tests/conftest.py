@@ -1,0 +1,92 @@
+"""Shared helpers: run ``python -m orchestro`` as a user would, in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+URL = re.compile(r"cell (\S+) serving on (http://\S+)")
+
+
+class Cli:
+    """A running ``orchestro`` process and the URLs of the cells it announced."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.urls: dict[str, str] = {}
+        self.stdout: list[str] = []
+
+    async def wait_serving(self, count: int = 1, timeout: float = 30.0) -> dict[str, str]:
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(timeout):
+            while len(self.urls) < count:
+                line = (await self.proc.stdout.readline()).decode()
+                if not line:
+                    err = await self.stderr()
+                    raise AssertionError(f"orchestro exited early: {self.stdout} {err}")
+                self.stdout.append(line)
+                if match := URL.search(line):
+                    self.urls[match.group(1)] = match.group(2)
+        return self.urls
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    async def wait(self, timeout: float = 30.0) -> int:
+        async with asyncio.timeout(timeout):
+            return await self.proc.wait()
+
+    async def stderr(self) -> str:
+        assert self.proc.stderr is not None
+        return (await self.proc.stderr.read()).decode()
+
+    async def rest_of_stdout(self) -> str:
+        assert self.proc.stdout is not None
+        return "".join(self.stdout) + (await self.proc.stdout.read()).decode()
+
+
+async def start_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Cli:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orchestro",
+        *args,
+        cwd=str(cwd or ROOT),
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return Cli(proc)
+
+
+async def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[int, str, str]:
+    """Run a command to completion: (exit code, stdout, stderr)."""
+    cli = await start_cli(*args, cwd=cwd, env=env)
+    async with asyncio.timeout(timeout):
+        out, err = await cli.proc.communicate()
+    assert cli.proc.returncode is not None
+    return cli.proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def cli_processes() -> AsyncIterator[list[Cli]]:
+    """Processes a test starts; any still running afterwards are killed."""
+    started: list[Cli] = []
+    yield started
+    for cli in started:
+        if cli.proc.returncode is None:
+            cli.proc.kill()
+            await cli.proc.wait()
+
+
+pytest_plugins = ["pytester"]
