@@ -39,11 +39,28 @@ def pin(core: int) -> list[str]:
 
 def start_server(kind: str, loop: str, port: int) -> subprocess.Popen[bytes]:
     if kind == "orchestro":
-        cmd = [sys.executable, "-m", "orchestro", "run", "examples/hello.py", "--port",
-               str(port), "--loop", loop, "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "orchestro",
+            "run",
+            "examples/hello.py",
+            "--port",
+            str(port),
+            "--loop",
+            loop,
+            "--log-level",
+            "warning",
+        ]
     else:
-        cmd = [sys.executable, str(ROOT / "bench" / "bare_aiohttp.py"), "--port", str(port),
-               "--loop", loop]
+        cmd = [
+            sys.executable,
+            str(ROOT / "bench" / "bare_aiohttp.py"),
+            "--port",
+            str(port),
+            "--loop",
+            loop,
+        ]
     proc = subprocess.Popen([*pin(0), *cmd], cwd=ROOT, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -68,8 +85,15 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 def wrk(port: int, duration: float, connections: int) -> tuple[float, float]:
     """(requests/s, p99 ms) for GET /greet."""
-    cmd = [*pin(1), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
-           f"http://127.0.0.1:{port}/greet"]
+    cmd = [
+        *pin(1),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        f"http://127.0.0.1:{port}/greet",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
@@ -109,23 +133,31 @@ def main() -> int:
                 finally:
                     stop_server(proc)
                 results.setdefault((kind, loop), []).append((rps, p99))
-                print(f"round {round_no} {loop:8} {kind:10} {rps:10.0f} req/s  p99 {p99:6.2f} ms",
-                      flush=True)
+                print(
+                    f"round {round_no} {loop:8} {kind:10} {rps:10.0f} req/s  p99 {p99:6.2f} ms",
+                    flush=True,
+                )
     print()
     print(f"{'loop':8} {'server':10} {'median req/s':>12} {'median p99 ms':>14}")
     for loop in loops:
         for kind in ("bare", "orchestro"):
             runs = results[(kind, loop)]
-            print(f"{loop:8} {kind:10} {statistics.median(r for r, _ in runs):12.0f} "
-                  f"{statistics.median(p for _, p in runs):14.2f}")
+            print(
+                f"{loop:8} {kind:10} {statistics.median(r for r, _ in runs):12.0f} "
+                f"{statistics.median(p for _, p in runs):14.2f}"
+            )
     print()
     for loop in loops:
         bare = statistics.median(r for r, _ in results[("bare", loop)])
         ours = statistics.median(r for r, _ in results[("orchestro", loop)])
-        per_round = [o[0] / b[0] for o, b in zip(results[("orchestro", loop)],
-                                                  results[("bare", loop)], strict=True)]
-        print(f"ratio orchestro/bare ({loop}): {ours / bare:.3f} "
-              f"(per-round median {statistics.median(per_round):.3f}; target >= 0.90)")
+        per_round = [
+            o[0] / b[0]
+            for o, b in zip(results[("orchestro", loop)], results[("bare", loop)], strict=True)
+        ]
+        print(
+            f"ratio orchestro/bare ({loop}): {ours / bare:.3f} "
+            f"(per-round median {statistics.median(per_round):.3f}; target >= 0.90)"
+        )
     return 0
 
 

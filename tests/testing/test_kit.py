@@ -37,6 +37,7 @@ class FakePayments:
         return f"r-{amount}"
 
 
+# --8<-- [start:make_cell]
 async def test_make_cell_replaces_dependencies() -> None:
     fake = FakePayments()
     checkout = make_cell(Checkout, payments=fake, currency="CHF")
@@ -44,6 +45,9 @@ async def test_make_cell_replaces_dependencies() -> None:
         response = await client.post("/pay/12")
     assert response.json() == {"receipt": "r-12", "currency": "CHF"}
     assert fake.charged == [12]
+
+
+# --8<-- [end:make_cell]
 
 
 def test_make_cell_refuses_unknown_attributes() -> None:

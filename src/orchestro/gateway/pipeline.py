@@ -157,13 +157,17 @@ class Pipeline:
     ) -> None:
         self._resolve = router.resolve
         self._cell = cell
+        # Request ids: a random prefix per gateway and a counter. Unique without a system
+        # call per request (os.urandom costs microseconds under load).
+        self._id_prefix = os.urandom(6).hex()
+        self._id_counter = itertools.count(1)
         self._not_found = not_found
         self._not_allowed = not_allowed
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = request.headers.get(REQUEST_ID_HEADER)
         if rid is None or not _safe_id(rid):
-            rid = new_request_id()
+            rid = f"{self._id_prefix}{next(self._id_counter):012x}"
         request[REQUEST_ID_KEY] = rid
         match = self._resolve(request.method, request.raw_path.partition("?")[0])
         route = match.target
@@ -276,16 +280,6 @@ class Gate:
     def close(self, reason: str) -> None:
         self.is_open = False
         self.reason = reason
-
-
-# Request ids are a per-process random prefix and a counter: unique without a system call per
-# request (os.urandom costs several microseconds under load, a tenth of a small request).
-_ID_PREFIX: Final = os.urandom(6).hex()
-_id_counter = itertools.count(1)
-
-
-def new_request_id() -> str:
-    return f"{_ID_PREFIX}{next(_id_counter):012x}"
 
 
 class AdmissionStep:
