@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -137,3 +139,19 @@ async def test_request_id_is_echoed_when_sane(client: CellClient) -> None:
 async def test_request_ids_are_unique(client: CellClient) -> None:
     ids = {(await client.get("/nowhere")).headers["x-request-id"] for _ in range(20)}
     assert len(ids) == 20
+
+
+async def test_a_malformed_http_request_gets_a_problem_too(client: CellClient) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.host.port)
+    writer.write(b"GET /teapot HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n")
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400"
+    assert b"Content-Type: application/problem+json" in head
+    assert b"x-request-id: " in head
+    problem = json.loads(body)
+    assert problem["status"] == 400
+    assert problem["title"] == "Bad Request"
+    assert problem["detail"]

@@ -44,6 +44,7 @@ from .pipeline import (
     service_endpoint,
 )
 from .router import Router
+from .server import ProblemServer
 
 __all__ = ["Gateway", "build_gateway"]
 
@@ -59,7 +60,7 @@ class Gateway:
         self.openapi = openapi
         self.max_body_size = max_body_size
 
-    def server(self) -> web.Server:
+    def server(self) -> ProblemServer:
         """An aiohttp low-level server answering with this gateway."""
         max_size = self.max_body_size
 
@@ -75,7 +76,7 @@ class Gateway:
                 message, payload, protocol, writer, task, task.get_loop(), client_max_size=max_size
             )
 
-        return web.Server(
+        return ProblemServer(
             self.pipeline,
             request_factory=make_request,
             access_log=None,  # access logging is the observability layer's job

@@ -5,14 +5,49 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
-from ..errors import StartupError
+from ..errors import HTTPError, StartupError
+from .problem import problem_response
 
-__all__ = ["Listener"]
+__all__ = ["Listener", "ProblemServer"]
 
 _log = logging.getLogger("orchestro.gateway")
+
+
+class _ProblemRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering its own errors (a malformed request line or
+    header, which never reaches the pipeline) as problem+json too."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; refuses a started answer
+        detail: str | None
+        if status == 500:
+            detail = "the server failed while handling the request"
+        else:
+            detail = message or (str(exc) if exc else None)
+        rid = os.urandom(12).hex()
+        response = problem_response(
+            HTTPError(status, detail), request_id=rid, headers={"x-request-id": rid}
+        )
+        response.force_close()
+        return response
+
+
+class ProblemServer(web.Server):
+    """aiohttp's low-level server whose own error answers are problem+json."""
+
+    def __call__(self) -> RequestHandler:
+        return _ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 class Listener:
