@@ -7,12 +7,18 @@ import os
 import re
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The default local:// registry lives under XDG_RUNTIME_DIR: give the test run its own, so
+# tests (and the processes they start) never touch the user's real registry.
+os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="orchestro-tests-")
+os.environ.pop("ORCHESTRO_REGISTRY", None)
 URL = re.compile(r"cell (\S+) serving on (http://\S+)")
 
 

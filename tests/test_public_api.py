@@ -13,6 +13,7 @@ def test_exported_members_are_pinned() -> None:
         "CellSpec",
         "CellState",
         "ConfigurationError",
+        "DiscoveryError",
         "GatewaySettings",
         "HTTPError",
         "Header",
@@ -39,6 +40,7 @@ def test_error_tree() -> None:
     for error in (
         orchestro.ConfigurationError,
         orchestro.StartupError,
+        orchestro.DiscoveryError,
         orchestro.HTTPError,
     ):
         assert issubclass(error, orchestro.OrchestroError)

@@ -24,6 +24,7 @@ from .config import GatewaySettings
 from .errors import (
     CellDefinitionError,
     ConfigurationError,
+    DiscoveryError,
     HTTPError,
     OrchestroError,
     StartupError,
@@ -45,6 +46,7 @@ __all__ = [
     "CellSpec",
     "CellState",
     "ConfigurationError",
+    "DiscoveryError",
     "GatewaySettings",
     "HTTPError",
     "Header",

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigurationError
 
-__all__ = ["GatewaySettings", "RunSettings", "load_settings"]
+__all__ = ["GatewaySettings", "RegistrySettings", "RunSettings", "load_settings"]
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -54,6 +54,32 @@ class RunSettings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Lowest level of log records written to stderr."
+    )
+
+
+class RegistrySettings(BaseSettings):
+    """Where cells register and find each other."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRO_", frozen=True, extra="ignore")
+
+    registry: str = Field(
+        default="local://",
+        description="Registry URL: local://[PATH] (one SQLite file per machine), "
+        "etcd://host:port[,host:port], memory:// or static://name=http://host:port,...",
+    )
+    registry_ttl: float = Field(
+        default=5.0,
+        gt=0.5,
+        le=300,
+        description="Seconds an instance stays registered after its process stops renewing it.",
+    )
+    advertise_host: str | None = Field(
+        default=None,
+        description="Address other machines reach this process's cells at (default: the "
+        "listening host, or this machine's name when listening on all addresses).",
+    )
+    zone: str | None = Field(
+        default=None, description="Zone label of this process's instances (for locality)."
     )
 
 

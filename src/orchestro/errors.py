@@ -9,9 +9,10 @@ where they happen, so callers catch one family::
     │   ├── CellDefinitionError   a @cell or @service declaration is wrong (raised at import time)
     │   └── TargetError           `orchestro run TARGET` cannot find or load the cells
     ├── StartupError              a cell could not start: port in use, on_start failed
+    ├── DiscoveryError            the registry cannot be reached or read
     └── HTTPError                 raised by a service to answer with an RFC 9457 problem
 
-Discovery and mesh call errors join this tree as those capabilities land.
+Mesh call errors join this tree as that capability lands.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 __all__ = [
     "CellDefinitionError",
     "ConfigurationError",
+    "DiscoveryError",
     "HTTPError",
     "OrchestroError",
     "StartupError",
@@ -52,6 +54,10 @@ class TargetError(ConfigurationError):
 
 class StartupError(OrchestroError):
     """A cell could not start (its port is in use, or its ``on_start`` hook failed)."""
+
+
+class DiscoveryError(OrchestroError):
+    """The registry cannot be reached or read; the message names its URL."""
 
 
 class HTTPError(OrchestroError):

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
+import socket
+import time
 import traceback
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -20,6 +24,8 @@ from ..errors import StartupError
 from ..gateway.app import build_gateway
 from ..gateway.pipeline import Gate
 from ..gateway.server import Listener
+from ..registry.agent import Registration
+from ..registry.base import Instance, InstanceState, new_instance_id
 from ..security.identity import IdentityResolver, anonymous
 from .spec import CellSpec, spec_of
 
@@ -52,8 +58,15 @@ class CellHost:
         host: str | None = None,
         port: int | None = None,
         identity: IdentityResolver = anonymous,
+        registration: Registration | None = None,
+        advertise_host: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         self.spec: CellSpec = spec_of(cell)
+        self._registration = registration
+        self._advertise_host = advertise_host
+        self._labels = dict(labels or {})
+        self.instance_id = new_instance_id(self.spec.name)
         self._instance: object | None = None if isinstance(cell, type) else cell
         self.settings = settings or GatewaySettings()
         self.host = host if host is not None else self.spec.host
@@ -63,6 +76,7 @@ class CellHost:
         self.state = CellState.CREATED
         self._listener: Listener | None = None
         self._started_hooks = False
+        self._started_at = time.time()
 
     @property
     def name(self) -> str:
@@ -85,6 +99,7 @@ class CellHost:
         if self.state is not CellState.CREATED:
             raise RuntimeError(f"cell {self.name!r} was already started ({self.state.value})")
         self.state = CellState.STARTING
+        self._started_at = time.time()
         try:
             if self._instance is None:
                 self._instance = self._create()
@@ -106,6 +121,9 @@ class CellHost:
             raise
         self.gate.open()
         self.state = CellState.SERVING
+        if self._registration is not None:
+            # Registered only once ready, so callers never pick an instance still starting.
+            await self._registration.add(self.registry_record())
         _log.debug("cell %s serving on %s", self.name, self.url)
 
     async def drain(self) -> None:
@@ -119,8 +137,13 @@ class CellHost:
         self.gate.close("draining")
         _log.info("cell %s draining", self.name)
         try:
+            if self._registration is not None:
+                # Callers stop choosing this instance before it stops accepting.
+                await self._registration.set_state(self.instance_id, InstanceState.DRAINING)
             if self._listener is not None:
                 await self._listener.drain()
+            if self._registration is not None:
+                await self._registration.remove(self.instance_id)
         finally:
             try:
                 await self._run_on_stop()
@@ -129,6 +152,24 @@ class CellHost:
                 _log.info("cell %s stopped", self.name)
 
     aclose = drain
+
+    def registry_record(self, state: InstanceState = InstanceState.READY) -> Instance:
+        """This instance as the registry stores it."""
+        host = self._advertise_host or self.host
+        if host in ("", "0.0.0.0", "::"):
+            host = _this_machine()
+        return Instance(
+            cell=self.name,
+            id=self.instance_id,
+            host=host,
+            port=self.port,
+            pid=os.getpid(),
+            hostname=socket.gethostname(),
+            version=self.spec.version,
+            labels=self._labels,
+            state=state,
+            started_at=self._started_at,
+        )
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -171,6 +212,15 @@ class CellHost:
             return
         self._started_hooks = False
         await hook()
+
+
+def _this_machine() -> str:
+    """An address of this machine for other machines, when listening on all addresses."""
+    name = socket.gethostname()
+    try:
+        return socket.gethostbyname(name)
+    except OSError:
+        return name
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,7 +1,8 @@
 """``python -m orchestro``: the entry point of every command.
 
-An :class:`~orchestro.errors.OrchestroError` becomes one line on stderr and exit code 2; any
-other exception (a bug in the user's module, say) keeps its traceback.
+An :class:`~orchestro.errors.OrchestroError` becomes one line on stderr and exit code 2 (1 for
+an unreachable registry); any other exception (a bug in the user's module, say) keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import OrchestroError
-from . import run
+from ..errors import DiscoveryError, OrchestroError
+from . import ls, run
 
 __all__ = ["main"]
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"orchestro {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     run.add_parser(subparsers)
+    ls.add_parser(subparsers)
     return parser
 
 
@@ -33,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)
+    except DiscoveryError as exc:  # the registry is down: not the user's input
+        print(f"orchestro: error: {exc}", file=sys.stderr)
+        return 1
     except OrchestroError as exc:
         print(f"orchestro: error: {exc}", file=sys.stderr)
         return 2

@@ -11,9 +11,16 @@ from pydantic_settings import BaseSettings
 __all__ = ["add_settings_flags", "settings_flags"]
 
 
-def add_settings_flags(parser: argparse.ArgumentParser, model: type[BaseSettings]) -> None:
-    """Add ``--field-name`` for every field of ``model``; values are validated by the model."""
+def add_settings_flags(
+    parser: argparse.ArgumentParser,
+    model: type[BaseSettings],
+    only: tuple[str, ...] | None = None,
+) -> None:
+    """Add ``--field-name`` for every field of ``model`` (or those in ``only``); values are
+    validated by the model."""
     for name, field in model.model_fields.items():
+        if only is not None and name not in only:
+            continue
         flag = "--" + name.replace("_", "-")
         env = f"ORCHESTRO_{name.upper()}"
         default = field.default

@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..cell.host import CellHost
-from ..config import GatewaySettings, RunSettings, load_settings
+from ..config import GatewaySettings, RegistrySettings, RunSettings, load_settings
 from ..errors import ConfigurationError, StartupError
+from ..registry import Registration, RegistryView, open_registry
 from .importer import load_cells
 from .options import add_settings_flags, settings_flags
 
@@ -51,6 +52,7 @@ def add_parser(subparsers: Any) -> None:
     )
     add_settings_flags(parser, RunSettings)
     add_settings_flags(parser, GatewaySettings)
+    add_settings_flags(parser, RegistrySettings)
     parser.set_defaults(handler=run)
 
 
@@ -67,6 +69,7 @@ def _port(value: str) -> int:
 def run(args: argparse.Namespace) -> int:
     run_settings = load_settings(RunSettings, settings_flags(args, RunSettings))
     gateway = load_settings(GatewaySettings, settings_flags(args, GatewaySettings))
+    discovery = load_settings(RegistrySettings, settings_flags(args, RegistrySettings))
     loop_factory = _loop_factory(run_settings.loop)
     cells = load_cells(args.target, args.cells)
     if args.port is not None and len(cells) != 1:
@@ -75,11 +78,36 @@ def run(args: argparse.Namespace) -> int:
             "--cell NAME, or set each cell's port in @cell(port=...)"
         )
     _configure_logging(run_settings.log_level)
+    registry = open_registry(discovery.registry, ttl=discovery.registry_ttl)
+    registration = Registration(registry)
+    labels = {"zone": discovery.zone} if discovery.zone else {}
     hosts = [
-        CellHost(cls, settings=gateway, host=run_settings.host, port=args.port) for cls in cells
+        CellHost(
+            cls,
+            settings=gateway,
+            host=run_settings.host,
+            port=args.port,
+            registration=registration,
+            advertise_host=discovery.advertise_host,
+            labels=labels,
+        )
+        for cls in cells
     ]
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(serve(hosts))
+        return runner.run(_serve_registered(hosts, registration))
+
+
+async def _serve_registered(hosts: Sequence[CellHost], registration: Registration) -> int:
+    registry = registration.registry
+    # The process's view of every cell: the mesh resolves from it without waiting.
+    view = RegistryView(registry)
+    await view.start()
+    try:
+        return await serve(hosts)
+    finally:
+        await registration.aclose()
+        await view.aclose()
+        await registry.aclose()
 
 
 async def serve(hosts: Sequence[CellHost], *, announce: Callable[[str], None] | None = None) -> int:

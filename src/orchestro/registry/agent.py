@@ -1,0 +1,126 @@
+"""Keep this process's instances registered, whatever the registry goes through.
+
+The agent registers instances, renews the process's lease every third of the TTL, and when the
+registry is unreachable keeps retrying with exponential backoff and jitter (tenacity), logging
+one warning with the URL. When the registry answers again, or reports the lease lost, every
+instance is registered again under the same id — so no duplicates and no ghosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
+
+from ..errors import DiscoveryError
+from .base import Instance, InstanceState, LeaseLost, Registry
+
+__all__ = ["Registration"]
+
+_log = logging.getLogger("orchestro.registry")
+
+
+class Registration:
+    """The instances this process has registered, kept alive in the background."""
+
+    def __init__(self, registry: Registry, *, first_attempt_timeout: float = 2.0) -> None:
+        self.registry = registry
+        self._instances: dict[str, Instance] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._first_attempt_timeout = first_attempt_timeout
+        self.healthy = True
+
+    async def add(self, instance: Instance) -> None:
+        """Register ``instance`` (or update it: same id). Never raises for an unreachable
+        registry: the cell keeps serving and registration is retried in the background."""
+        self._instances[instance.id] = instance
+        self._ensure_task()
+        try:
+            async with asyncio.timeout(self._first_attempt_timeout):
+                await self.registry.register(instance)
+        except (DiscoveryError, TimeoutError, LeaseLost) as exc:
+            self._failed(exc)
+
+    async def set_state(self, instance_id: str, state: InstanceState) -> None:
+        instance = self._instances.get(instance_id)
+        if instance is not None:
+            await self.add(instance.model_copy(update={"state": state}))
+
+    async def remove(self, instance_id: str) -> None:
+        if self._instances.pop(instance_id, None) is None:
+            return
+        try:
+            async with asyncio.timeout(self._first_attempt_timeout):
+                await self.registry.deregister(instance_id)
+        except (DiscoveryError, TimeoutError) as exc:
+            # The TTL removes it: this process stops renewing its lease soon.
+            _log.warning("could not deregister %s from %s: %s", instance_id, self.registry.url, exc)
+
+    async def aclose(self) -> None:
+        for instance_id in list(self._instances):
+            await self.remove(instance_id)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _ensure_task(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._keep_alive(), name="orchestro-registration")
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.healthy:
+            _log.warning(
+                "registry %s unreachable (%s); the cell keeps serving and registration is retried",
+                self.registry.url,
+                exc or type(exc).__name__,
+            )
+        self.healthy = False
+        self._wake.set()
+
+    async def _keep_alive(self) -> None:
+        interval = self.registry.ttl / 3
+        while True:
+            try:
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if not self._instances:
+                continue
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type((DiscoveryError, TimeoutError)),
+                wait=wait_random_exponential(multiplier=0.2, max=interval),
+                reraise=True,
+            ):
+                with attempt:
+                    await self._renew()
+
+    async def _renew(self) -> None:
+        try:
+            async with asyncio.timeout(self.registry.ttl / 3):
+                try:
+                    await self.registry.heartbeat()
+                    lost = False
+                except LeaseLost:
+                    lost = True
+                    _log.warning(
+                        "registry %s forgot this process's lease; registering again",
+                        self.registry.url,
+                    )
+                if lost or not self.healthy:
+                    # The records may be gone with the lease; the same ids make this
+                    # idempotent.
+                    for instance in list(self._instances.values()):
+                        await self.registry.register(instance)
+        except (DiscoveryError, TimeoutError) as exc:
+            self._failed(exc)
+            raise
+        if not self.healthy:
+            _log.warning("registry %s reachable again; instances registered", self.registry.url)
+        self.healthy = True

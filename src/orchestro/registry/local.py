@@ -1,0 +1,207 @@
+"""``local://[PATH]``: the embedded default registry, one SQLite file per machine.
+
+Every orchestro process on the machine opens the same file (WAL mode, so readers never block
+writers, and a busy timeout for concurrent writers). A process's instances carry an expiry
+time it pushes forward on every heartbeat; a process killed with SIGKILL stops doing so and
+its instances drop out of every view within the TTL. Watchers poll SQLite's cheap
+``data_version`` every 50 ms and re-read the table when another process wrote, or when an
+expiry may have passed.
+
+The default file is ``$XDG_RUNTIME_DIR/orchestro/registry.db`` (cleared at logout), else
+``$XDG_STATE_HOME/orchestro/registry.db`` (``~/.local/state/...``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from ..errors import ConfigurationError, DiscoveryError
+from .base import Instance, LeaseLost
+
+__all__ = ["LocalRegistry", "default_path"]
+
+_log = logging.getLogger("orchestro.registry")
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    id TEXT PRIMARY KEY,
+    cell TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_expires ON instances (expires_at);
+"""
+POLL_INTERVAL = 0.05
+
+
+def default_path() -> Path:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "orchestro" / "registry.db"
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "orchestro" / "registry.db"
+
+
+class LocalRegistry:
+    """A registry in a SQLite file shared by the processes of one machine."""
+
+    def __init__(self, path: Path, *, ttl: float = 5.0, url: str | None = None) -> None:
+        self.path = path
+        self.ttl = ttl
+        self.url = url or f"local://{path}"
+        self._owner = os.urandom(8).hex()
+        self._mine: set[str] = set()
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()
+        self._dirty = False  # this process wrote: data_version only counts other connections
+        self._db = self._open()
+
+    @classmethod
+    def from_url(cls, url: str, *, ttl: float) -> LocalRegistry:
+        rest = url.split("://", 1)[1]
+        path = Path(rest).expanduser() if rest else default_path()
+        return cls(path, ttl=ttl, url=url if rest else f"local://{path}")
+
+    def _open(self) -> sqlite3.Connection:
+        fix = "choose a writable file, e.g. --registry local:///tmp/orchestro-registry.db"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"registry {self.url}: cannot create {self.path.parent} ({exc.strerror}); {fix}"
+            ) from exc
+        try:
+            db = sqlite3.connect(
+                self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            message = str(exc)
+            if "not a database" in message or "malformed" in message:
+                raise ConfigurationError(
+                    f"registry {self.url}: {self.path} is not a registry database ({message}); "
+                    "delete it (it holds only live registrations) or choose another file"
+                ) from exc
+            raise ConfigurationError(
+                f"registry {self.url}: cannot open {self.path} ({message}); {fix}"
+            ) from exc
+        return db
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def locked() -> T:
+            with self._lock:
+                return fn(self._db)
+
+        try:
+            return await asyncio.to_thread(locked)
+        except sqlite3.Error as exc:
+            raise DiscoveryError(f"registry {self.url}: {exc}") from exc
+
+    async def register(self, instance: Instance) -> None:
+        record = instance.model_dump_json()
+        expires = time.time() + self.ttl
+
+        def put(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO instances (id, cell, owner, expires_at, record) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET cell=excluded.cell, owner=excluded.owner, "
+                "expires_at=excluded.expires_at, record=excluded.record",
+                (instance.id, instance.cell, self._owner, expires, record),
+            )
+
+        await self._run(put)
+        self._mine.add(instance.id)
+        self._dirty = True
+
+    async def heartbeat(self) -> None:
+        if not self._mine:
+            return
+        now = time.time()
+
+        def renew(db: sqlite3.Connection) -> int:
+            with db:  # one transaction
+                db.execute("BEGIN IMMEDIATE")
+                # An expired instance is not renewed: every reader has already dropped it, so
+                # the agent must register it again (as with a lost etcd lease).
+                renewed = db.execute(
+                    "UPDATE instances SET expires_at=? WHERE owner=? AND expires_at > ?",
+                    (now + self.ttl, self._owner, now),
+                ).rowcount
+                # Housekeeping: forget what expired well ago (readers skip it meanwhile).
+                db.execute("DELETE FROM instances WHERE expires_at < ?", (now - self.ttl,))
+            return int(renewed)
+
+        renewed = await self._run(renew)
+        if renewed < len(self._mine):
+            raise LeaseLost(f"{len(self._mine) - renewed} of this process's instances expired")
+
+    async def deregister(self, instance_id: str) -> None:
+        self._mine.discard(instance_id)
+        await self._run(lambda db: db.execute("DELETE FROM instances WHERE id=?", (instance_id,)))
+        self._dirty = True
+
+    async def list(self) -> Sequence[Instance]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT id, record FROM instances WHERE expires_at > ? ORDER BY id", (time.time(),)
+            ).fetchall()
+        )
+        return self._parse(rows)
+
+    def _parse(self, rows: Sequence[Any]) -> Sequence[Instance]:
+        found: builtins.list[Instance] = []
+        for row_id, record in rows:
+            try:
+                found.append(Instance.model_validate_json(record))
+            except ValidationError as exc:
+                if row_id not in self._warned:  # warn once per bad record, never crash
+                    self._warned.add(row_id)
+                    _log.warning(
+                        "registry %s: skipping invalid record %r: %s",
+                        self.url,
+                        row_id,
+                        exc.errors(include_url=False)[0]["msg"],
+                    )
+        return found
+
+    async def watch(self) -> AsyncIterator[Sequence[Instance]]:
+        last: tuple[tuple[str, str, str], ...] | None = None
+        version = -1
+        next_full = 0.0
+        while True:
+            current = await self._run(
+                lambda db: int(db.execute("PRAGMA data_version").fetchone()[0])
+            )
+            now = time.monotonic()
+            if current != version or now >= next_full or self._dirty or last is None:
+                version = current
+                self._dirty = False
+                next_full = now + min(self.ttl / 10, 0.5)  # expiries need no write to happen
+                snapshot = await self.list()
+                key = tuple((i.id, i.state.value, i.url) for i in snapshot)
+                if key != last:
+                    last = key
+                    yield snapshot
+            await asyncio.sleep(POLL_INTERVAL)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with self._lock:
+            self._db.close()

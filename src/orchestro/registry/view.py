@@ -1,0 +1,137 @@
+"""The in-memory view of the registry every process keeps, fed by a watch.
+
+Resolving a cell is a dictionary lookup; it never waits on the registry. When the registry
+cannot be reached the view keeps its last good contents, logs one warning naming the URL,
+and retries with backoff until it can watch again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Self
+
+from .base import Instance, Registry
+
+__all__ = ["RegistryView"]
+
+_log = logging.getLogger("orchestro.registry")
+
+_EMPTY: tuple[Instance, ...] = ()
+
+
+class RegistryView:
+    """A live copy of the registry, grouped by cell.
+
+    ```python
+    async with RegistryView(registry) as view:
+        await view.wait_ready()
+        for instance in view.ready("orders"):
+            print(instance.url)
+    ```
+    """
+
+    def __init__(self, registry: Registry, *, max_backoff: float = 5.0) -> None:
+        self.registry = registry
+        self._by_cell: dict[str, tuple[Instance, ...]] = {}
+        self._ready_by_cell: dict[str, tuple[Instance, ...]] = {}
+        self._max_backoff = max_backoff
+        self._task: asyncio.Task[None] | None = None
+        self._loaded = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._listeners: list[Callable[[dict[str, tuple[Instance, ...]]], None]] = []
+        self.healthy = False
+
+    def instances(self, cell: str) -> tuple[Instance, ...]:
+        """Every known instance of ``cell`` (ready and draining)."""
+        return self._by_cell.get(cell, _EMPTY)
+
+    def ready(self, cell: str) -> tuple[Instance, ...]:
+        """The instances of ``cell`` that take requests."""
+        return self._ready_by_cell.get(cell, _EMPTY)
+
+    def cells(self) -> dict[str, tuple[Instance, ...]]:
+        return dict(self._by_cell)
+
+    def on_change(self, listener: Callable[[dict[str, tuple[Instance, ...]]], None]) -> None:
+        """Call ``listener`` with the new contents after every change."""
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._follow(), name="orchestro-registry-view")
+
+    async def wait_ready(self) -> None:
+        """Wait until the first full snapshot arrived (bound it with ``asyncio.timeout``)."""
+        await self._loaded.wait()
+
+    async def wait_for(self, predicate: Callable[[RegistryView], bool]) -> None:
+        """Wait until ``predicate(view)`` holds (bound it with ``asyncio.timeout``)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: predicate(self))
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _follow(self) -> None:
+        failures = 0
+        while True:
+            try:
+                async for snapshot in self.registry.watch():
+                    if not self.healthy and failures:
+                        _log.warning("registry %s reachable again", self.registry.url)
+                    failures = 0
+                    self.healthy = True
+                    await self._apply(snapshot)
+                return  # the registry closed
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.healthy = False
+                if failures == 0:
+                    _log.warning(
+                        "registry %s unreachable (%s); serving the last known instances and "
+                        "retrying",
+                        self.registry.url,
+                        exc,
+                    )
+                failures += 1
+                # Full jitter, as tenacity's wait_random_exponential: spread reconnections.
+                await asyncio.sleep(random.uniform(0, min(self._max_backoff, 0.1 * 2**failures)))
+
+    async def _apply(self, snapshot: Sequence[Instance]) -> None:
+        by_cell: dict[str, list[Instance]] = {}
+        for instance in snapshot:
+            by_cell.setdefault(instance.cell, []).append(instance)
+        frozen = {cell: tuple(sorted(found, key=lambda i: i.id)) for cell, found in by_cell.items()}
+        self._by_cell = frozen
+        self._ready_by_cell = {
+            cell: ready
+            for cell, found in frozen.items()
+            if (ready := tuple(i for i in found if i.ready))
+        }
+        self._loaded.set()
+        for listener in self._listeners:
+            listener(frozen)
+        async with self._changed:
+            self._changed.notify_all()
