@@ -4,8 +4,8 @@ Every orchestro process on the machine opens the same file (WAL mode, so readers
 writers, and a busy timeout for concurrent writers). A process's instances carry an expiry
 time it pushes forward on every heartbeat; a process killed with SIGKILL stops doing so and
 its instances drop out of every view within the TTL. Watchers poll SQLite's cheap
-``data_version`` every 50 ms and re-read the table when another process wrote, or when an
-expiry may have passed.
+``data_version`` every 50 ms and re-read the table only when a process wrote or an instance's
+expiry passed.
 
 The default file is ``$XDG_RUNTIME_DIR/orchestro/registry.db`` (cleared at logout), else
 ``$XDG_STATE_HOME/orchestro/registry.db`` (``~/.local/state/...``).
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -66,7 +67,6 @@ class LocalRegistry:
         self._mine: set[str] = set()
         self._lock = threading.Lock()
         self._warned: set[str] = set()
-        self._dirty = False  # this process wrote: data_version only counts other connections
         self._db = self._open()
 
     @classmethod
@@ -126,7 +126,6 @@ class LocalRegistry:
 
         await self._run(put)
         self._mine.add(instance.id)
-        self._dirty = True
 
     async def heartbeat(self) -> None:
         if not self._mine:
@@ -153,15 +152,21 @@ class LocalRegistry:
     async def deregister(self, instance_id: str) -> None:
         self._mine.discard(instance_id)
         await self._run(lambda db: db.execute("DELETE FROM instances WHERE id=?", (instance_id,)))
-        self._dirty = True
 
     async def list(self) -> Sequence[Instance]:
+        instances, _ = await self._snapshot()
+        return instances
+
+    async def _snapshot(self) -> tuple[Sequence[Instance], float]:
+        """The live instances, and when the first of them expires (wall clock)."""
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT id, record FROM instances WHERE expires_at > ? ORDER BY id", (time.time(),)
+                "SELECT id, record, expires_at FROM instances WHERE expires_at > ? ORDER BY id",
+                (time.time(),),
             ).fetchall()
         )
-        return self._parse(rows)
+        first_expiry = min((row[2] for row in rows), default=math.inf)
+        return self._parse([(row[0], row[1]) for row in rows]), first_expiry
 
     def _parse(self, rows: Sequence[Any]) -> Sequence[Instance]:
         found: builtins.list[Instance] = []
@@ -180,24 +185,36 @@ class LocalRegistry:
         return found
 
     async def watch(self) -> AsyncIterator[Sequence[Instance]]:
+        # `PRAGMA data_version` on a connection of its own changes whenever any other
+        # connection (this process's writer included) commits; reading it costs microseconds
+        # and takes no lock in WAL mode, so it is polled on the event loop itself. The table
+        # is re-read (in a thread) only when it changed or an instance's expiry passed.
+        reader = self._reader()
         last: tuple[tuple[str, str, str], ...] | None = None
         version = -1
-        next_full = 0.0
-        while True:
-            current = await self._run(
-                lambda db: int(db.execute("PRAGMA data_version").fetchone()[0])
-            )
-            now = time.monotonic()
-            if current != version or now >= next_full or self._dirty or last is None:
-                version = current
-                self._dirty = False
-                next_full = now + min(self.ttl / 10, 0.5)  # expiries need no write to happen
-                snapshot = await self.list()
-                key = tuple((i.id, i.state.value, i.url) for i in snapshot)
-                if key != last:
-                    last = key
-                    yield snapshot
-            await asyncio.sleep(POLL_INTERVAL)
+        next_expiry = 0.0
+        try:
+            while True:
+                try:
+                    current = int(reader.execute("PRAGMA data_version").fetchone()[0])
+                except sqlite3.Error as exc:
+                    raise DiscoveryError(f"registry {self.url}: {exc}") from exc
+                if current != version or time.time() >= next_expiry:
+                    version = current
+                    snapshot, next_expiry = await self._snapshot()
+                    key = tuple((i.id, i.state.value, i.url) for i in snapshot)
+                    if key != last:
+                        last = key
+                        yield snapshot
+                await asyncio.sleep(POLL_INTERVAL)
+        finally:
+            reader.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        try:
+            return sqlite3.connect(self.path, timeout=0.1, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise DiscoveryError(f"registry {self.url}: {exc}") from exc
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._close)
