@@ -1,0 +1,108 @@
+"""Per-instance circuit breaking by outlier ejection (Envoy's model).
+
+An instance that fails ``consecutive_failures`` times in a row (default 5, Envoy's
+``consecutive_5xx``) is ejected — no traffic — for ``base_ejection`` * the number of times it
+has been ejected (default 30 s, as Envoy's ``base_ejection_time``), capped at
+``max_ejection``. When that time is up it is half-open: it gets exactly one probe request; a
+success closes it, a failure ejects it again for longer. Ejection never takes more than
+``max_ejected_share`` of a cell's instances (Envoy's ``max_ejection_percent``, default 10%,
+but at least one instance may be ejected), and never the last available one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .clock import Clock, MonotonicClock
+
+__all__ = ["OutlierDetector"]
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Health:
+    failures: int = 0  # consecutive
+    ejections: int = 0
+    ejected_until: float = 0.0
+    probing: bool = False  # half-open: one probe in flight
+
+
+class OutlierDetector:
+    def __init__(
+        self,
+        *,
+        consecutive_failures: int = 5,
+        base_ejection: float = 30.0,
+        max_ejection: float = 300.0,
+        max_ejected_share: float = 0.1,
+        clock: Clock | None = None,
+    ) -> None:
+        self.consecutive_failures = consecutive_failures
+        self.base_ejection = base_ejection
+        self.max_ejection = max_ejection
+        self.max_ejected_share = max_ejected_share
+        self._clock = clock or MonotonicClock()
+        self._health: dict[str, _Health] = {}
+
+    def state(self, instance_id: str) -> str:
+        """``closed`` (taking traffic), ``open`` (ejected) or ``half-open`` (may be probed)."""
+        health = self._health.get(instance_id)
+        if health is None or health.ejected_until == 0.0:
+            return "closed"
+        return "open" if self._clock.now() < health.ejected_until else "half-open"
+
+    def available(self, ids: Sequence[str]) -> list[str]:
+        """The instances that may take a request now (a half-open one only if its probe is
+        not already in flight)."""
+        now = self._clock.now()
+        found = []
+        for iid in ids:
+            health = self._health.get(iid)
+            closed = health is None or health.ejected_until == 0.0
+            if closed or (now >= health.ejected_until and not health.probing):  # type: ignore[union-attr]
+                found.append(iid)
+        return found
+
+    def on_pick(self, instance_id: str) -> None:
+        """A request is about to go to ``instance_id``; a half-open instance is now probing."""
+        health = self._health.get(instance_id)
+        if (
+            health is not None
+            and health.ejected_until
+            and self._clock.now() >= health.ejected_until
+        ):
+            health.probing = True
+
+    def record(self, instance_id: str, success: bool, peers: Sequence[str]) -> None:
+        """The outcome of a request to ``instance_id``, one of ``peers`` (the cell's instances)."""
+        health = self._health.setdefault(instance_id, _Health())
+        if success:
+            health.failures = 0
+            health.ejected_until = 0.0
+            health.probing = False
+            return
+        health.failures += 1
+        if health.probing or (
+            health.ejected_until == 0.0
+            and health.failures >= self.consecutive_failures
+            and self._may_eject(peers)
+        ):
+            health.probing = False
+            health.ejections += 1
+            duration = min(self.max_ejection, self.base_ejection * health.ejections)
+            health.ejected_until = self._clock.now() + duration
+
+    def forget(self, live: Sequence[str]) -> None:
+        """Drop the state of instances that left the registry."""
+        keep = set(live)
+        for iid in [i for i in self._health if i not in keep]:
+            del self._health[iid]
+
+    def _may_eject(self, peers: Sequence[str]) -> bool:
+        ejected = sum(1 for p in peers if self.state(p) != "closed")
+        cap = max(1, math.floor(self.max_ejected_share * len(peers)))
+        return ejected < cap and len(peers) - ejected > 1
