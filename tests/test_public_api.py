@@ -7,23 +7,33 @@ import orchestro.testing
 def test_exported_members_are_pinned() -> None:
     assert orchestro.__all__ == [
         "Body",
+        "CallError",
+        "CallPolicy",
         "Caller",
         "CellDefinitionError",
         "CellHost",
         "CellSpec",
         "CellState",
+        "CircuitOpenError",
         "ConfigurationError",
+        "DeadlineExceeded",
         "DiscoveryError",
         "GatewaySettings",
         "HTTPError",
         "Header",
+        "Mesh",
+        "NoInstancesError",
         "OrchestroError",
         "Query",
+        "RemoteError",
         "Response",
+        "RetryBudgetExhausted",
         "StartupError",
         "TargetError",
+        "TransportError",
         "__version__",
         "cell",
+        "mesh",
         "service",
         "spec_of",
     ]
@@ -41,8 +51,18 @@ def test_error_tree() -> None:
         orchestro.ConfigurationError,
         orchestro.StartupError,
         orchestro.DiscoveryError,
+        orchestro.CallError,
         orchestro.HTTPError,
     ):
         assert issubclass(error, orchestro.OrchestroError)
     assert issubclass(orchestro.CellDefinitionError, orchestro.ConfigurationError)
     assert issubclass(orchestro.TargetError, orchestro.ConfigurationError)
+    for call_error in (
+        orchestro.NoInstancesError,
+        orchestro.CircuitOpenError,
+        orchestro.DeadlineExceeded,
+        orchestro.RetryBudgetExhausted,
+        orchestro.TransportError,
+        orchestro.RemoteError,
+    ):
+        assert issubclass(call_error, orchestro.CallError)

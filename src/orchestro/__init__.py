@@ -22,15 +22,23 @@ from importlib.metadata import PackageNotFoundError, version
 from .cell import Body, CellHost, CellSpec, CellState, Header, Query, cell, service, spec_of
 from .config import GatewaySettings
 from .errors import (
+    CallError,
     CellDefinitionError,
+    CircuitOpenError,
     ConfigurationError,
+    DeadlineExceeded,
     DiscoveryError,
     HTTPError,
+    NoInstancesError,
     OrchestroError,
+    RemoteError,
+    RetryBudgetExhausted,
     StartupError,
     TargetError,
+    TransportError,
 )
 from .gateway import Response
+from .mesh import CallPolicy, Mesh, mesh
 from .security import Caller
 
 try:
@@ -40,23 +48,33 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Body",
+    "CallError",
+    "CallPolicy",
     "Caller",
     "CellDefinitionError",
     "CellHost",
     "CellSpec",
     "CellState",
+    "CircuitOpenError",
     "ConfigurationError",
+    "DeadlineExceeded",
     "DiscoveryError",
     "GatewaySettings",
     "HTTPError",
     "Header",
+    "Mesh",
+    "NoInstancesError",
     "OrchestroError",
     "Query",
+    "RemoteError",
     "Response",
+    "RetryBudgetExhausted",
     "StartupError",
     "TargetError",
+    "TransportError",
     "__version__",
     "cell",
+    "mesh",
     "service",
     "spec_of",
 ]

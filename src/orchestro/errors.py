@@ -10,9 +10,14 @@ where they happen, so callers catch one family::
     │   └── TargetError           `orchestro run TARGET` cannot find or load the cells
     ├── StartupError              a cell could not start: port in use, on_start failed
     ├── DiscoveryError            the registry cannot be reached or read
+    ├── CallError                 a call through the mesh failed
+    │   ├── NoInstancesError      no instance of the cell is ready
+    │   ├── CircuitOpenError      every instance of the cell is ejected
+    │   ├── DeadlineExceeded      the call's deadline passed
+    │   ├── RetryBudgetExhausted  a retry was needed but the retry budget is spent
+    │   ├── TransportError        the instance could not be reached
+    │   └── RemoteError           the callee answered with an error (status, problem+json)
     └── HTTPError                 raised by a service to answer with an RFC 9457 problem
-
-Mesh call errors join this tree as that capability lands.
 """
 
 from __future__ import annotations
@@ -22,13 +27,20 @@ from http import HTTPStatus
 from typing import Any
 
 __all__ = [
+    "CallError",
     "CellDefinitionError",
+    "CircuitOpenError",
     "ConfigurationError",
+    "DeadlineExceeded",
     "DiscoveryError",
     "HTTPError",
+    "NoInstancesError",
     "OrchestroError",
+    "RemoteError",
+    "RetryBudgetExhausted",
     "StartupError",
     "TargetError",
+    "TransportError",
 ]
 
 
@@ -58,6 +70,49 @@ class StartupError(OrchestroError):
 
 class DiscoveryError(OrchestroError):
     """The registry cannot be reached or read; the message names its URL."""
+
+
+class CallError(OrchestroError):
+    """A call through the mesh failed. ``cell`` names the target."""
+
+    def __init__(self, message: str, *, cell: str = "") -> None:
+        super().__init__(message)
+        self.cell = cell
+
+
+class NoInstancesError(CallError):
+    """No instance of the target cell is registered and ready."""
+
+
+class CircuitOpenError(CallError):
+    """Every instance of the target cell is ejected for failing."""
+
+
+class DeadlineExceeded(CallError):
+    """The call's deadline passed (its timeout, or what its caller had left)."""
+
+
+class RetryBudgetExhausted(CallError):
+    """A retry was needed, but retries already make up the budgeted share of traffic."""
+
+
+class TransportError(CallError):
+    """The instance could not be reached; ``connect`` is True if nothing was sent."""
+
+    def __init__(self, message: str, *, cell: str = "", connect: bool = False) -> None:
+        super().__init__(message, cell=cell)
+        self.connect = connect
+
+
+class RemoteError(CallError):
+    """The callee answered with an error status; ``problem`` is its problem+json body."""
+
+    def __init__(
+        self, message: str, *, cell: str = "", status: int, problem: dict[str, Any]
+    ) -> None:
+        super().__init__(message, cell=cell)
+        self.status = status
+        self.problem = problem
 
 
 class HTTPError(OrchestroError):

@@ -97,6 +97,7 @@ async def test_served_document_matches(cell_client) -> None:  # type: ignore[no-
     assert response.json() == build_openapi(spec_of(Binder))
 
 
+COMPANIONS = {"frontend.py": ["hello.py"]}  # cells an example calls
 EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.py") if p.name != "__init__.py")
 
 
@@ -106,6 +107,12 @@ async def test_schemathesis_finds_no_failure(example: str, tmp_path: Path) -> No
     """Property-based conformance: the document tells the truth about every example cell."""
     schemathesis = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     assert schemathesis, "schemathesis is part of the test extra: pip install -e '.[test]'"
+    companions = [
+        await start_cli("run", f"examples/{other}", "--port", "0")
+        for other in COMPANIONS.get(example, [])
+    ]
+    for companion in companions:
+        await companion.wait_serving()
     cli = await start_cli("run", f"examples/{example}", "--host", "127.0.0.1")
     try:
         urls = await cli.wait_serving(len(_cells_in(example)))
@@ -130,6 +137,9 @@ async def test_schemathesis_finds_no_failure(example: str, tmp_path: Path) -> No
     finally:
         cli.signal()
         assert await cli.wait() == 0
+        for companion in companions:
+            companion.signal()
+            assert await companion.wait() == 0
 
 
 def _cells_in(example: str) -> list[str]:

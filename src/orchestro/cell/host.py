@@ -24,6 +24,7 @@ from ..errors import StartupError
 from ..gateway.app import build_gateway
 from ..gateway.pipeline import Gate
 from ..gateway.server import Listener
+from ..mesh import MESH_ATTR, Mesh
 from ..registry.agent import Registration
 from ..registry.base import Instance, InstanceState, new_instance_id
 from ..security.identity import IdentityResolver, anonymous
@@ -61,9 +62,11 @@ class CellHost:
         registration: Registration | None = None,
         advertise_host: str | None = None,
         labels: Mapping[str, str] | None = None,
+        mesh: Mesh | None = None,
     ) -> None:
         self.spec: CellSpec = spec_of(cell)
         self._registration = registration
+        self._mesh = mesh
         self._advertise_host = advertise_host
         self._labels = dict(labels or {})
         self.instance_id = new_instance_id(self.spec.name)
@@ -103,6 +106,9 @@ class CellHost:
         try:
             if self._instance is None:
                 self._instance = self._create()
+            if self._mesh is not None:
+                # Class attributes declared with mesh.client(...) call through this mesh.
+                self._instance.__dict__.setdefault(MESH_ATTR, self._mesh)
             gateway = build_gateway(
                 self.spec,
                 self._instance,

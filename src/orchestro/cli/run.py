@@ -19,6 +19,7 @@ from typing import Any
 from ..cell.host import CellHost
 from ..config import GatewaySettings, RegistrySettings, RunSettings, load_settings
 from ..errors import ConfigurationError, StartupError
+from ..mesh import Mesh
 from ..registry import Registration, RegistryView, open_registry
 from .importer import load_cells
 from .options import add_settings_flags, settings_flags
@@ -80,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     _configure_logging(run_settings.log_level)
     registry = open_registry(discovery.registry, ttl=discovery.registry_ttl)
     registration = Registration(registry)
+    # The process's view of every cell, which its mesh resolves from without waiting.
+    view = RegistryView(registry)
+    calls = Mesh(view, zone=discovery.zone)
     labels = {"zone": discovery.zone} if discovery.zone else {}
     hosts = [
         CellHost(
@@ -90,23 +94,25 @@ def run(args: argparse.Namespace) -> int:
             registration=registration,
             advertise_host=discovery.advertise_host,
             labels=labels,
+            mesh=calls,
         )
         for cls in cells
     ]
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_serve_registered(hosts, registration))
+        return runner.run(_serve_registered(hosts, registration, calls))
 
 
-async def _serve_registered(hosts: Sequence[CellHost], registration: Registration) -> int:
+async def _serve_registered(
+    hosts: Sequence[CellHost], registration: Registration, calls: Mesh
+) -> int:
     registry = registration.registry
-    # The process's view of every cell: the mesh resolves from it without waiting.
-    view = RegistryView(registry)
-    await view.start()
+    await calls.start()
     try:
         return await serve(hosts)
     finally:
         await registration.aclose()
-        await view.aclose()
+        await calls.aclose()
+        await calls.view.aclose()
         await registry.aclose()
 
 

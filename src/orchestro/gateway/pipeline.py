@@ -26,6 +26,7 @@ import itertools
 import logging
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -34,6 +35,7 @@ from aiohttp import web
 
 from ..cell.spec import CellSpec, OperationSpec
 from ..errors import HTTPError
+from ..mesh.deadline import DEADLINE_HEADER, parse_deadline, set_deadline
 from ..security.identity import CALLER_KEY, IdentityResolver
 from .binding import Binder
 from .problem import problem_response
@@ -186,7 +188,10 @@ class Pipeline:
                 call = endpoint.method(**(await endpoint.bind_async(request, match.params)))
             else:
                 call = endpoint.method(request)
-            if endpoint.timeout is None:
+            deadline_header = request.headers.get(DEADLINE_HEADER)
+            if deadline_header is not None:
+                result = await _within_deadline(call, deadline_header, endpoint)
+            elif endpoint.timeout is None:
                 result = await call
             else:
                 result = await _with_timeout(call, endpoint.timeout, endpoint.name)
@@ -204,6 +209,30 @@ class Pipeline:
         assert response is not None
         response.headers[REQUEST_ID_HEADER] = rid
         return response
+
+
+async def _within_deadline(call: Awaitable[Any], header: str, endpoint: Endpoint) -> Any:
+    """Never work past the caller's deadline, and pass what is left to nested calls."""
+    deadline = parse_deadline(header)
+    if deadline is None:
+        return await (
+            call
+            if endpoint.timeout is None
+            else _with_timeout(call, endpoint.timeout, endpoint.name)
+        )
+    set_deadline(deadline)
+    remaining = deadline - time.monotonic()
+    if endpoint.timeout is not None and endpoint.timeout < remaining:
+        return await _with_timeout(call, endpoint.timeout, endpoint.name)
+    try:
+        async with asyncio.timeout(max(0.0, remaining)) as scope:
+            return await call
+    except TimeoutError as exc:
+        if scope.expired():
+            raise HTTPError(
+                504, f"service {endpoint.name!r} did not answer before its caller's deadline"
+            ) from exc
+        raise
 
 
 async def _with_timeout(call: Awaitable[Any], seconds: float, name: str) -> Any:

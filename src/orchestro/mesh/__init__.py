@@ -1,0 +1,67 @@
+"""The mesh client: typed calls to other cells, with balancing, deadlines, retries within a
+budget, and outlier ejection.
+
+Inside a cell, declare a client as a class attribute; the cell's host binds it to the
+process's mesh::
+
+    @cell("frontend")
+    class Frontend:
+        greeter = mesh.client(Greeter)      # typed stub; mesh.client("greeter") is raw
+
+        @service.get("/hello/{name}")
+        async def hello(self, name: str) -> Greeting:
+            return await self.greeter.greet(name=name)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Generic, TypeVar, overload
+
+from ..errors import ConfigurationError
+from .client import Mesh, RawClient
+from .policy import CallPolicy
+
+__all__ = ["MESH_ATTR", "CallPolicy", "Mesh", "RawClient", "mesh"]
+
+T = TypeVar("T")
+MESH_ATTR: Final = "__orchestro_mesh__"
+
+
+class _ClientAttribute(Generic[T]):
+    """A class attribute that becomes a stub bound to the instance's mesh."""
+
+    def __init__(self, target: Any, policy: CallPolicy | None) -> None:
+        self.target = target
+        self.policy = policy
+        self.name = "client"
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type[Any] | None = None) -> Any:
+        if instance is None:
+            return self
+        bound: Mesh | None = instance.__dict__.get(MESH_ATTR)
+        if bound is None:
+            raise ConfigurationError(
+                f"{type(instance).__qualname__}.{self.name}: this cell has no mesh; run it with "
+                "`orchestro run` (or CellHost(..., mesh=...)), or replace the client in tests: "
+                f"make_cell({type(instance).__qualname__}, {self.name}=fake)"
+            )
+        return bound.client(self.target, policy=self.policy)
+
+
+class _MeshNamespace:
+    @overload
+    def client(self, target: type[T], *, policy: CallPolicy | None = None) -> T: ...
+
+    @overload
+    def client(self, target: str, *, policy: CallPolicy | None = None) -> RawClient: ...
+
+    def client(self, target: Any, *, policy: CallPolicy | None = None) -> Any:
+        """Declare a client of another cell (a ``@cell`` class: typed) or of a cell name or
+        URL (raw), as a class attribute of a cell."""
+        return _ClientAttribute(target, policy)
+
+
+mesh: Final = _MeshNamespace()

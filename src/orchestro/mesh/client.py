@@ -1,0 +1,433 @@
+"""The mesh: call another cell by name, as robustly as a service-mesh data plane would.
+
+```
+stub / raw client ─► Mesh.call ─► resolve (registry view, locality) ─► outlier ejection
+  ─► balancer ─► deadline header ─► transport ─► classify ─► retry (tenacity backoff,
+  idempotent only, within the retry budget and the deadline)
+```
+
+```python
+async with Mesh(registry="local://") as mesh:
+    greeter = mesh.client(Greeter)          # typed: mypy sees Greeter's methods
+    greeting = await greeter.greet(name="Ada")
+    orders = mesh.client("orders")          # raw: get/post/... on paths
+    found = await orders.get("/orders", params={"limit": 5})
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar, overload
+
+from tenacity import RetryCallState, wait_random_exponential
+
+from ..errors import (
+    CallError,
+    CircuitOpenError,
+    DeadlineExceeded,
+    NoInstancesError,
+    RemoteError,
+    RetryBudgetExhausted,
+    TransportError,
+)
+from ..registry import Instance, Registry, RegistryView, open_registry
+from .balancers import Balancer, EndpointStats, make_balancer
+from .breaker import OutlierDetector
+from .budget import RetryBudget
+from .clock import Clock, MonotonicClock
+from .deadline import ATTEMPT_HEADER, CALLER_HEADER, DEADLINE_HEADER, current_deadline
+from .policy import CallPolicy
+from .transports.base import CallRequest, CallResponse, Transport
+from .transports.http import HttpTransport
+
+__all__ = ["Mesh"]
+
+T = TypeVar("T")
+
+_RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+
+
+class _Target:
+    """What the mesh keeps per target cell: load statistics, balancer, ejection, budget."""
+
+    def __init__(self, policy: CallPolicy, clock: Clock) -> None:
+        self.policy = policy
+        self.balancer: Balancer = make_balancer(policy.balancer)
+        self.detector = OutlierDetector(
+            consecutive_failures=policy.consecutive_failures,
+            base_ejection=policy.base_ejection,
+            max_ejection=policy.max_ejection,
+            max_ejected_share=policy.max_ejected_share,
+            clock=clock,
+        )
+        self.budget = RetryBudget(
+            ratio=policy.retry_budget_ratio,
+            min_per_second=policy.retry_budget_min_per_second,
+            window=policy.retry_budget_window,
+            clock=clock,
+        )
+        self.stats: dict[str, EndpointStats] = {}
+        self.wait = wait_random_exponential(multiplier=policy.backoff_base, max=policy.backoff_max)
+
+    def stat(self, instance_id: str) -> EndpointStats:
+        found = self.stats.get(instance_id)
+        if found is None:
+            found = self.stats[instance_id] = EndpointStats(instance_id)
+        return found
+
+
+class Mesh:
+    """Calls to other cells (and to external HTTP services) for one process.
+
+    Args:
+        registry: a :class:`~orchestro.registry.Registry`, a :class:`RegistryView`, or a
+            registry URL (default ``local://``).
+        policy: the process's default :class:`CallPolicy` (default: from ``ORCHESTRO_MESH_*``).
+        policies: per target cell overrides.
+        caller: the name of the calling cell (sent for logs; never trusted for access).
+        zone: prefer instances with this ``zone`` label (after those on this host).
+    """
+
+    def __init__(
+        self,
+        registry: Registry | RegistryView | str | None = None,
+        *,
+        policy: CallPolicy | None = None,
+        policies: Mapping[str, CallPolicy] | None = None,
+        caller: str | None = None,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+        zone: str | None = None,
+    ) -> None:
+        if isinstance(registry, RegistryView):
+            self.view = registry
+            self._owns_view = False
+        else:
+            if registry is None or isinstance(registry, str):
+                registry = open_registry(registry or "local://")
+            self.view = RegistryView(registry)
+            self._owns_view = True
+        self._default = policy or CallPolicy()
+        self._policies = dict(policies or {})
+        self._caller = caller
+        self.transport: Transport = transport or HttpTransport()
+        self._clock = clock or MonotonicClock()
+        self._hostname = socket.gethostname()
+        self._zone = zone
+        self._targets: dict[str, _Target] = {}
+        self._external: dict[str, tuple[Instance, ...]] = {}
+        self._stubs: dict[Any, Any] = {}
+
+    async def start(self) -> None:
+        await self.view.start()
+
+    async def aclose(self) -> None:
+        if self._owns_view:
+            await self.view.aclose()
+            await self.view.registry.aclose()
+        await self.transport.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @overload
+    def client(self, target: type[T], *, policy: CallPolicy | None = None) -> T: ...
+
+    @overload
+    def client(self, target: str, *, policy: CallPolicy | None = None) -> RawClient: ...
+
+    def client(self, target: Any, *, policy: CallPolicy | None = None) -> Any:
+        """A typed stub for a ``@cell`` class, or a raw client for a cell name or base URL."""
+        key = (target, policy)
+        stub = self._stubs.get(key)
+        if stub is None:
+            from .stub import build_stub
+
+            if isinstance(target, str):
+                stub = RawClient(self, self._name_of(target), policy)
+            else:
+                stub = build_stub(self, target, policy)
+            self._stubs[key] = stub
+        return stub
+
+    def _name_of(self, target: str) -> str:
+        """A cell name, or for a URL a synthetic cell holding that one address."""
+        if "://" not in target:
+            return target
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(target)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"mesh.client({target!r}): use a cell name or an http(s) URL")
+        name = target.rstrip("/")
+        if name not in self._external:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            self._external[name] = (
+                Instance(
+                    cell=parts.hostname[:63],
+                    id=name,
+                    scheme=parts.scheme,
+                    host=parts.hostname,
+                    port=port,
+                ),
+            )
+        return name
+
+    def policy_for(self, cell: str) -> CallPolicy:
+        return self._policies.get(cell, self._default)
+
+    def _target(self, cell: str, policy: CallPolicy) -> _Target:
+        target = self._targets.get(cell)
+        if target is None or target.policy is not policy:
+            target = self._targets[cell] = _Target(policy, self._clock)
+        return target
+
+    def resolve(self, cell: str) -> tuple[Instance, ...]:
+        """Ready instances of ``cell``, those on this host first, then this zone."""
+        found = self._external.get(cell) or self.view.ready(cell)
+        if len(found) > 1:
+            here = tuple(i for i in found if i.hostname == self._hostname)
+            if here:
+                return here
+            if self._zone is not None:
+                zone = tuple(i for i in found if i.labels.get("zone") == self._zone)
+                if zone:
+                    return zone
+        return found
+
+    async def call(
+        self, cell: str, request: CallRequest, policy: CallPolicy | None = None
+    ) -> CallResponse:
+        """Send ``request`` to an instance of ``cell`` under the resilience pipeline."""
+        policy = policy or self.policy_for(cell)
+        target = self._target(cell, policy)
+        deadline = self._clock.now() + policy.timeout
+        inherited = current_deadline()
+        if inherited is not None and inherited < deadline:
+            deadline = inherited
+        target.budget.record_request()
+        attempt = 1
+        tried: list[str] = []
+        while True:
+            try:
+                return await self._attempt(cell, target, request, deadline, attempt, tried)
+            except CallError as exc:
+                if attempt >= policy.max_attempts or not _retryable(exc, request):
+                    raise
+                if not target.budget.try_spend():
+                    raise RetryBudgetExhausted(
+                        f"call to {cell!r} failed ({exc}) and the retry budget is spent", cell=cell
+                    ) from exc
+                state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+                state.attempt_number = attempt
+                pause = max(target.wait(state), _retry_after(exc))
+                if self._clock.now() + pause >= deadline:
+                    raise DeadlineExceeded(
+                        f"call to {cell!r} failed ({exc}) and its deadline leaves no time to retry",
+                        cell=cell,
+                    ) from exc
+                await asyncio.sleep(pause)
+                attempt += 1
+
+    async def _attempt(
+        self,
+        cell: str,
+        target: _Target,
+        request: CallRequest,
+        deadline: float,
+        attempt: int,
+        tried: list[str],
+    ) -> CallResponse:
+        instances = self.resolve(cell)
+        if not instances:
+            raise NoInstancesError(f"no ready instance of cell {cell!r}", cell=cell)
+        by_id = {i.id: i for i in instances}
+        ids = list(by_id)
+        available = target.detector.available(ids)
+        if not available:
+            raise CircuitOpenError(
+                f"every instance of cell {cell!r} is ejected after failing", cell=cell
+            )
+        if tried:
+            # A retry goes to another instance when there is one (Envoy's previous_hosts): a
+            # fast-failing instance looks cheap to a latency-based balancer.
+            fresh = [i for i in available if i not in tried]
+            available = fresh or available
+        now = self._clock.now()
+        remaining = deadline - now
+        if remaining <= 0:
+            raise DeadlineExceeded(f"the deadline of the call to {cell!r} passed", cell=cell)
+        chosen = target.balancer.pick([target.stat(i) for i in available], request.key, now)
+        tried.append(chosen.id)
+        target.detector.on_pick(chosen.id)
+        instance = by_id[chosen.id]
+        headers = dict(request.headers)
+        headers[DEADLINE_HEADER] = str(int(remaining * 1000))
+        headers[ATTEMPT_HEADER] = str(attempt)
+        if self._caller:
+            headers[CALLER_HEADER] = self._caller
+        sent = CallRequest(
+            request.method, request.path, request.query, headers, request.body,
+            request.idempotent, request.key, request.operation,
+        )  # fmt: skip
+        chosen.in_flight += 1
+        try:
+            response = await self.transport.send(instance, sent, remaining)
+        except CallError as exc:
+            target.detector.record(chosen.id, False, ids)
+            exc.cell = cell
+            raise
+        finally:
+            chosen.in_flight -= 1
+            end = self._clock.now()
+            chosen.observe(end - now, end)
+        status = response.status
+        target.detector.record(chosen.id, status < 500, ids)
+        if status >= 400:
+            raise _remote_error(cell, instance, response)
+        return response
+
+
+def _retryable(exc: CallError, request: CallRequest) -> bool:
+    if isinstance(exc, TransportError):
+        return exc.connect or request.idempotent  # nothing was sent: safe for any method
+    if isinstance(exc, RemoteError):
+        return request.idempotent and exc.status in _RETRYABLE_STATUS
+    return False
+
+
+def _retry_after(exc: CallError) -> float:
+    if isinstance(exc, RemoteError):
+        value = exc.problem.get("_retry_after")
+        if isinstance(value, int | float):
+            return float(value)
+    return 0.0
+
+
+def _remote_error(cell: str, instance: Instance, response: CallResponse) -> RemoteError:
+    import json
+
+    problem: dict[str, Any]
+    try:
+        parsed = json.loads(response.body) if response.body else {}
+        problem = parsed if isinstance(parsed, dict) else {"detail": parsed}
+    except ValueError:
+        problem = {"detail": response.body[:500].decode(errors="replace")}
+    retry_after = response.headers.get("Retry-After")
+    if retry_after is not None:
+        with contextlib.suppress(ValueError):
+            problem["_retry_after"] = min(float(retry_after), 60.0)
+    detail = problem.get("detail") or problem.get("title") or ""
+    return RemoteError(
+        f"cell {cell!r} ({instance.url}) answered {response.status}"
+        + (f": {detail}" if detail else ""),
+        cell=cell,
+        status=response.status,
+        problem=problem,
+    )
+
+
+class RawClient:
+    """Calls to a cell (or an external service) by path: ``get``, ``post``, ``put``, ...
+
+    ```python
+    orders = mesh.client("orders")
+    order = await orders.get("/orders/7", response=Order)
+    ```
+    """
+
+    def __init__(self, mesh: Mesh, cell: str, policy: CallPolicy | None) -> None:
+        self._mesh = mesh
+        self.cell = cell
+        self._policy = policy
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        response: type[T] | None = None,
+        idempotent: bool | None = None,
+        key: str | None = None,
+    ) -> Any:
+        """Send one request; returns ``response``'s model, else the decoded JSON (or None)."""
+        import pydantic_core
+        from pydantic import TypeAdapter
+        from yarl import URL
+
+        method = method.upper()
+        all_headers = dict(headers or {})
+        body = None
+        if json is not None:
+            body = pydantic_core.to_json(json)
+            all_headers.setdefault("Content-Type", "application/json")
+        query: list[tuple[str, str]] = []
+        if params:
+            items = params.items() if isinstance(params, Mapping) else params
+            for name, value in items:
+                for item in value if isinstance(value, list | tuple) else [value]:
+                    if item is not None:
+                        query.append((name, _text(item)))
+        request = CallRequest(
+            method=method,
+            path=str(URL(path).raw_path) if "%" not in path else path,
+            query=query,
+            headers=all_headers,
+            body=body,
+            idempotent=(
+                method in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
+                if idempotent is None
+                else idempotent
+            ),
+            key=key,
+        )
+        answer = await self._mesh.call(self.cell, request, self._policy)
+        if answer.status == 204 or not answer.body:
+            return None
+        if response is not None:
+            return TypeAdapter(response).validate_json(answer.body)
+        return pydantic_core.from_json(answer.body)
+
+    async def get(self, path: str, **options: Any) -> Any:
+        return await self.request("GET", path, **options)
+
+    async def post(self, path: str, **options: Any) -> Any:
+        return await self.request("POST", path, **options)
+
+    async def put(self, path: str, **options: Any) -> Any:
+        return await self.request("PUT", path, **options)
+
+    async def patch(self, path: str, **options: Any) -> Any:
+        return await self.request("PATCH", path, **options)
+
+    async def delete(self, path: str, **options: Any) -> Any:
+        return await self.request("DELETE", path, **options)
+
+
+def _text(value: Any) -> str:
+    import enum
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return str(value)

@@ -1,0 +1,52 @@
+"""Call policy: timeouts, retries, budget, balancing and ejection, with the defaults of the
+systems they come from. One model; process defaults come from ``ORCHESTRO_MESH_*``
+variables, and code may override it per target cell or per call.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["CallPolicy"]
+
+
+class CallPolicy(BaseSettings):
+    """How the mesh makes a call. Every default names its source."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRO_MESH_", frozen=True, extra="ignore")
+
+    timeout: float = Field(
+        15.0, gt=0, description="Seconds for the whole call, retries included (Envoy: 15 s)."
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=10, description="Attempts per call, the first included (gRPC: 5; Envoy: 2)."
+    )
+    backoff_base: float = Field(
+        0.025, gt=0, description="First retry backoff, full jitter (Envoy: 25 ms)."
+    )
+    backoff_max: float = Field(
+        0.25, gt=0, description="Longest retry backoff (Envoy: 10 x the base)."
+    )
+    retry_budget_ratio: float = Field(
+        0.2, ge=0, le=1, description="Retries as a share of requests (Finagle, Linkerd: 20%)."
+    )
+    retry_budget_min_per_second: float = Field(
+        10.0, ge=0, description="Retries always allowed per second (Finagle, Linkerd: 10)."
+    )
+    retry_budget_window: float = Field(
+        10.0, gt=0, description="Seconds the budget counts over (Finagle, Linkerd: 10 s)."
+    )
+    balancer: str = Field(
+        "p2c", description="p2c (Finagle, Linkerd), round-robin, least-in-flight or hash."
+    )
+    consecutive_failures: int = Field(
+        5, ge=1, description="Failures in a row that eject an instance (Envoy: 5)."
+    )
+    base_ejection: float = Field(
+        30.0, gt=0, description="First ejection, multiplied by the ejection count (Envoy: 30 s)."
+    )
+    max_ejection: float = Field(300.0, gt=0, description="Longest ejection (Envoy: 300 s).")
+    max_ejected_share: float = Field(
+        0.1, ge=0, le=1, description="Share of a cell's instances ejected at most (Envoy: 10%)."
+    )

@@ -1,0 +1,84 @@
+"""Typed stubs: a ``@cell`` class's services, called through the mesh.
+
+``mesh.client(Greeter)`` returns an object whose methods have the service methods' names and
+parameters; calling one validates the arguments with the same types the callee binds them
+with, sends the request through :meth:`Mesh.call`, and validates the answer into the
+method's return type. A service's own ``idempotent`` and ``timeout`` apply.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from pydantic import TypeAdapter
+
+from ..cell.signature import strip_optional
+from ..cell.spec import OperationSpec, ParamSource, spec_of
+from .client import _text
+from .policy import CallPolicy
+from .transports.base import CallRequest
+
+if TYPE_CHECKING:
+    from .client import Mesh
+
+__all__ = ["build_stub"]
+
+
+def build_stub(mesh: Mesh, cls: type[Any], policy: CallPolicy | None) -> Any:
+    spec = spec_of(cls)
+    methods = {op.name: _method(mesh, spec.name, cls, op, policy) for op in spec.operations}
+    stub_type = type(f"{cls.__name__}Stub", (), {"__slots__": (), "cell": spec.name, **methods})
+    return stub_type()
+
+
+def _method(
+    mesh: Mesh, cell: str, cls: type[Any], op: OperationSpec, policy: CallPolicy | None
+) -> Callable[..., Awaitable[Any]]:
+    signature = inspect.signature(getattr(cls, op.name))
+    params = [p for p in op.params if p.source not in (ParamSource.REQUEST, ParamSource.CALLER)]
+    adapters = {
+        p.name: TypeAdapter(p.annotation if p.default is not None else strip_optional(p.annotation))
+        for p in params
+    }
+    result = None if op.returns_none else TypeAdapter(op.returns)
+    svc = op.service
+    if svc.timeout is not None:
+        base = policy or mesh.policy_for(cell)
+        policy = base.model_copy(update={"timeout": min(base.timeout, svc.timeout)})
+
+    async def call(_stub: Any, *args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(None, *args, **kwargs).arguments
+        path = svc.path
+        query: list[tuple[str, str]] = []
+        headers: dict[str, str] = {}
+        body = None
+        for p in params:
+            if p.name not in bound:
+                continue
+            value = bound[p.name]
+            if value is None and p.source is not ParamSource.BODY:
+                continue  # optional and omitted: the callee applies its default
+            if p.source is ParamSource.BODY:
+                adapter = adapters[p.name]
+                body = adapter.dump_json(adapter.validate_python(value))
+                headers["Content-Type"] = "application/json"
+            elif p.source is ParamSource.PATH:
+                path = path.replace("{" + p.name + "}", quote(_text(value), safe=""))
+            elif p.source is ParamSource.HEADER:
+                headers[p.alias] = _text(value)
+            else:
+                values = value if isinstance(value, list | tuple | set | frozenset) else [value]
+                query.extend((p.alias, _text(v)) for v in values)
+        request = CallRequest(svc.method, path, query, headers, body, svc.idempotent, None, op.name)
+        answer = await mesh.call(cell, request, policy)
+        if result is None or answer.status == 204 or not answer.body:
+            return None
+        return result.validate_json(answer.body)
+
+    call.__name__ = op.name
+    call.__qualname__ = f"{cls.__name__}Stub.{op.name}"
+    call.__doc__ = f"Call {cell}'s {svc.method} {svc.path} through the mesh."
+    return call
