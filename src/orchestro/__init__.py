@@ -19,6 +19,7 @@ Run it with ``python -m orchestro run module_or_file.py``.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import mesh
 from .cell import Body, CellHost, CellSpec, CellState, Header, Query, cell, service, spec_of
 from .config import GatewaySettings
 from .errors import (
@@ -38,7 +39,7 @@ from .errors import (
     TransportError,
 )
 from .gateway import Response
-from .mesh import CallPolicy, Mesh, mesh
+from .mesh import CallPolicy, Mesh
 from .security import Caller
 
 try:

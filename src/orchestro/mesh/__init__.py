@@ -1,8 +1,8 @@
 """The mesh client: typed calls to other cells, with balancing, deadlines, retries within a
 budget, and outlier ejection.
 
-Inside a cell, declare a client as a class attribute; the cell's host binds it to the
-process's mesh::
+This module is what ``from orchestro import mesh`` gives. Inside a cell, declare a client as
+a class attribute; the cell's host binds it to the process's mesh::
 
     @cell("frontend")
     class Frontend:
@@ -18,10 +18,10 @@ from __future__ import annotations
 from typing import Any, Final, Generic, TypeVar, overload
 
 from ..errors import ConfigurationError
-from .client import Mesh, RawClient
+from .core import Mesh, RawClient
 from .policy import CallPolicy
 
-__all__ = ["MESH_ATTR", "CallPolicy", "Mesh", "RawClient", "mesh"]
+__all__ = ["MESH_ATTR", "CallPolicy", "Mesh", "RawClient", "client"]
 
 T = TypeVar("T")
 MESH_ATTR: Final = "__orchestro_mesh__"
@@ -51,17 +51,15 @@ class _ClientAttribute(Generic[T]):
         return bound.client(self.target, policy=self.policy)
 
 
-class _MeshNamespace:
-    @overload
-    def client(self, target: type[T], *, policy: CallPolicy | None = None) -> T: ...
-
-    @overload
-    def client(self, target: str, *, policy: CallPolicy | None = None) -> RawClient: ...
-
-    def client(self, target: Any, *, policy: CallPolicy | None = None) -> Any:
-        """Declare a client of another cell (a ``@cell`` class: typed) or of a cell name or
-        URL (raw), as a class attribute of a cell."""
-        return _ClientAttribute(target, policy)
+@overload
+def client(target: type[T], *, policy: CallPolicy | None = None) -> T: ...
 
 
-mesh: Final = _MeshNamespace()
+@overload
+def client(target: str, *, policy: CallPolicy | None = None) -> RawClient: ...
+
+
+def client(target: Any, *, policy: CallPolicy | None = None) -> Any:
+    """Declare, as a class attribute of a cell, a client of another cell: typed for a
+    ``@cell`` class, raw for a cell name or an http(s) URL."""
+    return _ClientAttribute(target, policy)

@@ -17,12 +17,12 @@ from pydantic import TypeAdapter
 
 from ..cell.signature import strip_optional
 from ..cell.spec import OperationSpec, ParamSource, spec_of
-from .client import _text
+from .core import _text
 from .policy import CallPolicy
 from .transports.base import CallRequest
 
 if TYPE_CHECKING:
-    from .client import Mesh
+    from .core import Mesh
 
 __all__ = ["build_stub"]
 

@@ -57,6 +57,11 @@ class RegistryView:
     def cells(self) -> dict[str, tuple[Instance, ...]]:
         return dict(self._by_cell)
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the first full snapshot arrived."""
+        return self._loaded.is_set()
+
     def on_change(self, listener: Callable[[dict[str, tuple[Instance, ...]]], None]) -> None:
         """Call ``listener`` with the new contents after every change."""
         self._listeners.append(listener)

@@ -253,6 +253,12 @@ class Mesh:
         tried: list[str],
     ) -> CallResponse:
         instances = self.resolve(cell)
+        if not instances and not self.view.loaded:
+            # Just started: wait (within the deadline) for the registry's first snapshot.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - self._clock.now())):
+                    await self.view.wait_ready()
+            instances = self.resolve(cell)
         if not instances:
             raise NoInstancesError(f"no ready instance of cell {cell!r}", cell=cell)
         by_id = {i.id: i for i in instances}

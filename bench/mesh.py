@@ -1,0 +1,126 @@
+"""Mesh call speed: a typed mesh call vs a raw default aiohttp.ClientSession GET.
+
+    python bench/mesh.py [--calls 3000] [--rounds 3]
+
+The hello cell runs in another process pinned to core 0; this process (pinned to core 1)
+calls ``GET /greet`` sequentially and at concurrency 32, alternating the raw session and the
+mesh stub (static:// registry, so discovery adds nothing), and prints calls/s medians and the
+ratio mesh/raw (target >= 0.85).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+from examples.hello import Greeter  # noqa: E402
+
+from orchestro import Mesh  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def rate(call: Callable[[], Awaitable[Any]], calls: int, concurrency: int) -> float:
+    per_worker = calls // concurrency
+
+    async def worker() -> None:
+        for _ in range(per_worker):
+            await call()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return per_worker * concurrency / (time.perf_counter() - started)
+
+
+def start_server(pin: list[str], port: int) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen(
+        [*pin, sys.executable, "-m", "orchestro", "run", "examples/hello.py", "--port", str(port),
+         "--registry", "memory://", "--log-level", "warning"],
+        cwd=ROOT, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(200):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                return server
+        except OSError:
+            time.sleep(0.05)
+    server.kill()
+    raise SystemExit("the hello cell did not start")
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})
+        pin = ["taskset", "-c", "0"]
+    else:
+        pin = []
+    port = free_port()
+    server = start_server(pin, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        results: dict[tuple[str, int], list[float]] = {}
+        async with (
+            aiohttp.ClientSession() as session,
+            Mesh(f"static://greeter={url}") as calls,
+        ):
+            greeter = calls.client(Greeter)
+
+            async def raw() -> Any:
+                async with session.get(f"{url}/greet") as response:
+                    return await response.json()
+
+            async def stub() -> Any:
+                return await greeter.greet()
+
+            await rate(raw, 300, 8)  # warm-up: connections, caches
+            await rate(stub, 300, 8)
+            for round_no in range(args.rounds):
+                for concurrency in (1, 32):
+                    order = [("raw", raw), ("mesh", stub)]
+                    if round_no % 2:
+                        order.reverse()
+                    for name, call in order:
+                        value = await rate(call, args.calls, concurrency)
+                        results.setdefault((name, concurrency), []).append(value)
+                        line = f"round {round_no + 1} c={concurrency:<2} {name:4} {value:8.0f}"
+                        print(f"{line} calls/s", flush=True)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    print()
+    for concurrency in (1, 32):
+        raw_rate = statistics.median(results[("raw", concurrency)])
+        mesh_rate = statistics.median(results[("mesh", concurrency)])
+        print(
+            f"concurrency {concurrency:>2}: raw {raw_rate:8.0f}/s  mesh {mesh_rate:8.0f}/s  "
+            f"ratio mesh/raw {mesh_rate / raw_rate:.3f} (target >= 0.85)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
