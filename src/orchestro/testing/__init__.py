@@ -12,8 +12,8 @@ async def test_greet():
 With pytest, the ``cell_client`` fixture does the same and closes the clients after the test.
 """
 
-from .clock import FakeClock
 from .client import CellClient, TestResponse
+from .clock import FakeClock
 from .factory import make_cell
 
 __all__ = ["CellClient", "FakeClock", "TestResponse", "make_cell"]
