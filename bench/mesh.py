@@ -1,11 +1,12 @@
-"""Mesh call speed: a typed mesh call vs a raw default aiohttp.ClientSession GET.
+"""Mesh call speed: a typed mesh call vs a raw aiohttp GET, and a co-located call vs HTTP.
 
     python bench/mesh.py [--calls 3000] [--rounds 3]
 
 The hello cell runs in another process pinned to core 0; this process (pinned to core 1)
 calls ``GET /greet`` sequentially and at concurrency 32, alternating the raw session and the
 mesh stub (static:// registry, so discovery adds nothing), and prints calls/s medians and the
-ratio mesh/raw (target >= 0.85).
+ratio mesh/raw (target >= 0.85). Then it times typed calls to a cell hosted in this process
+(the local transport) against the sequential HTTP mesh call (target >= 50x).
 """
 
 from __future__ import annotations
@@ -50,6 +51,24 @@ async def rate(call: Callable[[], Awaitable[Any]], calls: int, concurrency: int)
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return per_worker * concurrency / (time.perf_counter() - started)
+
+
+async def local_rates(calls: int) -> tuple[float, float]:
+    """Typed mesh calls to a cell in this process, and bare awaits of the same method."""
+    from orchestro import CellHost
+
+    async with Mesh("memory://") as local:
+        host = CellHost(Greeter, host="127.0.0.1", port=0, mesh=local)
+        await host.start()
+        try:
+            greeter = local.client(Greeter)
+            plain = Greeter()
+            await rate(greeter.greet, 1000, 1)
+            local_rate = statistics.median([await rate(greeter.greet, calls, 1) for _ in range(3)])
+            bare_rate = statistics.median([await rate(plain.greet, calls, 1) for _ in range(3)])
+        finally:
+            await host.drain()
+    return local_rate, bare_rate
 
 
 def start_server(pin: list[str], port: int) -> subprocess.Popen[bytes]:
@@ -108,10 +127,17 @@ async def main() -> int:
                         results.setdefault((name, concurrency), []).append(value)
                         line = f"round {round_no + 1} c={concurrency:<2} {name:4} {value:8.0f}"
                         print(f"{line} calls/s", flush=True)
+        local_rate, bare_rate = await local_rates(args.calls * 5)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
     print()
+    http_rate = statistics.median(results[("mesh", 1)])
+    print(
+        f"co-located: local mesh call {local_rate:9.0f}/s ({1e6 / local_rate:.1f} us), "
+        f"bare await {bare_rate:9.0f}/s; local/HTTP mesh call {local_rate / http_rate:.1f}x "
+        "(target >= 50x)"
+    )
     for concurrency in (1, 32):
         raw_rate = statistics.median(results[("raw", concurrency)])
         mesh_rate = statistics.median(results[("mesh", concurrency)])

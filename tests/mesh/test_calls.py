@@ -220,3 +220,32 @@ async def test_calls_from_inside_a_cell(cluster: Cluster) -> None:
         await calls.view.wait_for(lambda v: bool(v.ready("greeter")))
     greeting = await frontend.instance.hello("Ada")
     assert greeting.message == "Hello Ada from Orchestro Cell!"
+
+
+async def test_calls_to_a_cell_in_this_process_skip_the_network(cluster: Cluster) -> None:
+    view = RegistryView(cluster.registry)
+    calls = Mesh(view)
+    cluster.meshes.append(calls)
+    await calls.start()
+    stock = Stock()
+    host = CellHost(stock, host="127.0.0.1", port=0, registration=cluster.registration, mesh=calls)
+    await host.start()
+    cluster.hosts.append(host)
+    client = calls.client(Stock)
+    assert await client.get("tea") == Item(sku="tea", quantity=3)
+    assert calls._targets == {}  # never went through the HTTP pipeline
+    with pytest.raises(RemoteError) as info:  # same errors as over HTTP
+        await client.get("nope")
+    assert (info.value.status, info.value.problem["detail"]) == (404, "no item 'nope'")
+    stock.delay = 5
+    with pytest.raises(DeadlineExceeded):
+        await calls.client(Stock, policy=CallPolicy(timeout=0.05)).get("tea")
+    assert host.gate.in_flight == 0
+    stock.delay = 0
+    stock.fail_with = None
+    with pytest.raises(Exception, match="validation error"):
+        await client.put("cup", {"sku": "cup"})  # the callee's types, checked locally
+
+    await host.drain()  # draining: the local path is closed, calls go over the network
+    with pytest.raises(NoInstancesError):
+        await client.get("tea")

@@ -130,6 +130,8 @@ class CellHost:
         if self._registration is not None:
             # Registered only once ready, so callers never pick an instance still starting.
             await self._registration.add(self.registry_record())
+        if self._mesh is not None:
+            self._mesh.attach(self)  # typed calls from this process come straight here
         _log.debug("cell %s serving on %s", self.name, self.url)
 
     async def drain(self) -> None:
@@ -141,6 +143,8 @@ class CellHost:
             return
         self.state = CellState.DRAINING
         self.gate.close("draining")
+        if self._mesh is not None:
+            self._mesh.detach(self)
         _log.info("cell %s draining", self.name)
         try:
             if self._registration is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -30,6 +31,7 @@ from ..errors import (
     CallError,
     CircuitOpenError,
     DeadlineExceeded,
+    HTTPError,
     NoInstancesError,
     RemoteError,
     RetryBudgetExhausted,
@@ -49,6 +51,7 @@ __all__ = ["Mesh"]
 
 T = TypeVar("T")
 
+_log = logging.getLogger("orchestro.mesh")
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 
 
@@ -122,6 +125,8 @@ class Mesh:
         self._targets: dict[str, _Target] = {}
         self._external: dict[str, tuple[Instance, ...]] = {}
         self._stubs: dict[Any, Any] = {}
+        self._local: dict[str, list[Any]] = {}  # cell -> CellHosts serving in this process
+        self._local_turn = 0
 
     async def start(self) -> None:
         await self.view.start()
@@ -186,6 +191,72 @@ class Mesh:
                 ),
             )
         return name
+
+    def attach(self, host: Any) -> None:
+        """A cell host of this process is serving: typed calls to its cell go to it directly."""
+        self._local.setdefault(host.name, []).append(host)
+
+    def detach(self, host: Any) -> None:
+        hosts = self._local.get(host.name, [])
+        if host in hosts:
+            hosts.remove(host)
+
+    def local_host(self, cell: str) -> Any:
+        """A serving host of ``cell`` in this process, or None."""
+        hosts = self._local.get(cell)
+        if not hosts:
+            return None
+        self._local_turn += 1
+        host = hosts[self._local_turn % len(hosts)]
+        return host if host.gate.is_open else None
+
+    async def call_local(
+        self, cell: str, host: Any, operation: str, arguments: dict[str, Any], seconds: float
+    ) -> Any:
+        """Call a service of a cell hosted in this process: no socket, no serialisation, but
+        the same admission, deadline and error translation as over HTTP."""
+        gate = host.gate
+        timeout = seconds
+        deadline = current_deadline()
+        if deadline is not None:
+            timeout = min(timeout, deadline - self._clock.now())
+        method = getattr(host.instance, operation)
+        # A bare timer rather than asyncio.timeout(): the same cancellation for a quarter of
+        # the cost, which matters on a path that should cost a few microseconds.
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = loop.call_at(loop.time() + timeout, expire)
+        gate.in_flight += 1
+        try:
+            return await method(**arguments)
+        except asyncio.CancelledError as exc:
+            if not expired:
+                raise
+            task.uncancel()
+            raise DeadlineExceeded(
+                f"cell {cell!r} (in process) did not answer {operation} within {timeout:.3f} s",
+                cell=cell,
+            ) from exc
+        except HTTPError as exc:
+            raise RemoteError(
+                f"cell {cell!r} (in process) answered {exc.status}: {exc.detail or exc.title}",
+                cell=cell,
+                status=exc.status,
+                problem=exc.to_problem(),
+            ) from exc
+        except Exception as exc:
+            raise _internal(cell, operation, exc) from exc
+        finally:
+            timer.cancel()
+            gate.in_flight -= 1
 
     def policy_for(self, cell: str) -> CallPolicy:
         return self._policies.get(cell, self._default)
@@ -306,6 +377,17 @@ class Mesh:
         if status >= 400:
             raise _remote_error(cell, instance, response)
         return response
+
+
+def _internal(cell: str, operation: str, exc: BaseException) -> RemoteError:
+    """A service failing in this process looks to its caller as it would over HTTP: a 500."""
+    _log.error("cell %s: %s failed", cell, operation, exc_info=exc)
+    return RemoteError(
+        f"cell {cell!r} (in process) failed in {operation} ({type(exc).__name__})",
+        cell=cell,
+        status=500,
+        problem={"type": "about:blank", "title": "Internal Server Error", "status": 500},
+    )
 
 
 def _retryable(exc: CallError, request: CallRequest) -> bool:
