@@ -43,7 +43,14 @@ def test_all_is_sorted_and_importable() -> None:
     assert orchestro.__all__ == sorted(orchestro.__all__)
     for name in orchestro.__all__:
         assert hasattr(orchestro, name), name
-    assert orchestro.testing.__all__ == ["CellClient", "FakeClock", "TestResponse", "make_cell"]
+    assert orchestro.testing.__all__ == [
+        "CellClient",
+        "FakeClock",
+        "FaultInjector",
+        "MockTransport",
+        "TestResponse",
+        "make_cell",
+    ]
 
 
 def test_error_tree() -> None:

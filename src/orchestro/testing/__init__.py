@@ -15,5 +15,13 @@ With pytest, the ``cell_client`` fixture does the same and closes the clients af
 from .client import CellClient, TestResponse
 from .clock import FakeClock
 from .factory import make_cell
+from .faults import FaultInjector, MockTransport
 
-__all__ = ["CellClient", "FakeClock", "TestResponse", "make_cell"]
+__all__ = [
+    "CellClient",
+    "FakeClock",
+    "FaultInjector",
+    "MockTransport",
+    "TestResponse",
+    "make_cell",
+]

@@ -13,6 +13,7 @@ from multidict import CIMultiDictProxy
 
 from ..cell.host import CellHost
 from ..config import GatewaySettings
+from ..mesh.core import Mesh
 from ..security.identity import anonymous, fixed_identity
 
 __all__ = ["CellClient", "TestResponse"]
@@ -52,6 +53,8 @@ class CellClient:
         settings: gateway settings (body limit, concurrency limit, drain timeout).
         caller: play the part of this cell when calling (reaches ``internal`` services);
             anonymous by default.
+        mesh: the :class:`~orchestro.Mesh` the cell's ``mesh.client`` attributes call through
+            (with a :class:`FaultInjector` or :class:`MockTransport`, say).
     """
 
     __test__ = False
@@ -62,6 +65,7 @@ class CellClient:
         *,
         settings: GatewaySettings | None = None,
         caller: str | None = None,
+        mesh: Mesh | None = None,
     ) -> None:
         self.host = CellHost(
             cell,
@@ -69,6 +73,7 @@ class CellClient:
             host="127.0.0.1",
             port=0,
             identity=fixed_identity(caller) if caller else anonymous,
+            mesh=mesh,
         )
         self._session: aiohttp.ClientSession | None = None
 

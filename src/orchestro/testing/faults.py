@@ -1,0 +1,168 @@
+"""Fault injection and a mock transport for the mesh: test how a cell copes with its
+dependencies being slow, failing or gone, without breaking them for real.
+
+```python
+faults = FaultInjector()                       # wraps the real HTTP transport
+async with Mesh("static://greeter=http://127.0.0.1:8081", transport=faults) as calls:
+    faults.abort_with(503, cell="greeter")     # every call to greeter answers 503
+    faults.latency(0.2, cell="greeter", operation="greet", rate=0.5)
+    faults.error_rate(0.1, status=502)         # 10% of all calls answer 502
+    faults.clear()
+```
+
+Rules apply to calls that cross the transport; calls to a cell hosted in the same process take
+the local path and are not faulted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Self
+
+from ..errors import TransportError
+from ..mesh.transports.base import CallRequest, CallResponse, Transport
+from ..mesh.transports.http import HttpTransport
+from ..registry.base import Instance
+
+__all__ = ["FaultInjector", "MockTransport"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    kind: str  # latency | abort | disconnect
+    rate: float
+    cell: str | None
+    operation: str | None
+    seconds: float = 0.0
+    status: int = 0
+    url: str | None = None
+
+    def matches(self, instance: Instance, request: CallRequest) -> bool:
+        if self.cell is not None and instance.cell != self.cell:
+            return False
+        if self.url is not None and instance.url != self.url:
+            return False
+        return (
+            self.operation is None
+            or request.operation == self.operation
+            or (request.path == self.operation)
+        )
+
+
+class FaultInjector:
+    """A transport that adds latency, errors and disconnections before the real one.
+
+    Rules match by target ``cell`` and by ``operation`` (a typed call's service name, or a raw
+    call's path); ``rate`` is the share of matching calls affected. A seeded ``rng`` makes a
+    test repeatable.
+    """
+
+    def __init__(self, transport: Transport | None = None, *, rng: random.Random | None = None):
+        self.transport = transport or HttpTransport()
+        self._rules: list[_Rule] = []
+        self._rng = rng or random.Random(0)
+        self.injected = 0
+
+    def latency(
+        self, seconds: float, *, cell: str | None = None, operation: str | None = None,
+        rate: float = 1.0,
+    ) -> Self:  # fmt: skip
+        """Delay matching calls by ``seconds`` (spent from the call's deadline)."""
+        self._rules.append(_Rule("latency", rate, cell, operation, seconds=seconds))
+        return self
+
+    def error_rate(
+        self, rate: float, *, status: int = 503, cell: str | None = None,
+        operation: str | None = None,
+    ) -> Self:  # fmt: skip
+        """Answer a share ``rate`` of matching calls with ``status`` (problem+json)."""
+        self._rules.append(_Rule("abort", rate, cell, operation, status=status))
+        return self
+
+    def abort_with(
+        self, status: int, *, cell: str | None = None, operation: str | None = None
+    ) -> Self:
+        """Answer every matching call with ``status``."""
+        return self.error_rate(1.0, status=status, cell=cell, operation=operation)
+
+    def disconnect(
+        self, *, cell: str | None = None, operation: str | None = None, rate: float = 1.0,
+        url: str | None = None,
+    ) -> Self:  # fmt: skip
+        """Fail matching calls (or those to the instance at ``url``) as if the connection
+        were refused."""
+        self._rules.append(_Rule("disconnect", rate, cell, operation, url=url))
+        return self
+
+    def clear(self) -> None:
+        self._rules.clear()
+
+    async def send(self, instance: Instance, request: CallRequest, seconds: float) -> CallResponse:
+        for rule in self._rules:
+            if not rule.matches(instance, request) or self._rng.random() >= rule.rate:
+                continue
+            self.injected += 1
+            if rule.kind == "latency":
+                await asyncio.sleep(min(rule.seconds, seconds))
+                if rule.seconds >= seconds:
+                    from ..errors import DeadlineExceeded
+
+                    raise DeadlineExceeded(f"{instance.url}: injected latency of {rule.seconds} s")
+            elif rule.kind == "disconnect":
+                raise TransportError(f"{instance.url}: injected disconnection", connect=True)
+            else:
+                body = {"type": "about:blank", "title": "Injected fault", "status": rule.status,
+                        "detail": f"fault injected by the test for {instance.cell}"}  # fmt: skip
+                return CallResponse(
+                    rule.status, {"Content-Type": "application/problem+json"},
+                    json.dumps(body).encode(),
+                )  # fmt: skip
+        return await self.transport.send(instance, request, seconds)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+Handler = Callable[[Instance, CallRequest], Any]
+
+
+class MockTransport:
+    """A transport answering from a function: no server at all.
+
+    The handler gets the instance and the request and returns a :class:`CallResponse`, or any
+    JSON-able value (answered with 200), or ``None`` (204); it may be a coroutine function.
+
+    ```python
+    def greeter(instance, request):
+        return {"message": "Hello from a mock"}
+
+    async with Mesh("static://greeter=http://mock", transport=MockTransport(greeter)) as m:
+        ...
+    ```
+    """
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self.requests: list[CallRequest] = []
+
+    async def send(self, instance: Instance, request: CallRequest, seconds: float) -> CallResponse:
+        self.requests.append(request)
+        answer = self._handler(instance, request)
+        if isinstance(answer, Awaitable):
+            answer = await answer
+        if isinstance(answer, CallResponse):
+            return answer
+        if answer is None:
+            return CallResponse(204, {}, b"")
+        import pydantic_core
+
+        return CallResponse(
+            200, {"Content-Type": "application/json"}, pydantic_core.to_json(answer)
+        )
+
+    async def aclose(self) -> None:
+        return None
