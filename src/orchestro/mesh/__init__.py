@@ -15,10 +15,11 @@ a class attribute; the cell's host binds it to the process's mesh::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final, Generic, TypeVar, overload
 
 from ..errors import ConfigurationError
-from .core import Mesh, RawClient
+from .core import Fallback, Mesh, RawClient
 from .policy import CallPolicy
 
 __all__ = ["MESH_ATTR", "CallPolicy", "Mesh", "RawClient", "client"]
@@ -30,9 +31,12 @@ MESH_ATTR: Final = "__orchestro_mesh__"
 class _ClientAttribute(Generic[T]):
     """A class attribute that becomes a stub bound to the instance's mesh."""
 
-    def __init__(self, target: Any, policy: CallPolicy | None) -> None:
+    def __init__(
+        self, target: Any, policy: CallPolicy | None, fallback: Mapping[str, Fallback] | None
+    ) -> None:
         self.target = target
         self.policy = policy
+        self.fallback = fallback
         self.name = "client"
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
@@ -48,18 +52,33 @@ class _ClientAttribute(Generic[T]):
                 "`orchestro run` (or CellHost(..., mesh=...)), or replace the client in tests: "
                 f"make_cell({type(instance).__qualname__}, {self.name}=fake)"
             )
-        return bound.client(self.target, policy=self.policy)
+        return bound.client(self.target, policy=self.policy, fallback=self.fallback)
 
 
 @overload
-def client(target: type[T], *, policy: CallPolicy | None = None) -> T: ...
+def client(
+    target: type[T],
+    *,
+    policy: CallPolicy | None = None,
+    fallback: Mapping[str, Fallback] | None = None,
+) -> T: ...
 
 
 @overload
-def client(target: str, *, policy: CallPolicy | None = None) -> RawClient: ...
+def client(
+    target: str,
+    *,
+    policy: CallPolicy | None = None,
+    fallback: Mapping[str, Fallback] | None = None,
+) -> RawClient: ...
 
 
-def client(target: Any, *, policy: CallPolicy | None = None) -> Any:
+def client(
+    target: Any,
+    *,
+    policy: CallPolicy | None = None,
+    fallback: Mapping[str, Fallback] | None = None,
+) -> Any:
     """Declare, as a class attribute of a cell, a client of another cell: typed for a
-    ``@cell`` class, raw for a cell name or an http(s) URL."""
-    return _ClientAttribute(target, policy)
+    ``@cell`` class, raw for a cell name or an http(s) URL. See :meth:`Mesh.client`."""
+    return _ClientAttribute(target, policy, fallback)

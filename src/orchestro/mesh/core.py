@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import socket
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar, overload
 
@@ -50,6 +52,7 @@ from .transports.http import HttpTransport
 __all__ = ["Mesh"]
 
 T = TypeVar("T")
+Fallback = Callable[..., Any]
 
 _log = logging.getLogger("orchestro.mesh")
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
@@ -75,7 +78,17 @@ class _Target:
             clock=clock,
         )
         self.stats: dict[str, EndpointStats] = {}
+        self.latencies: deque[float] = deque(maxlen=256)  # recent successful attempts
         self.wait = wait_random_exponential(multiplier=policy.backoff_base, max=policy.backoff_max)
+
+    def hedge_delay(self) -> float | None:
+        """When to send a backup request, or None while there is too little history."""
+        if self.policy.hedge_delay is not None:
+            return self.policy.hedge_delay
+        if len(self.latencies) < 20:
+            return None
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(self.policy.hedge_percentile * len(ordered)))]
 
     def stat(self, instance_id: str) -> EndpointStats:
         found = self.stats.get(instance_id)
@@ -150,14 +163,37 @@ class Mesh:
         await self.aclose()
 
     @overload
-    def client(self, target: type[T], *, policy: CallPolicy | None = None) -> T: ...
+    def client(
+        self,
+        target: type[T],
+        *,
+        policy: CallPolicy | None = None,
+        fallback: Mapping[str, Fallback] | None = None,
+    ) -> T: ...
 
     @overload
-    def client(self, target: str, *, policy: CallPolicy | None = None) -> RawClient: ...
+    def client(
+        self,
+        target: str,
+        *,
+        policy: CallPolicy | None = None,
+        fallback: Mapping[str, Fallback] | None = None,
+    ) -> RawClient: ...
 
-    def client(self, target: Any, *, policy: CallPolicy | None = None) -> Any:
-        """A typed stub for a ``@cell`` class, or a raw client for a cell name or base URL."""
-        key = (target, policy)
+    def client(
+        self,
+        target: Any,
+        *,
+        policy: CallPolicy | None = None,
+        fallback: Mapping[str, Fallback] | None = None,
+    ) -> Any:
+        """A typed stub for a ``@cell`` class, or a raw client for a cell name or base URL.
+
+        ``fallback`` maps a service's name to a function called with the final
+        :class:`~orchestro.errors.CallError` and the call's arguments when the call fails;
+        what it returns (or awaits to) is the call's result.
+        """
+        key = (target, policy, tuple(sorted((fallback or {}).items())))
         stub = self._stubs.get(key)
         if stub is None:
             from .stub import build_stub
@@ -165,7 +201,7 @@ class Mesh:
             if isinstance(target, str):
                 stub = RawClient(self, self._name_of(target), policy)
             else:
-                stub = build_stub(self, target, policy)
+                stub = build_stub(self, target, policy, dict(fallback or {}))
             self._stubs[key] = stub
         return stub
 
@@ -295,6 +331,8 @@ class Mesh:
         tried: list[str] = []
         while True:
             try:
+                if attempt == 1 and policy.hedge and request.idempotent:
+                    return await self._hedged(cell, target, request, deadline, tried)
                 return await self._attempt(cell, target, request, deadline, attempt, tried)
             except CallError as exc:
                 if attempt >= policy.max_attempts or not _retryable(exc, request):
@@ -313,6 +351,34 @@ class Mesh:
                     ) from exc
                 await asyncio.sleep(pause)
                 attempt += 1
+
+    async def _hedged(
+        self, cell: str, target: _Target, request: CallRequest, deadline: float, tried: list[str]
+    ) -> CallResponse:
+        """The first attempt, and a backup to another instance if it is slow (from the budget)."""
+        delay = target.hedge_delay()
+        first = asyncio.ensure_future(self._attempt(cell, target, request, deadline, 1, tried))
+        if delay is None:
+            return await first
+        done, _ = await asyncio.wait({first}, timeout=delay)
+        if done or not target.budget.try_spend():
+            return await first
+        second = asyncio.ensure_future(self._attempt(cell, target, request, deadline, 2, tried))
+        pending = {first, second}
+        failure: BaseException | None = None
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for finished in done:
+                    error = finished.exception()
+                    if error is None:
+                        return finished.result()
+                    failure = failure or error
+        finally:
+            for task in pending:
+                task.cancel()
+        assert failure is not None
+        raise failure
 
     async def _attempt(
         self,
@@ -374,6 +440,8 @@ class Mesh:
             chosen.observe(end - now, end)
         status = response.status
         target.detector.record(chosen.id, status < 500, ids)
+        if status < 500:
+            target.latencies.append(self._clock.now() - now)
         if status >= 400:
             raise _remote_error(cell, instance, response)
         return response
@@ -454,8 +522,12 @@ class RawClient:
         response: type[T] | None = None,
         idempotent: bool | None = None,
         key: str | None = None,
+        fallback: Callable[[CallError], Any] | None = None,
     ) -> Any:
-        """Send one request; returns ``response``'s model, else the decoded JSON (or None)."""
+        """Send one request; returns ``response``'s model, else the decoded JSON (or None).
+
+        ``fallback``, if given, is called with the final error when the call fails, and its
+        result (awaited if need be) is returned instead."""
         import pydantic_core
         from pydantic import TypeAdapter
         from yarl import URL
@@ -486,7 +558,13 @@ class RawClient:
             ),
             key=key,
         )
-        answer = await self._mesh.call(self.cell, request, self._policy)
+        try:
+            answer = await self._mesh.call(self.cell, request, self._policy)
+        except CallError as exc:
+            if fallback is None:
+                raise
+            value = fallback(exc)
+            return await value if inspect.isawaitable(value) else value
         if answer.status == 204 or not answer.body:
             return None
         if response is not None:

@@ -37,6 +37,20 @@ class CallPolicy(BaseSettings):
     retry_budget_window: float = Field(
         10.0, gt=0, description="Seconds the budget counts over (Finagle, Linkerd: 10 s)."
     )
+    hedge: bool = Field(
+        False,
+        description="Send a backup request (idempotent calls only) when the first is slower "
+        "than the target's hedge_percentile latency; backups are paid from the retry budget.",
+    )
+    hedge_percentile: float = Field(
+        0.95,
+        gt=0,
+        lt=1,
+        description="Latency percentile after which to hedge (Google's tail at scale: p95).",
+    )
+    hedge_delay: float | None = Field(
+        None, gt=0, description="A fixed hedging delay in seconds instead of the percentile."
+    )
     balancer: str = Field(
         "p2c", description="p2c (Finagle, Linkerd), round-robin, least-in-flight or hash."
     )

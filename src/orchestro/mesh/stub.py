@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 
 from ..cell.signature import strip_optional
 from ..cell.spec import OperationSpec, ParamSource, spec_of
+from ..errors import CallError, ConfigurationError
 from .core import _text
 from .policy import CallPolicy
 from .transports.base import CallRequest
@@ -27,11 +28,46 @@ if TYPE_CHECKING:
 __all__ = ["build_stub"]
 
 
-def build_stub(mesh: Mesh, cls: type[Any], policy: CallPolicy | None) -> Any:
+def build_stub(
+    mesh: Mesh,
+    cls: type[Any],
+    policy: CallPolicy | None,
+    fallbacks: dict[str, Callable[..., Any]] | None = None,
+) -> Any:
     spec = spec_of(cls)
-    methods = {op.name: _method(mesh, spec.name, cls, op, policy) for op in spec.operations}
+    fallbacks = fallbacks or {}
+    unknown = set(fallbacks) - {op.name for op in spec.operations}
+    if unknown:
+        raise ConfigurationError(
+            f"mesh.client({cls.__qualname__}): fallback for unknown service(s) "
+            f"{', '.join(sorted(unknown))}; its services: "
+            f"{', '.join(op.name for op in spec.operations)}"
+        )
+    methods = {
+        op.name: _with_fallback(_method(mesh, spec.name, cls, op, policy), fallbacks.get(op.name))
+        for op in spec.operations
+    }
     stub_type = type(f"{cls.__name__}Stub", (), {"__slots__": (), "cell": spec.name, **methods})
     return stub_type()
+
+
+def _with_fallback(
+    call: Callable[..., Awaitable[Any]], fallback: Callable[..., Any] | None
+) -> Callable[..., Awaitable[Any]]:
+    if fallback is None:
+        return call
+
+    async def with_fallback(stub: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await call(stub, *args, **kwargs)
+        except CallError as exc:
+            value = fallback(exc, *args, **kwargs)
+            return await value if inspect.isawaitable(value) else value
+
+    with_fallback.__name__ = call.__name__
+    with_fallback.__qualname__ = call.__qualname__
+    with_fallback.__doc__ = call.__doc__
+    return with_fallback
 
 
 def _method(

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Self
 
-from ..errors import TransportError
+from ..errors import DeadlineExceeded, TransportError
 from ..mesh.transports.base import CallRequest, CallResponse, Transport
 from ..mesh.transports.http import HttpTransport
 from ..registry.base import Instance
@@ -109,8 +109,6 @@ class FaultInjector:
             if rule.kind == "latency":
                 await asyncio.sleep(min(rule.seconds, seconds))
                 if rule.seconds >= seconds:
-                    from ..errors import DeadlineExceeded
-
                     raise DeadlineExceeded(f"{instance.url}: injected latency of {rule.seconds} s")
             elif rule.kind == "disconnect":
                 raise TransportError(f"{instance.url}: injected disconnection", connect=True)
@@ -153,7 +151,13 @@ class MockTransport:
         self.requests.append(request)
         answer = self._handler(instance, request)
         if isinstance(answer, Awaitable):
-            answer = await answer
+            try:
+                async with asyncio.timeout(seconds):  # a transport keeps the deadline
+                    answer = await answer
+            except TimeoutError as exc:
+                raise DeadlineExceeded(
+                    f"{instance.url} did not answer within {seconds:.3f} s"
+                ) from exc
         if isinstance(answer, CallResponse):
             return answer
         if answer is None:
