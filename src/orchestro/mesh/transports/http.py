@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import zlib
 
 import aiohttp
 from yarl import URL
@@ -19,7 +20,7 @@ class HttpTransport:
         self._limit = limit
         self._limit_per_host = limit_per_host
         self._session: aiohttp.ClientSession | None = None
-        self._bases: dict[str, URL] = {}
+        self._urls: dict[tuple[str, str], URL] = {}  # (instance, path) -> parsed URL
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -28,14 +29,18 @@ class HttpTransport:
                     limit=self._limit, limit_per_host=self._limit_per_host
                 ),
                 cookie_jar=aiohttp.DummyCookieJar(),  # calls between services keep no cookies
+                # Decompressed here only when a response is compressed (cells never are).
+                auto_decompress=False,
             )
         return self._session
 
     async def send(self, instance: Instance, request: CallRequest, seconds: float) -> CallResponse:
-        base = self._bases.get(instance.id)
-        if base is None:
-            base = self._bases[instance.id] = URL(instance.url)
-        url = base.with_path(request.path, encoded=True)
+        key = (instance.url, request.path)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) > 10_000:  # paths with ids in them: keep the cache bounded
+                self._urls.clear()
+            url = self._urls[key] = URL(instance.url).with_path(request.path, encoded=True)
         if request.query:
             url = url.with_query(list(request.query))
         try:
@@ -48,6 +53,9 @@ class HttpTransport:
                 allow_redirects=False,
             ) as response:
                 body = await response.read()
+                encoding = response.headers.get("Content-Encoding")
+                if encoding is not None and body:
+                    body = _decompress(body, encoding)
                 return CallResponse(response.status, response.headers, body)
         except aiohttp.ClientConnectorError as exc:
             raise TransportError(
@@ -63,3 +71,15 @@ class HttpTransport:
             await self._session.close()
             self._session = None
         await asyncio.sleep(0)
+
+
+def _decompress(body: bytes, encoding: str) -> bytes:
+    encoding = encoding.strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        try:
+            return zlib.decompress(body)
+        except zlib.error:
+            return zlib.decompress(body, -zlib.MAX_WBITS)  # raw deflate, as some servers send
+    return body  # identity, or an encoding left to the caller
