@@ -35,3 +35,51 @@ async def test_frontend_calls_greeter_across_processes(cli_processes: list[Cli])
             assert (await response.json())["detail"].startswith("the greeter is unavailable")
     frontend.signal()
     assert await frontend.wait() == 0
+
+
+async def checkout(
+    session: aiohttp.ClientSession, url: str, sku: str, quantity: int
+) -> tuple[int, dict[str, object]]:
+    async with session.post(f"{url}/checkout", json={"sku": sku, "quantity": quantity}) as response:
+        return response.status, await response.json()
+
+
+@pytest.mark.parametrize(
+    "split",
+    [
+        [[]],  # every cell in one process: calls take the in-process path
+        [
+            ["--cell", "inventory", "--cell", "payments"],
+            ["--cell", "orders"],
+            ["--cell", "storefront"],
+        ],
+    ],
+    ids=["one-process", "three-processes"],
+)
+async def test_the_shop(split: list[list[str]], cli_processes: list[Cli]) -> None:
+    urls: dict[str, str] = {}
+    for flags in split:
+        # the example's fixed ports (8090-8093): these tests run one at a time
+        cli = await start_cli(
+            "run", "examples/shop.py", *flags, env={"ORCHESTRO_HOST": "127.0.0.1"}
+        )
+        cli_processes.append(cli)
+        urls.update(await cli.wait_serving(len([f for f in flags if f == "--cell"]) or 4))
+    store = urls["storefront"]
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):  # views may take a poll to see cells started elsewhere
+            status, body = await checkout(session, store, "tea", 2)
+            if status != 503:
+                break
+        assert status == 201, body
+        assert body["amount_cents"] == 900
+        status, body = await checkout(session, store, "pot", 3)
+        assert (status, body["detail"]) == (409, "only 2 pot left")
+        status, body = await checkout(session, store, "cup", 9)  # over the payment limit
+        assert status == 409
+        assert str(body["detail"]).startswith("payment failed: declined")
+        async with session.get(f"{store}/products/cup") as response:
+            assert (await response.json())["available"] == 12  # the reservation was undone
+    for cli in cli_processes:
+        cli.signal()
+        assert await cli.wait() == 0
