@@ -128,6 +128,36 @@ def test_never_more_than_the_share_and_never_the_last() -> None:
     assert alone.state("x") == "closed"  # never the last one
 
 
+def test_low_success_rate_is_ejected_at_the_end_of_an_interval() -> None:
+    clock = FakeClock()
+    detector = OutlierDetector(
+        consecutive_failures=1000, max_ejected_share=0.5, interval=10, clock=clock
+    )
+    peers = [f"i{n}" for n in range(6)]
+    for _ in range(200):
+        for iid in peers[:5]:
+            detector.record(iid, True, peers)
+        detector.record("i5", _ % 2 == 0, peers)  # 50% success, never 1000 in a row
+    assert detector.state("i5") == "closed"
+    clock.advance(10)
+    detector.record("i0", True, peers)  # the interval is over: judged
+    assert detector.state("i5") == "open"
+    assert [detector.state(i) for i in peers[:5]] == ["closed"] * 5
+
+
+def test_success_rate_needs_enough_hosts_and_requests() -> None:
+    clock = FakeClock()
+    detector = OutlierDetector(consecutive_failures=1000, max_ejected_share=0.5, clock=clock)
+    peers = ["a", "b", "c"]  # fewer than 5 hosts: no statistics
+    for n in range(200):
+        detector.record("a", True, peers)
+        detector.record("b", True, peers)
+        detector.record("c", n % 2 == 0, peers)
+    clock.advance(10)
+    detector.record("a", True, peers)
+    assert detector.state("c") == "closed"
+
+
 def test_forget_drops_departed_instances() -> None:
     detector = OutlierDetector(consecutive_failures=1, clock=FakeClock())
     detector.record("i0", False, PEERS)

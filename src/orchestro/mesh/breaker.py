@@ -29,6 +29,8 @@ class _Health:
     ejections: int = 0
     ejected_until: float = 0.0
     probing: bool = False  # half-open: one probe in flight
+    window_total: int = 0  # requests in the current success-rate interval
+    window_ok: int = 0
 
 
 class OutlierDetector:
@@ -39,14 +41,23 @@ class OutlierDetector:
         base_ejection: float = 30.0,
         max_ejection: float = 300.0,
         max_ejected_share: float = 0.1,
+        interval: float = 10.0,
+        min_requests: int = 100,
+        min_hosts: int = 5,
+        stdev_factor: float = 1.9,
         clock: Clock | None = None,
     ) -> None:
+        self.interval = interval
+        self.min_requests = min_requests
+        self.min_hosts = min_hosts
+        self.stdev_factor = stdev_factor
         self.consecutive_failures = consecutive_failures
         self.base_ejection = base_ejection
         self.max_ejection = max_ejection
         self.max_ejected_share = max_ejected_share
         self._clock = clock or MonotonicClock()
         self._health: dict[str, _Health] = {}
+        self._window_ends = self._clock.now() + interval
 
     def state(self, instance_id: str) -> str:
         """``closed`` (taking traffic), ``open`` (ejected) or ``half-open`` (may be probed)."""
@@ -79,7 +90,11 @@ class OutlierDetector:
 
     def record(self, instance_id: str, success: bool, peers: Sequence[str]) -> None:
         """The outcome of a request to ``instance_id``, one of ``peers`` (the cell's instances)."""
+        if self._clock.now() >= self._window_ends:
+            self._judge_success_rates(peers)
         health = self._health.setdefault(instance_id, _Health())
+        health.window_total += 1
+        health.window_ok += success
         if success:
             health.failures = 0
             health.ejected_until = 0.0
@@ -95,6 +110,28 @@ class OutlierDetector:
             health.ejections += 1
             duration = min(self.max_ejection, self.base_ejection * health.ejections)
             health.ejected_until = self._clock.now() + duration
+
+    def _judge_success_rates(self, peers: Sequence[str]) -> None:
+        """End an interval: eject outliers by success rate, then start counting again."""
+        self._window_ends = self._clock.now() + self.interval
+        rates = {
+            iid: health.window_ok / health.window_total
+            for iid, health in self._health.items()
+            if iid in peers and health.window_total >= self.min_requests
+        }
+        for health in self._health.values():
+            health.window_total = health.window_ok = 0
+        if len(rates) < self.min_hosts:
+            return
+        mean = sum(rates.values()) / len(rates)
+        stdev = math.sqrt(sum((r - mean) ** 2 for r in rates.values()) / len(rates))
+        threshold = mean - self.stdev_factor * stdev
+        for iid, rate in sorted(rates.items(), key=lambda item: item[1]):
+            health = self._health[iid]
+            if rate < threshold and health.ejected_until == 0.0 and self._may_eject(peers):
+                health.ejections += 1
+                duration = min(self.max_ejection, self.base_ejection * health.ejections)
+                health.ejected_until = self._clock.now() + duration
 
     def forget(self, live: Sequence[str]) -> None:
         """Drop the state of instances that left the registry."""

@@ -69,6 +69,10 @@ class _Target:
             base_ejection=policy.base_ejection,
             max_ejection=policy.max_ejection,
             max_ejected_share=policy.max_ejected_share,
+            interval=policy.success_rate_interval,
+            min_requests=policy.success_rate_min_requests,
+            min_hosts=policy.success_rate_min_hosts,
+            stdev_factor=policy.success_rate_stdev_factor,
             clock=clock,
         )
         self.budget = RetryBudget(

@@ -61,6 +61,20 @@ class CallPolicy(BaseSettings):
         30.0, gt=0, description="First ejection, multiplied by the ejection count (Envoy: 30 s)."
     )
     max_ejection: float = Field(300.0, gt=0, description="Longest ejection (Envoy: 300 s).")
+    success_rate_interval: float = Field(
+        10.0, gt=0, description="Seconds between success-rate judgements (Envoy: 10 s)."
+    )
+    success_rate_min_requests: int = Field(
+        100,
+        ge=1,
+        description="Requests an instance needs in an interval to be judged (Envoy: 100).",
+    )
+    success_rate_min_hosts: int = Field(
+        5, ge=1, description="Instances that must qualify for any judgement (Envoy: 5)."
+    )
+    success_rate_stdev_factor: float = Field(
+        1.9, gt=0, description="Ejected below mean - factor * stdev of success rates (Envoy: 1.9)."
+    )
     max_ejected_share: float = Field(
         0.1, ge=0, le=1, description="Share of a cell's instances ejected at most (Envoy: 10%)."
     )
