@@ -1,20 +1,49 @@
 """Settings: one pydantic model per concern.
 
-Values come from, each later one winning: the ``@cell`` decorator's arguments, ``ORCHESTRO_*``
-environment variables, then command-line flags (which the CLI derives from these models, so an
-option is declared once, here).
+Values come from, each later one winning: the ``@cell`` decorator's arguments, the
+configuration file (``orchestro.toml``, or ``[tool.orchestro]`` in ``pyproject.toml``),
+``ORCHESTRO_*`` environment variables, then command-line flags (which the CLI derives from
+these models, so an option is declared once, here).
+
+```toml
+# orchestro.toml
+[gateway]
+max_body_size = "2MiB"
+
+[registry]
+registry = "etcd://10.0.0.10:2379"
+
+[mesh]                        # the process's default call policy
+timeout = 5
+
+[mesh.cells.payments]         # calls to one cell
+max_attempts = 1
+
+[mesh.cells.orders.operations.get]   # calls to one service of a cell
+hedge = true
+```
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Final, Literal, TypeVar
 
 from pydantic import ByteSize, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigurationError
 
-__all__ = ["GatewaySettings", "RegistrySettings", "RunSettings", "load_settings"]
+__all__ = [
+    "ConfigFile",
+    "GatewaySettings",
+    "RegistrySettings",
+    "RunSettings",
+    "find_config_file",
+    "load_settings",
+]
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -83,14 +112,97 @@ class RegistrySettings(BaseSettings):
     )
 
 
-def load_settings(model: type[S], flags: dict[str, Any] | None = None) -> S:
-    """Build ``model`` from the environment and ``flags``; explain a bad value in one line."""
+class ConfigFile:
+    """The configuration file's sections, and where they came from (for error messages)."""
+
+    def __init__(self, sections: dict[str, Any] | None = None, path: Path | None = None) -> None:
+        self.sections = sections or {}
+        self.path = path
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> ConfigFile:
+        """Read ``path``, or find ``orchestro.toml`` / ``pyproject.toml`` in the current
+        directory; an absent file is an empty configuration."""
+        found = path if path is not None else find_config_file(Path.cwd())
+        if found is None:
+            return cls()
+        try:
+            with found.open("rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigurationError(f"configuration file {found} does not exist") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"{found}: not valid TOML ({exc}); fix the file") from exc
+        if found.name == "pyproject.toml":
+            data = data.get("tool", {}).get("orchestro", {})
+        unknown = set(data) - _SECTIONS
+        if unknown:
+            raise ConfigurationError(
+                f"{found}: unknown section(s) {', '.join(sorted(unknown))}; the sections are "
+                f"{', '.join(sorted(_SECTIONS))}"
+            )
+        return cls(data, found)
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.sections.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigurationError(f"{self.path}: [{name}] must be a table")
+        return value
+
+    def where(self, section: str) -> str:
+        return f"{self.path}: [{section}]" if self.path else f"[{section}]"
+
+
+_SECTIONS: Final = frozenset({"gateway", "registry", "run", "mesh"})
+
+
+def find_config_file(directory: Path) -> Path | None:
+    """``orchestro.toml`` in ``directory``, else its ``pyproject.toml`` if it has a
+    ``[tool.orchestro]`` table."""
+    own = directory / "orchestro.toml"
+    if own.is_file():
+        return own
+    pyproject = directory / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            with pyproject.open("rb") as handle:
+                if "orchestro" in tomllib.load(handle).get("tool", {}):
+                    return pyproject
+        except (OSError, tomllib.TOMLDecodeError):
+            return None
+    return None
+
+
+def load_settings(
+    model: type[S],
+    flags: dict[str, Any] | None = None,
+    file: dict[str, Any] | None = None,
+    where: str = "",
+) -> S:
+    """Build ``model`` from the file's values, the environment and ``flags`` (each later one
+    winning); explain a bad value in one line naming where it came from."""
+    prefix = model.model_config.get("env_prefix", "")
+    environ = {key.upper() for key in os.environ}
+    values = dict(file or {})
+    unknown = set(values) - set(model.model_fields)
+    if unknown and where:
+        raise ConfigurationError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; the keys are "
+            f"{', '.join(model.model_fields)}"
+        )
+    for name in model.model_fields:
+        if f"{prefix}{name}".upper() in environ:
+            values.pop(name, None)  # the environment wins over the file
+    values.update({k: v for k, v in (flags or {}).items() if v is not None})
     try:
-        return model(**{k: v for k, v in (flags or {}).items() if v is not None})
+        return model(**values)
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
             field = str(err["loc"][0]) if err["loc"] else "?"
-            where = f"--{field.replace('_', '-')} / ORCHESTRO_{field.upper()}"
-            problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+            if file and field in file and field in values and where:
+                place = f"{where} {field}"
+            else:
+                place = f"--{field.replace('_', '-')} / {prefix}{field.upper()}"
+            problems.append(f"{place}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigurationError("; ".join(problems)) from exc

@@ -143,7 +143,7 @@ async def test_a_failing_instance_is_ejected_and_probed_back(
     failing = backends[0].proc.pid
     for _ in range(30):
         assert await raw.get("/who") != failing  # retried elsewhere; never surfaces
-    target = calls._targets["backend"]
+    target = calls.target_state("backend")
     ids = [i.id for i in calls.view.ready("backend") if i.pid == failing]
     assert target.detector.state(ids[0]) == "open"  # ejected
 

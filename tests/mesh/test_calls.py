@@ -233,7 +233,7 @@ async def test_calls_to_a_cell_in_this_process_skip_the_network(cluster: Cluster
     cluster.hosts.append(host)
     client = calls.client(Stock)
     assert await client.get("tea") == Item(sku="tea", quantity=3)
-    assert calls._targets == {}  # never went through the HTTP pipeline
+    assert calls.target_state("stock") is None  # never went through the HTTP pipeline
     with pytest.raises(RemoteError) as info:  # same errors as over HTTP
         await client.get("nope")
     assert (info.value.status, info.value.problem["detail"]) == (404, "no item 'nope'")

@@ -33,7 +33,7 @@ async def test_a_hedge_goes_to_another_instance_when_the_first_is_slow() -> None
         answers = [(await greeter.greet()).message for _ in range(4)]
         assert loop.time() - started < 1.5  # never waited for the slow instance
         assert set(answers) == {"fast.invalid"}
-        budget = calls._targets["greeter"].budget
+        budget = calls.target_state("greeter").budget
         assert budget.balance < 100  # the hedges were paid from the retry budget
 
 
@@ -71,7 +71,7 @@ async def test_hedging_waits_for_history_before_guessing_a_percentile() -> None:
     ) as calls:
         for _ in range(30):
             await calls.client(Greeter).greet()
-        target = calls._targets["greeter"]
+        target = calls.target_state("greeter")
         assert target.hedge_delay() is not None  # p95 of what it has seen
     assert calls_made == 30
 

@@ -7,9 +7,10 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from ..config import RegistrySettings, load_settings
+from ..config import ConfigFile, RegistrySettings, load_settings
 from ..errors import DiscoveryError
 from ..registry import Instance, open_registry
 from .options import add_settings_flags, settings_flags
@@ -24,12 +25,20 @@ def add_parser(subparsers: Any) -> None:
         description="List every live instance of every cell in the registry.",
     )
     add_settings_flags(parser, RegistrySettings, only=("registry",))
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="configuration file (default: ./orchestro.toml)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON, for scripts")
     parser.set_defaults(handler=ls)
 
 
 def ls(args: argparse.Namespace) -> int:
-    settings = load_settings(RegistrySettings, settings_flags(args, RegistrySettings))
+    file = ConfigFile.load(args.config)
+    settings = load_settings(
+        RegistrySettings,
+        settings_flags(args, RegistrySettings),
+        file.section("registry"),
+        file.where("registry"),
+    )
     registry = open_registry(settings.registry, ttl=settings.registry_ttl)
 
     async def fetch() -> Sequence[Instance]:

@@ -14,12 +14,14 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..cell.host import CellHost
-from ..config import GatewaySettings, RegistrySettings, RunSettings, load_settings
+from ..config import ConfigFile, GatewaySettings, RegistrySettings, RunSettings, load_settings
 from ..errors import ConfigurationError, StartupError
 from ..mesh import Mesh
+from ..mesh.policy import policies_from_file
 from ..registry import Registration, RegistryView, open_registry
 from .importer import load_cells
 from .options import add_settings_flags, settings_flags
@@ -51,6 +53,14 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="port of the one cell being run (0 picks a free one)",
     )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="configuration file (default: ./orchestro.toml, or [tool.orchestro] in "
+        "./pyproject.toml)",
+    )
     add_settings_flags(parser, RunSettings)
     add_settings_flags(parser, GatewaySettings)
     add_settings_flags(parser, RegistrySettings)
@@ -68,9 +78,23 @@ def _port(value: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_settings = load_settings(RunSettings, settings_flags(args, RunSettings))
-    gateway = load_settings(GatewaySettings, settings_flags(args, GatewaySettings))
-    discovery = load_settings(RegistrySettings, settings_flags(args, RegistrySettings))
+    file = ConfigFile.load(args.config)
+    run_settings = load_settings(
+        RunSettings, settings_flags(args, RunSettings), file.section("run"), file.where("run")
+    )
+    gateway = load_settings(
+        GatewaySettings,
+        settings_flags(args, GatewaySettings),
+        file.section("gateway"),
+        file.where("gateway"),
+    )
+    discovery = load_settings(
+        RegistrySettings,
+        settings_flags(args, RegistrySettings),
+        file.section("registry"),
+        file.where("registry"),
+    )
+    policies = policies_from_file(file)
     loop_factory = _loop_factory(run_settings.loop)
     cells = load_cells(args.target, args.cells)
     if args.port is not None and len(cells) != 1:
@@ -83,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     registration = Registration(registry)
     # The process's view of every cell, which its mesh resolves from without waiting.
     view = RegistryView(registry)
-    calls = Mesh(view, zone=discovery.zone)
+    calls = Mesh(view, policies=policies, zone=discovery.zone)
     labels = {"zone": discovery.zone} if discovery.zone else {}
     hosts = [
         CellHost(

@@ -20,9 +20,9 @@ from typing import Any, Final, Generic, TypeVar, overload
 
 from ..errors import ConfigurationError
 from .core import Fallback, Mesh, RawClient
-from .policy import CallPolicy
+from .policy import CallPolicy, Policies
 
-__all__ = ["MESH_ATTR", "CallPolicy", "Mesh", "RawClient", "client"]
+__all__ = ["MESH_ATTR", "CallPolicy", "Mesh", "Policies", "RawClient", "client"]
 
 T = TypeVar("T")
 MESH_ATTR: Final = "__orchestro_mesh__"

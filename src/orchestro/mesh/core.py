@@ -45,7 +45,7 @@ from .breaker import OutlierDetector
 from .budget import RetryBudget
 from .clock import Clock, MonotonicClock
 from .deadline import ATTEMPT_HEADER, CALLER_HEADER, DEADLINE_HEADER, current_deadline
-from .policy import CallPolicy
+from .policy import CallPolicy, Policies
 from .transports.base import CallRequest, CallResponse, Transport
 from .transports.http import HttpTransport
 
@@ -108,7 +108,8 @@ class Mesh:
         registry: a :class:`~orchestro.registry.Registry`, a :class:`RegistryView`, or a
             registry URL (default ``local://``).
         policy: the process's default :class:`CallPolicy` (default: from ``ORCHESTRO_MESH_*``).
-        policies: per target cell overrides.
+        policies: per target cell overrides, or a whole :class:`Policies` (from the
+            configuration file: per process, per cell, per operation).
         caller: the name of the calling cell (sent for logs; never trusted for access).
         zone: prefer instances with this ``zone`` label (after those on this host).
     """
@@ -118,7 +119,7 @@ class Mesh:
         registry: Registry | RegistryView | str | None = None,
         *,
         policy: CallPolicy | None = None,
-        policies: Mapping[str, CallPolicy] | None = None,
+        policies: Mapping[str, CallPolicy] | Policies | None = None,
         caller: str | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
@@ -132,14 +133,18 @@ class Mesh:
                 registry = open_registry(registry or "local://")
             self.view = RegistryView(registry)
             self._owns_view = True
-        self._default = policy or CallPolicy()
-        self._policies = dict(policies or {})
+        if isinstance(policies, Policies):
+            self.policies = policies
+        else:
+            self.policies = Policies(policy, dict(policies or {}))
+        if policy is not None:
+            self.policies.default = policy
         self._caller = caller
         self.transport: Transport = transport or HttpTransport()
         self._clock = clock or MonotonicClock()
         self._hostname = socket.gethostname()
         self._zone = zone
-        self._targets: dict[str, _Target] = {}
+        self._targets: dict[tuple[str, CallPolicy], _Target] = {}
         self._external: dict[str, tuple[Instance, ...]] = {}
         self._stubs: dict[Any, Any] = {}
         self._local: dict[str, list[Any]] = {}  # cell -> CellHosts serving in this process
@@ -298,14 +303,23 @@ class Mesh:
             timer.cancel()
             gate.in_flight -= 1
 
-    def policy_for(self, cell: str) -> CallPolicy:
-        return self._policies.get(cell, self._default)
+    def policy_for(self, cell: str, operation: str | None = None) -> CallPolicy:
+        if operation is None:
+            return self.policies.for_cell(cell)
+        return self.policies.for_operation(cell, operation)
 
     def _target(self, cell: str, policy: CallPolicy) -> _Target:
-        target = self._targets.get(cell)
-        if target is None or target.policy is not policy:
-            target = self._targets[cell] = _Target(policy, self._clock)
+        # One state (statistics, ejections, budget) per target cell and policy: the policy
+        # configures the balancer and the detector.
+        key = (cell, policy)
+        target = self._targets.get(key)
+        if target is None:
+            target = self._targets[key] = _Target(policy, self._clock)
         return target
+
+    def target_state(self, cell: str) -> _Target | None:
+        """The state kept for calls to ``cell`` under its cell-level policy (for tests)."""
+        return self._targets.get((cell, self.policy_for(cell)))
 
     def resolve(self, cell: str) -> tuple[Instance, ...]:
         """Ready instances of ``cell``, those on this host first, then this zone."""

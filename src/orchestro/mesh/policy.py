@@ -5,10 +5,15 @@ variables, and code may override it per target cell or per call.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
+
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["CallPolicy"]
+from ..config import ConfigFile, load_settings
+from ..errors import ConfigurationError
+
+__all__ = ["CallPolicy", "Policies", "policies_from_file"]
 
 
 class CallPolicy(BaseSettings):
@@ -78,3 +83,62 @@ class CallPolicy(BaseSettings):
     max_ejected_share: float = Field(
         0.1, ge=0, le=1, description="Share of a cell's instances ejected at most (Envoy: 10%)."
     )
+
+
+class Policies:
+    """The process's call policies: a default, per target cell, per operation of a cell."""
+
+    def __init__(
+        self,
+        default: CallPolicy | None = None,
+        cells: dict[str, CallPolicy] | None = None,
+        operations: dict[tuple[str, str], CallPolicy] | None = None,
+    ) -> None:
+        self.default = default or CallPolicy()
+        self.cells = cells or {}
+        self.operations = operations or {}
+
+    def for_cell(self, cell: str) -> CallPolicy:
+        return self.cells.get(cell, self.default)
+
+    def for_operation(self, cell: str, operation: str) -> CallPolicy:
+        return self.operations.get((cell, operation)) or self.for_cell(cell)
+
+
+def policies_from_file(file: ConfigFile) -> Policies:
+    """``[mesh]``, ``[mesh.cells.NAME]`` and ``[mesh.cells.NAME.operations.OP]`` tables.
+
+    The environment overrides ``[mesh]`` (process defaults); a cell's or an operation's own
+    table overrides both, being more specific.
+    """
+    section = dict(file.section("mesh"))
+    cells_table = section.pop("cells", {})
+    default = load_settings(CallPolicy, file=section, where=file.where("mesh"))
+    cells: dict[str, CallPolicy] = {}
+    operations: dict[tuple[str, str], CallPolicy] = {}
+    for cell, table in dict(cells_table).items():
+        table = dict(table)
+        ops = table.pop("operations", {})
+        cells[cell] = _over(default, table, file.where(f"mesh.cells.{cell}"))
+        for op, op_table in dict(ops).items():
+            where = file.where(f"mesh.cells.{cell}.operations.{op}")
+            operations[(cell, op)] = _over(cells[cell], dict(op_table), where)
+    return Policies(default, cells, operations)
+
+
+def _over(base: CallPolicy, table: dict[str, Any], where: str) -> CallPolicy:
+    unknown = set(table) - set(CallPolicy.model_fields)
+    if unknown:
+        raise ConfigurationError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; the keys are "
+            f"{', '.join(CallPolicy.model_fields)}"
+        )
+    try:
+        return CallPolicy.model_validate({**base.model_dump(), **table})
+    except ValidationError as exc:
+        problems = [
+            f"{where} {err['loc'][0] if err['loc'] else '?'}: {err['msg']} "
+            f"(got {err.get('input')!r})"
+            for err in exc.errors(include_url=False)
+        ]
+        raise ConfigurationError("; ".join(problems)) from exc

@@ -81,10 +81,10 @@ def _method(
     }
     result = None if op.returns_none else TypeAdapter(op.returns)
     svc = op.service
-    if svc.timeout is not None:
-        base = policy or mesh.policy_for(cell)
-        policy = base.model_copy(update={"timeout": min(base.timeout, svc.timeout)})
-    local_timeout = (policy or mesh.policy_for(cell)).timeout
+    policy = policy or mesh.policy_for(cell, op.name)
+    if svc.timeout is not None and svc.timeout < policy.timeout:
+        policy = policy.model_copy(update={"timeout": svc.timeout})
+    local_timeout = policy.timeout
     wire = {p.name for p in params}
 
     names = frozenset(signature.parameters) - {"self"}
