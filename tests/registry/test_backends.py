@@ -164,3 +164,21 @@ def test_instance_record_round_trips() -> None:
     instance = Instance(cell="a", id="a-1", host="::1", port=8, labels={"weight": "2"})
     assert Instance.model_validate(json.loads(instance.model_dump_json())) == instance
     assert instance.url == "http://[::1]:8"
+
+
+OPENER = """
+import sys
+from orchestro.registry import open_registry
+open_registry(sys.argv[1])
+"""
+
+
+def test_processes_opening_a_new_database_together(tmp_path: Path) -> None:
+    for round_no in range(5):  # the race is on creating the file and switching it to WAL
+        url = f"local://{tmp_path}/race-{round_no}.db"
+        openers = [
+            subprocess.Popen([sys.executable, "-c", OPENER, url], stderr=subprocess.PIPE)
+            for _ in range(6)
+        ]
+        results = [(o.wait(timeout=60), o.stderr.read() if o.stderr else b"") for o in openers]
+        assert all(code == 0 for code, _ in results), results

@@ -144,7 +144,7 @@ class Mesh:
         self._clock = clock or MonotonicClock()
         self._hostname = socket.gethostname()
         self._zone = zone
-        self._targets: dict[tuple[str, CallPolicy], _Target] = {}
+        self._targets: dict[tuple[str, int], _Target] = {}
         self._external: dict[str, tuple[Instance, ...]] = {}
         self._stubs: dict[Any, Any] = {}
         self._local: dict[str, list[Any]] = {}  # cell -> CellHosts serving in this process
@@ -311,15 +311,16 @@ class Mesh:
     def _target(self, cell: str, policy: CallPolicy) -> _Target:
         # One state (statistics, ejections, budget) per target cell and policy: the policy
         # configures the balancer and the detector.
-        key = (cell, policy)
+        # Keyed by the policy's identity: hashing a pydantic model costs microseconds a call.
+        key = (cell, id(policy))
         target = self._targets.get(key)
-        if target is None:
+        if target is None or target.policy is not policy:
             target = self._targets[key] = _Target(policy, self._clock)
         return target
 
     def target_state(self, cell: str) -> _Target | None:
         """The state kept for calls to ``cell`` under its cell-level policy (for tests)."""
-        return self._targets.get((cell, self.policy_for(cell)))
+        return self._targets.get((cell, id(self.policy_for(cell))))
 
     def resolve(self, cell: str) -> tuple[Instance, ...]:
         """Ready instances of ``cell``, those on this host first, then this zone."""
@@ -362,7 +363,7 @@ class Mesh:
                 pick.stats.in_flight += 1
                 try:
                     response = await self.transport.send(
-                        pick.instance, pick.request, pick.remaining
+                        pick.instance, pick.request, pick.remaining, pick.headers
                     )
                 except CallError as exc:
                     self._failed(cell, target, pick, exc)
@@ -429,7 +430,9 @@ class Mesh:
         pick = self._choose(cell, target, request, deadline, attempt, tried)
         pick.stats.in_flight += 1
         try:
-            response = await self.transport.send(pick.instance, pick.request, pick.remaining)
+            response = await self.transport.send(
+                pick.instance, pick.request, pick.remaining, pick.headers
+            )
         except CallError as exc:
             self._failed(cell, target, pick, exc)
             raise
@@ -474,11 +477,7 @@ class Mesh:
         headers[ATTEMPT_HEADER] = str(attempt)
         if self._caller:
             headers[CALLER_HEADER] = self._caller
-        sent = CallRequest(
-            request.method, request.path, request.query, headers, request.body,
-            request.idempotent, request.key, request.operation,
-        )  # fmt: skip
-        return _Pick(chosen, by_id[chosen.id], sent, now, remaining, ids)
+        return _Pick(chosen, by_id[chosen.id], request, headers, now, remaining, ids)
 
     def _failed(self, cell: str, target: _Target, pick: _Pick, exc: CallError) -> None:
         target.detector.record(pick.stats.id, False, pick.ids)
@@ -504,13 +503,14 @@ class Mesh:
 class _Pick:
     """One attempt's choices: the instance, its statistics, the request to send."""
 
-    __slots__ = ("ids", "instance", "remaining", "request", "started", "stats")
+    __slots__ = ("headers", "ids", "instance", "remaining", "request", "started", "stats")
 
     def __init__(
         self,
         stats: EndpointStats,
         instance: Instance,
         request: CallRequest,
+        headers: dict[str, str],
         started: float,
         remaining: float,
         ids: list[str],
@@ -518,6 +518,7 @@ class _Pick:
         self.stats = stats
         self.instance = instance
         self.request = request
+        self.headers = headers
         self.started = started
         self.remaining = remaining
         self.ids = ids

@@ -18,12 +18,13 @@ import builtins
 import logging
 import math
 import os
+import random
 import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import ValidationError
 
@@ -83,24 +84,40 @@ class LocalRegistry:
             raise ConfigurationError(
                 f"registry {self.url}: cannot create {self.path.parent} ({exc.strerror}); {fix}"
             ) from exc
+        # Processes starting together race to create the file and switch it to WAL, which
+        # takes an exclusive lock that SQLite's busy timeout does not always wait for: retry.
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                return self._connect()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    self._fail(exc, fix)
+                time.sleep(random.uniform(0.01, 0.05))
+            except sqlite3.DatabaseError as exc:
+                self._fail(exc, fix)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
         try:
-            db = sqlite3.connect(
-                self.path, timeout=5.0, isolation_level=None, check_same_thread=False
-            )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            message = str(exc)
-            if "not a database" in message or "malformed" in message:
-                raise ConfigurationError(
-                    f"registry {self.url}: {self.path} is not a registry database ({message}); "
-                    "delete it (it holds only live registrations) or choose another file"
-                ) from exc
-            raise ConfigurationError(
-                f"registry {self.url}: cannot open {self.path} ({message}); {fix}"
-            ) from exc
+        except BaseException:
+            db.close()
+            raise
         return db
+
+    def _fail(self, exc: sqlite3.DatabaseError, fix: str) -> NoReturn:
+        message = str(exc)
+        if "not a database" in message or "malformed" in message:
+            raise ConfigurationError(
+                f"registry {self.url}: {self.path} is not a registry database ({message}); "
+                "delete it (it holds only live registrations) or choose another file"
+            ) from exc
+        raise ConfigurationError(
+            f"registry {self.url}: cannot open {self.path} ({message}); {fix}"
+        ) from exc
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def locked() -> T:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -101,7 +101,13 @@ class FaultInjector:
     def clear(self) -> None:
         self._rules.clear()
 
-    async def send(self, instance: Instance, request: CallRequest, seconds: float) -> CallResponse:
+    async def send(
+        self,
+        instance: Instance,
+        request: CallRequest,
+        seconds: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> CallResponse:
         for rule in self._rules:
             if not rule.matches(instance, request) or self._rng.random() >= rule.rate:
                 continue
@@ -119,7 +125,7 @@ class FaultInjector:
                     rule.status, {"Content-Type": "application/problem+json"},
                     json.dumps(body).encode(),
                 )  # fmt: skip
-        return await self.transport.send(instance, request, seconds)
+        return await self.transport.send(instance, request, seconds, headers)
 
     async def aclose(self) -> None:
         await self.transport.aclose()
@@ -147,7 +153,13 @@ class MockTransport:
         self._handler = handler
         self.requests: list[CallRequest] = []
 
-    async def send(self, instance: Instance, request: CallRequest, seconds: float) -> CallResponse:
+    async def send(
+        self,
+        instance: Instance,
+        request: CallRequest,
+        seconds: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> CallResponse:
         self.requests.append(request)
         answer = self._handler(instance, request)
         if isinstance(answer, Awaitable):

@@ -31,9 +31,16 @@ class CallResponse:
 
 
 class Transport(Protocol):
-    async def send(self, instance: Instance, request: CallRequest, seconds: float) -> CallResponse:
-        """Send ``request``; raise TransportError if the instance cannot be reached and
-        DeadlineExceeded after ``seconds``."""
+    async def send(
+        self,
+        instance: Instance,
+        request: CallRequest,
+        seconds: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> CallResponse:
+        """Send ``request`` (with ``headers`` instead of its own when given: the mesh adds
+        deadline and attempt headers); raise TransportError if the instance cannot be reached
+        and DeadlineExceeded after ``seconds``."""
         ...
 
     async def aclose(self) -> None: ...

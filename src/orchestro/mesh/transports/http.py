@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import Mapping
 
 import aiohttp
 from yarl import URL
@@ -34,7 +35,13 @@ class HttpTransport:
             )
         return self._session
 
-    async def send(self, instance: Instance, request: CallRequest, seconds: float) -> CallResponse:
+    async def send(
+        self,
+        instance: Instance,
+        request: CallRequest,
+        seconds: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> CallResponse:
         key = (instance.url, request.path)
         url = self._urls.get(key)
         if url is None:
@@ -48,7 +55,7 @@ class HttpTransport:
                 request.method,
                 url,
                 data=request.body,
-                headers=request.headers,
+                headers=request.headers if headers is None else headers,
                 timeout=aiohttp.ClientTimeout(total=seconds),
                 allow_redirects=False,
             ) as response:
