@@ -57,6 +57,7 @@ class OutlierDetector:
         self.max_ejected_share = max_ejected_share
         self._clock = clock or MonotonicClock()
         self._health: dict[str, _Health] = {}
+        self._ejected: set[str] = set()  # instances with an ejection in force or half-open
         self._window_ends = self._clock.now() + interval
 
     def state(self, instance_id: str) -> str:
@@ -68,7 +69,9 @@ class OutlierDetector:
 
     def available(self, ids: Sequence[str]) -> list[str]:
         """The instances that may take a request now (a half-open one only if its probe is
-        not already in flight)."""
+        not already in flight). Returns ``ids`` itself when none is ejected."""
+        if not self._ejected:
+            return ids  # type: ignore[return-value]
         now = self._clock.now()
         found = []
         for iid in ids:
@@ -99,6 +102,7 @@ class OutlierDetector:
             health.failures = 0
             health.ejected_until = 0.0
             health.probing = False
+            self._ejected.discard(instance_id)
             return
         health.failures += 1
         if health.probing or (
@@ -110,6 +114,7 @@ class OutlierDetector:
             health.ejections += 1
             duration = min(self.max_ejection, self.base_ejection * health.ejections)
             health.ejected_until = self._clock.now() + duration
+            self._ejected.add(instance_id)
 
     def _judge_success_rates(self, peers: Sequence[str]) -> None:
         """End an interval: eject outliers by success rate, then start counting again."""
@@ -132,12 +137,14 @@ class OutlierDetector:
                 health.ejections += 1
                 duration = min(self.max_ejection, self.base_ejection * health.ejections)
                 health.ejected_until = self._clock.now() + duration
+                self._ejected.add(iid)
 
     def forget(self, live: Sequence[str]) -> None:
         """Drop the state of instances that left the registry."""
         keep = set(live)
         for iid in [i for i in self._health if i not in keep]:
             del self._health[iid]
+            self._ejected.discard(iid)
 
     def _may_eject(self, peers: Sequence[str]) -> bool:
         ejected = sum(1 for p in peers if self.state(p) != "closed")

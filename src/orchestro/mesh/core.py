@@ -83,6 +83,11 @@ class _Target:
         )
         self.stats: dict[str, EndpointStats] = {}
         self.latencies: deque[float] = deque(maxlen=256)  # recent successful attempts
+        # The last view of the cell's instances, indexed (rebuilt when the view changes).
+        self.seen: tuple[Instance, ...] | None = None
+        self.by_id: dict[str, Instance] = {}
+        self.ids: list[str] = []
+        self.all_stats: list[EndpointStats] = []
         self.wait = wait_random_exponential(multiplier=policy.backoff_base, max=policy.backoff_max)
 
     def hedge_delay(self) -> float | None:
@@ -453,8 +458,13 @@ class Mesh:
         instances = self.resolve(cell)
         if not instances:
             raise NoInstancesError(f"no ready instance of cell {cell!r}", cell=cell)
-        by_id = {i.id: i for i in instances}
-        ids = list(by_id)
+        if instances is not target.seen:
+            # The view changed (its tuples are replaced, never mutated): index it once.
+            target.seen = instances
+            target.by_id = {i.id: i for i in instances}
+            target.ids = list(target.by_id)
+            target.all_stats = [target.stat(i) for i in target.ids]
+        by_id, ids = target.by_id, target.ids
         available = target.detector.available(ids)
         if not available:
             raise CircuitOpenError(
@@ -469,7 +479,8 @@ class Mesh:
         remaining = deadline - now
         if remaining <= 0:
             raise DeadlineExceeded(f"the deadline of the call to {cell!r} passed", cell=cell)
-        chosen = target.balancer.pick([target.stat(i) for i in available], request.key, now)
+        candidates = target.all_stats if available is ids else [target.stat(i) for i in available]
+        chosen = target.balancer.pick(candidates, request.key, now)
         tried.append(chosen.id)
         target.detector.on_pick(chosen.id)
         headers = dict(request.headers)
@@ -485,7 +496,7 @@ class Mesh:
 
     def _release(self, pick: _Pick) -> None:
         pick.stats.in_flight -= 1
-        end = self._clock.now()
+        end = pick.ended = self._clock.now()
         pick.stats.observe(end - pick.started, end)
 
     def _settle(
@@ -494,7 +505,7 @@ class Mesh:
         status = response.status
         target.detector.record(pick.stats.id, status < 500, pick.ids)
         if status < 500:
-            target.latencies.append(self._clock.now() - pick.started)
+            target.latencies.append(pick.ended - pick.started)
         if status >= 400:
             raise _remote_error(cell, pick.instance, response)
         return response
@@ -503,7 +514,16 @@ class Mesh:
 class _Pick:
     """One attempt's choices: the instance, its statistics, the request to send."""
 
-    __slots__ = ("headers", "ids", "instance", "remaining", "request", "started", "stats")
+    __slots__ = (
+        "ended",
+        "headers",
+        "ids",
+        "instance",
+        "remaining",
+        "request",
+        "started",
+        "stats",
+    )
 
     def __init__(
         self,
@@ -522,6 +542,7 @@ class _Pick:
         self.started = started
         self.remaining = remaining
         self.ids = ids
+        self.ended = started
 
 
 def _internal(cell: str, operation: str, exc: BaseException) -> RemoteError:
