@@ -171,7 +171,10 @@ class Pipeline:
         if rid is None or not _safe_id(rid):
             rid = f"{self._id_prefix}{next(self._id_counter):012x}"
         request[REQUEST_ID_KEY] = rid
-        match = self._resolve(request.method, request.raw_path.partition("?")[0])
+        path = request.raw_path
+        if "?" in path:
+            path = path.partition("?")[0]
+        match = self._resolve(request.method, path)
         route = match.target
         if route is None:
             route = self._not_allowed(match.allowed) if match.allowed else self._not_found

@@ -55,6 +55,8 @@ class Router(Generic[T]):
         self._static: dict[str, _Resource[T]] = {}
         self._dynamic: list[_Resource[T]] = []
         self._frozen = False
+        # Literal routes resolve to the same answer every time: build it once.
+        self._static_matches: dict[tuple[str, str], Match[T]] = {}
 
     def add(self, method: str, path: str, target: T) -> None:
         if self._frozen:
@@ -76,10 +78,16 @@ class Router(Generic[T]):
         self._dynamic.sort(key=lambda r: (len(r.names), -r.path.find("{")))
         for resource in (*self._static.values(), *self._dynamic):
             resource.allowed = tuple(resource.methods)
+        for path, resource in self._static.items():
+            for method, target in resource.methods.items():
+                self._static_matches[(method, path)] = Match(target, _NO_PARAMS)
         self._frozen = True
 
     def resolve(self, method: str, raw_path: str) -> Match[T]:
         """Resolve a request; ``raw_path`` is the path as sent (percent-encoded, no query)."""
+        known = self._static_matches.get((method, raw_path))
+        if known is not None:
+            return known
         resource = self._static.get(raw_path)
         params: Mapping[str, str] = _NO_PARAMS
         if resource is None:
