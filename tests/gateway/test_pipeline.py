@@ -11,11 +11,8 @@ from aiohttp.test_utils import make_mocked_request
 from orchestro import HTTPError, cell, service, spec_of
 from orchestro.gateway.pipeline import (
     REQUEST_ID_KEY,
-    AccessStep,
-    AdmissionStep,
     CompiledRoute,
     Endpoint,
-    Gate,
     Hooks,
     Pipeline,
     Route,
@@ -23,6 +20,7 @@ from orchestro.gateway.pipeline import (
     error_response,
 )
 from orchestro.gateway.router import Router
+from orchestro.gateway.steps import AccessStep, AdmissionStep, Gate
 from orchestro.security import ANONYMOUS, Caller, fixed_identity
 from orchestro.security.identity import CALLER_KEY
 

@@ -22,8 +22,8 @@ from typing import Any, Self
 from ..config import GatewaySettings
 from ..errors import StartupError
 from ..gateway.app import build_gateway
-from ..gateway.pipeline import Gate
 from ..gateway.server import Listener
+from ..gateway.steps import Gate
 from ..mesh import MESH_ATTR, Mesh
 from ..registry.agent import Registration
 from ..registry.base import Instance, InstanceState, new_instance_id

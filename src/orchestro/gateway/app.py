@@ -31,11 +31,8 @@ from .binding import Binder
 from .health import health_handlers
 from .openapi import build_openapi
 from .pipeline import (
-    AccessStep,
-    AdmissionStep,
     CompiledRoute,
     Endpoint,
-    Gate,
     Handler,
     Pipeline,
     Route,
@@ -45,6 +42,7 @@ from .pipeline import (
 )
 from .router import Router
 from .server import ProblemServer
+from .steps import AccessStep, AdmissionStep, Gate
 
 __all__ = ["Gateway", "build_gateway"]
 

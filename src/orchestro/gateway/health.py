@@ -14,7 +14,8 @@ from aiohttp import web
 
 from ..cell.spec import CellSpec
 from ..errors import HTTPError
-from .pipeline import Gate, Handler
+from .pipeline import Handler
+from .steps import Gate
 
 __all__ = ["health_handlers"]
 

@@ -36,7 +36,6 @@ from aiohttp import web
 from ..cell.spec import CellSpec, OperationSpec
 from ..errors import HTTPError
 from ..mesh.deadline import DEADLINE_HEADER, parse_deadline, set_deadline
-from ..security.identity import CALLER_KEY, IdentityResolver
 from .binding import Binder
 from .problem import problem_response
 from .responses import renderer
@@ -44,11 +43,8 @@ from .router import Router
 
 __all__ = [
     "REQUEST_ID_KEY",
-    "AccessStep",
-    "AdmissionStep",
     "CompiledRoute",
     "Endpoint",
-    "Gate",
     "Handler",
     "Hooks",
     "Pipeline",
@@ -289,91 +285,6 @@ def error_response(request: web.BaseRequest, exc: Exception, cell: str) -> web.S
 
 
 _ENTITY_HEADERS: Final = frozenset({"content-type", "content-length"})
-
-
-class Gate:
-    """Whether a cell takes service requests now, and how many it is answering.
-
-    The cell host opens it once ``on_start`` is done and closes it when draining starts; the
-    admission step and ``/readyz`` read it.
-    """
-
-    __slots__ = ("in_flight", "is_open", "reason")
-
-    def __init__(self) -> None:
-        self.is_open = False
-        self.reason = "starting"
-        self.in_flight = 0
-
-    def open(self) -> None:
-        self.is_open = True
-        self.reason = "serving"
-
-    def close(self, reason: str) -> None:
-        self.is_open = False
-        self.reason = reason
-
-
-class AdmissionStep:
-    """Refuse service requests with 503 + ``Retry-After`` while the cell is not ready, or
-    when it already answers ``max_concurrency`` requests; count requests in flight."""
-
-    def __init__(self, gate: Gate, *, max_concurrency: int | None = None) -> None:
-        self._gate = gate
-        self._limit = max_concurrency
-
-    def hooks(self, route: Route) -> Hooks | None:
-        if route.operation is None:
-            return None  # health and OpenAPI answer whatever the state
-        gate = self._gate
-        limit = self._limit if self._limit is not None else float("inf")
-        cell = route.cell.name
-        busy = f"cell {cell!r} is answering its limit of {self._limit} concurrent requests"
-
-        def admit(request: web.BaseRequest) -> None:
-            if not gate.is_open:
-                raise HTTPError(
-                    503, f"cell {cell!r} is {gate.reason}", headers={"Retry-After": "1"}
-                )
-            if gate.in_flight >= limit:
-                raise HTTPError(503, busy, headers={"Retry-After": "1"})
-            gate.in_flight += 1
-
-        def release(request: web.BaseRequest, response: web.StreamResponse | None) -> None:
-            gate.in_flight -= 1
-
-        return Hooks(admit, release)
-
-
-class AccessStep:
-    """Apply access policy, which needs the caller's identity (read from the connection).
-
-    The policy today has one rule: an ``internal`` service answers cells only, so an anonymous
-    caller gets 403. Public services need no identity, so nothing runs for them; a service
-    that wants to know its caller asks for a :class:`~orchestro.security.Caller` parameter.
-    Declared per-cell rules join here with mutual TLS.
-    """
-
-    def __init__(self, resolve: IdentityResolver) -> None:
-        self._resolve = resolve
-
-    def hooks(self, route: Route) -> Hooks | None:
-        op = route.operation
-        if op is None or not op.service.internal:
-            return None
-        resolve = self._resolve
-        denied = (
-            f"service {op.name!r} of cell {route.cell.name!r} is internal: only other cells "
-            "may call it (rule: internal services refuse anonymous callers)"
-        )
-
-        def guard(request: web.BaseRequest) -> None:
-            caller = resolve(request)
-            request[CALLER_KEY] = caller
-            if caller.is_anonymous:
-                raise HTTPError(403, denied)
-
-        return Hooks(guard)
 
 
 def service_endpoint(

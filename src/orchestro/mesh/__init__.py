@@ -19,8 +19,9 @@ from collections.abc import Mapping
 from typing import Any, Final, Generic, TypeVar, overload
 
 from ..errors import ConfigurationError
-from .core import Fallback, Mesh, RawClient
+from .core import Fallback, Mesh
 from .policy import CallPolicy, Policies
+from .raw import RawClient
 
 __all__ = ["MESH_ATTR", "CallPolicy", "Mesh", "Policies", "RawClient", "client"]
 

@@ -111,10 +111,7 @@ class OutlierDetector:
             and self._may_eject(peers)
         ):
             health.probing = False
-            health.ejections += 1
-            duration = min(self.max_ejection, self.base_ejection * health.ejections)
-            health.ejected_until = self._clock.now() + duration
-            self._ejected.add(instance_id)
+            self._eject(instance_id, health)
 
     def _judge_success_rates(self, peers: Sequence[str]) -> None:
         """End an interval: eject outliers by success rate, then start counting again."""
@@ -134,10 +131,14 @@ class OutlierDetector:
         for iid, rate in sorted(rates.items(), key=lambda item: item[1]):
             health = self._health[iid]
             if rate < threshold and health.ejected_until == 0.0 and self._may_eject(peers):
-                health.ejections += 1
-                duration = min(self.max_ejection, self.base_ejection * health.ejections)
-                health.ejected_until = self._clock.now() + duration
-                self._ejected.add(iid)
+                self._eject(iid, health)
+
+    def _eject(self, instance_id: str, health: _Health) -> None:
+        """Eject for the base time times the ejections so far, up to the cap."""
+        health.ejections += 1
+        duration = min(self.max_ejection, self.base_ejection * health.ejections)
+        health.ejected_until = self._clock.now() + duration
+        self._ejected.add(instance_id)
 
     def forget(self, live: Sequence[str]) -> None:
         """Drop the state of instances that left the registry."""

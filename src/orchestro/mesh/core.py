@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import socket
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar, overload
 
@@ -33,7 +32,6 @@ from ..errors import (
     CallError,
     CircuitOpenError,
     DeadlineExceeded,
-    HTTPError,
     NoInstancesError,
     RemoteError,
     RetryBudgetExhausted,
@@ -46,10 +44,12 @@ from .budget import RetryBudget
 from .clock import Clock, MonotonicClock
 from .deadline import ATTEMPT_HEADER, CALLER_HEADER, DEADLINE_HEADER, current_deadline
 from .policy import CallPolicy, Policies
+from .raw import RawClient
 from .transports.base import CallRequest, CallResponse, Transport
 from .transports.http import HttpTransport
+from .transports.local import call_in_process
 
-__all__ = ["Mesh"]
+__all__ = ["Fallback", "Mesh"]
 
 T = TypeVar("T")
 Fallback = Callable[..., Any]
@@ -260,7 +260,7 @@ class Mesh:
         host = hosts[self._local_turn % len(hosts)]
         return host if host.gate.is_open else None
 
-    async def call_local(
+    def call_local(
         self,
         cell: str,
         host: Any,
@@ -268,52 +268,13 @@ class Mesh:
         arguments: dict[str, Any],
         seconds: float,
         decode: Callable[[Any], Any] | None = None,
-    ) -> Any:
-        """Call a service of a cell hosted in this process: no socket, no serialisation, but
-        the same admission, deadline and error translation as over HTTP."""
-        gate = host.gate
-        timeout = seconds
+    ) -> Awaitable[Any]:
+        """Call a service of a cell hosted in this process (see :mod:`.transports.local`):
+        returns that call's coroutine, adding no coroutine layer of its own."""
         deadline = current_deadline()
         if deadline is not None:
-            timeout = min(timeout, deadline - self._clock.now())
-        method = getattr(host.instance, operation)
-        # A bare timer rather than asyncio.timeout(): the same cancellation for a quarter of
-        # the cost, which matters on a path that should cost a few microseconds.
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            task.cancel()
-
-        timer = loop.call_at(loop.time() + timeout, expire)
-        gate.in_flight += 1
-        try:
-            answer = await method(**arguments)
-            return answer if decode is None else decode(answer)
-        except asyncio.CancelledError as exc:
-            if not expired:
-                raise
-            task.uncancel()
-            raise DeadlineExceeded(
-                f"cell {cell!r} (in process) did not answer {operation} within {timeout:.3f} s",
-                cell=cell,
-            ) from exc
-        except HTTPError as exc:
-            raise RemoteError(
-                f"cell {cell!r} (in process) answered {exc.status}: {exc.detail or exc.title}",
-                cell=cell,
-                status=exc.status,
-                problem=exc.to_problem(),
-            ) from exc
-        except Exception as exc:
-            raise _internal(cell, operation, exc) from exc
-        finally:
-            timer.cancel()
-            gate.in_flight -= 1
+            seconds = min(seconds, deadline - self._clock.now())
+        return call_in_process(cell, host, operation, arguments, seconds, decode)
 
     def policy_for(self, cell: str, operation: str | None = None) -> CallPolicy:
         if operation is None:
@@ -573,17 +534,6 @@ class _Pick:
         self.ended = started
 
 
-def _internal(cell: str, operation: str, exc: BaseException) -> RemoteError:
-    """A service failing in this process looks to its caller as it would over HTTP: a 500."""
-    _log.error("cell %s: %s failed", cell, operation, exc_info=exc)
-    return RemoteError(
-        f"cell {cell!r} (in process) failed in {operation} ({type(exc).__name__})",
-        cell=cell,
-        status=500,
-        problem={"type": "about:blank", "title": "Internal Server Error", "status": 500},
-    )
-
-
 def _retryable(exc: CallError, request: CallRequest) -> bool:
     if isinstance(exc, TransportError):
         return exc.connect or request.idempotent  # nothing was sent: safe for any method
@@ -621,105 +571,3 @@ def _remote_error(cell: str, instance: Instance, response: CallResponse) -> Remo
         status=response.status,
         problem=problem,
     )
-
-
-class RawClient:
-    """Calls to a cell (or an external service) by path: ``get``, ``post``, ``put``, ...
-
-    ```python
-    orders = mesh.client("orders")
-    order = await orders.get("/orders/7", response=Order)
-    ```
-    """
-
-    def __init__(self, mesh: Mesh, cell: str, policy: CallPolicy | None) -> None:
-        self._mesh = mesh
-        self.cell = cell
-        self._policy = policy
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
-        json: Any = None,
-        headers: Mapping[str, str] | None = None,
-        response: type[T] | None = None,
-        idempotent: bool | None = None,
-        key: str | None = None,
-        fallback: Callable[[CallError], Any] | None = None,
-    ) -> Any:
-        """Send one request; returns ``response``'s model, else the decoded JSON (or None).
-
-        ``fallback``, if given, is called with the final error when the call fails, and its
-        result (awaited if need be) is returned instead."""
-        import pydantic_core
-        from pydantic import TypeAdapter
-        from yarl import URL
-
-        method = method.upper()
-        all_headers = dict(headers or {})
-        body = None
-        if json is not None:
-            body = pydantic_core.to_json(json)
-            all_headers.setdefault("Content-Type", "application/json")
-        query: list[tuple[str, str]] = []
-        if params:
-            items = params.items() if isinstance(params, Mapping) else params
-            for name, value in items:
-                for item in value if isinstance(value, list | tuple) else [value]:
-                    if item is not None:
-                        query.append((name, _text(item)))
-        request = CallRequest(
-            method=method,
-            path=str(URL(path).raw_path) if "%" not in path else path,
-            query=query,
-            headers=all_headers,
-            body=body,
-            idempotent=(
-                method in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
-                if idempotent is None
-                else idempotent
-            ),
-            key=key,
-        )
-        try:
-            answer = await self._mesh.call(self.cell, request, self._policy)
-        except CallError as exc:
-            if fallback is None:
-                raise
-            value = fallback(exc)
-            return await value if inspect.isawaitable(value) else value
-        if answer.status == 204 or not answer.body:
-            return None
-        if response is not None:
-            return TypeAdapter(response).validate_json(answer.body)
-        return pydantic_core.from_json(answer.body)
-
-    async def get(self, path: str, **options: Any) -> Any:
-        return await self.request("GET", path, **options)
-
-    async def post(self, path: str, **options: Any) -> Any:
-        return await self.request("POST", path, **options)
-
-    async def put(self, path: str, **options: Any) -> Any:
-        return await self.request("PUT", path, **options)
-
-    async def patch(self, path: str, **options: Any) -> Any:
-        return await self.request("PATCH", path, **options)
-
-    async def delete(self, path: str, **options: Any) -> Any:
-        return await self.request("DELETE", path, **options)
-
-
-def _text(value: Any) -> str:
-    import enum
-
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, enum.Enum):
-        return str(value.value)
-    if hasattr(value, "isoformat"):
-        return str(value.isoformat())
-    return str(value)

@@ -18,8 +18,8 @@ from pydantic import TypeAdapter
 from ..cell.signature import strip_optional
 from ..cell.spec import OperationSpec, ParamSource, spec_of
 from ..errors import CallError, ConfigurationError
-from .core import _text
 from .policy import CallPolicy
+from .raw import text as _text
 from .transports.base import CallRequest, CallResponse
 
 if TYPE_CHECKING:
