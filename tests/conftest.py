@@ -25,8 +25,9 @@ URL = re.compile(r"cell (\S+) serving on (http://\S+)")
 class Cli:
     """A running ``orchestro`` process and the URLs of the cells it announced."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, stderr_path: Path) -> None:
         self.proc = proc
+        self.stderr_path = stderr_path
         self.urls: dict[str, str] = {}
         self.stdout: list[str] = []
 
@@ -51,8 +52,9 @@ class Cli:
             return await self.proc.wait()
 
     async def stderr(self) -> str:
-        assert self.proc.stderr is not None
-        return (await self.proc.stderr.read()).decode()
+        """What the process wrote to stderr so far (a file, never a pipe: a process whose
+        log lines nobody reads must not block on a full pipe)."""
+        return self.stderr_path.read_text(errors="replace")
 
     async def rest_of_stdout(self) -> str:
         assert self.proc.stdout is not None
@@ -60,17 +62,21 @@ class Cli:
 
 
 async def start_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Cli:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "orchestro",
-        *args,
-        cwd=str(cwd or ROOT),
-        env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    return Cli(proc)
+    fd, name = tempfile.mkstemp(prefix="orchestro-stderr-", suffix=".log")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "orchestro",
+            *args,
+            cwd=str(cwd or ROOT),
+            env={**os.environ, **(env or {})},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=fd,
+        )
+    finally:
+        os.close(fd)
+    return Cli(proc, Path(name))
 
 
 async def run_cli(
@@ -79,9 +85,9 @@ async def run_cli(
     """Run a command to completion: (exit code, stdout, stderr)."""
     cli = await start_cli(*args, cwd=cwd, env=env)
     async with asyncio.timeout(timeout):
-        out, err = await cli.proc.communicate()
+        out, _ = await cli.proc.communicate()
     assert cli.proc.returncode is not None
-    return cli.proc.returncode, out.decode(), err.decode()
+    return cli.proc.returncode, out.decode(), await cli.stderr()
 
 
 @pytest.fixture

@@ -30,10 +30,12 @@ def test_exported_members_are_pinned() -> None:
         "RetryBudgetExhausted",
         "StartupError",
         "TargetError",
+        "TelemetrySettings",
         "TransportError",
         "__version__",
         "cell",
         "mesh",
+        "observability",
         "service",
         "spec_of",
     ]
@@ -44,12 +46,16 @@ def test_all_is_sorted_and_importable() -> None:
     for name in orchestro.__all__:
         assert hasattr(orchestro, name), name
     assert orchestro.testing.__all__ == [
+        "CapturedSpans",
         "CellClient",
         "FakeClock",
         "FaultInjector",
+        "Metrics",
         "MockTransport",
         "TestResponse",
+        "capture_spans",
         "make_cell",
+        "read_metrics",
     ]
 
 

@@ -17,11 +17,10 @@ class Greeter:
 Run it with ``python -m orchestro run module_or_file.py``.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-from . import mesh
+from . import mesh, observability
+from ._version import __version__
 from .cell import Body, CellHost, CellSpec, CellState, Header, Query, cell, service, spec_of
-from .config import GatewaySettings
+from .config import GatewaySettings, TelemetrySettings
 from .errors import (
     CallError,
     CellDefinitionError,
@@ -41,11 +40,6 @@ from .errors import (
 from .gateway import Response
 from .mesh import CallPolicy, Mesh
 from .security import Caller
-
-try:
-    __version__ = version("orchestro")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
 
 __all__ = [
     "Body",
@@ -72,10 +66,12 @@ __all__ = [
     "RetryBudgetExhausted",
     "StartupError",
     "TargetError",
+    "TelemetrySettings",
     "TransportError",
     "__version__",
     "cell",
     "mesh",
+    "observability",
     "service",
     "spec_of",
 ]

@@ -41,6 +41,7 @@ __all__ = [
     "GatewaySettings",
     "RegistrySettings",
     "RunSettings",
+    "TelemetrySettings",
     "find_config_file",
     "load_settings",
 ]
@@ -83,6 +84,28 @@ class RunSettings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Lowest level of log records written to stderr."
+    )
+
+
+class TelemetrySettings(BaseSettings):
+    """What each cell measures and logs (exporters are set by the standard ``OTEL_*``
+    variables: see the observability concepts page)."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRO_", frozen=True, extra="ignore")
+
+    metrics: bool = Field(
+        default=True,
+        description="Measure requests and calls, trace them, and serve /metrics and "
+        "/prometheus/sd.",
+    )
+    access_log: bool = Field(
+        default=True,
+        description="Write one log line per service request (logger orchestro.access).",
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="Log lines as JSON, as readable text, or 'auto': text on a terminal, "
+        "JSON otherwise.",
     )
 
 
@@ -153,7 +176,7 @@ class ConfigFile:
         return f"{self.path}: [{section}]" if self.path else f"[{section}]"
 
 
-_SECTIONS: Final = frozenset({"gateway", "registry", "run", "mesh"})
+_SECTIONS: Final = frozenset({"gateway", "registry", "run", "mesh", "telemetry"})
 
 
 def find_config_file(directory: Path) -> Path | None:

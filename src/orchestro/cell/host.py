@@ -15,16 +15,19 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from ..config import GatewaySettings
+from ..config import GatewaySettings, TelemetrySettings
 from ..errors import StartupError
 from ..gateway.app import build_gateway
 from ..gateway.server import Listener
 from ..gateway.steps import Gate
 from ..mesh import MESH_ATTR, Mesh
+from ..observability.prometheus import metrics_handler, sd_handler
+from ..observability.server import ServerTelemetry
+from ..observability.telemetry import get_telemetry
 from ..registry.agent import Registration
 from ..registry.base import Instance, InstanceState, new_instance_id
 from ..security.identity import IdentityResolver, anonymous
@@ -63,6 +66,7 @@ class CellHost:
         advertise_host: str | None = None,
         labels: Mapping[str, str] | None = None,
         mesh: Mesh | None = None,
+        telemetry: TelemetrySettings | None = None,
     ) -> None:
         self.spec: CellSpec = spec_of(cell)
         self._registration = registration
@@ -75,6 +79,8 @@ class CellHost:
         self.host = host if host is not None else self.spec.host
         self.port = port if port is not None else self.spec.port
         self._identity = identity
+        self._telemetry_settings = telemetry or TelemetrySettings()
+        self._telemetry: ServerTelemetry | None = None
         self.gate = Gate()
         self.state = CellState.CREATED
         self._listener: Listener | None = None
@@ -109,12 +115,29 @@ class CellHost:
             if self._mesh is not None:
                 # Class attributes declared with mesh.client(...) call through this mesh.
                 self._instance.__dict__.setdefault(MESH_ATTR, self._mesh)
+            own_routes = {}
+            if self._telemetry_settings.metrics:
+                telemetry = get_telemetry()
+                self._telemetry = ServerTelemetry(
+                    telemetry,
+                    self.name,
+                    self.instance_id,
+                    self.gate,
+                    access_log=self._telemetry_settings.access_log,
+                )
+                telemetry.cells.append(self.name)
+                own_routes = {
+                    "/metrics": metrics_handler(telemetry, self.name),
+                    "/prometheus/sd": sd_handler(self._known_instances),
+                }
             gateway = build_gateway(
                 self.spec,
                 self._instance,
                 gate=self.gate,
                 settings=self.settings,
                 identity=self._identity,
+                telemetry=self._telemetry,
+                own_routes=own_routes,
             )
             self._listener = Listener(gateway.server(), drain_timeout=self.settings.drain_timeout)
             self.port = await self._listener.start(self.host, self.port, cell=self.name)
@@ -124,6 +147,7 @@ class CellHost:
             if self._listener is not None:
                 await self._listener.drain()
             self.state = CellState.STOPPED
+            self._stop_telemetry()
             raise
         self.gate.open()
         self.state = CellState.SERVING
@@ -159,9 +183,24 @@ class CellHost:
                 await self._run_on_stop()
             finally:
                 self.state = CellState.STOPPED
+                self._stop_telemetry()
                 _log.info("cell %s stopped", self.name)
 
     aclose = drain
+
+    def _known_instances(self) -> Mapping[str, Sequence[Instance]]:
+        """Every instance this process knows of (for Prometheus discovery)."""
+        if self._mesh is not None and self._mesh.view.loaded:
+            return self._mesh.view.cells()
+        return {self.name: (self.registry_record(),)}
+
+    def _stop_telemetry(self) -> None:
+        if self._telemetry is not None:
+            self._telemetry.close()
+            cells = get_telemetry().cells
+            if self.name in cells:
+                cells.remove(self.name)
+            self._telemetry = None
 
     def registry_record(self, state: InstanceState = InstanceState.READY) -> Instance:
         """This instance as the registry stores it."""

@@ -12,16 +12,23 @@ import gc
 import logging
 import os
 import signal
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..cell.host import CellHost
-from ..config import ConfigFile, GatewaySettings, RegistrySettings, RunSettings, load_settings
+from ..config import (
+    ConfigFile,
+    GatewaySettings,
+    RegistrySettings,
+    RunSettings,
+    TelemetrySettings,
+    load_settings,
+)
 from ..errors import ConfigurationError, StartupError
 from ..mesh import Mesh
 from ..mesh.policy import policies_from_file
+from ..observability import configure, configure_logging
 from ..registry import Registration, RegistryView, open_registry
 from .importer import load_cells
 from .options import add_settings_flags, settings_flags
@@ -64,6 +71,7 @@ def add_parser(subparsers: Any) -> None:
     add_settings_flags(parser, RunSettings)
     add_settings_flags(parser, GatewaySettings)
     add_settings_flags(parser, RegistrySettings)
+    add_settings_flags(parser, TelemetrySettings)
     parser.set_defaults(handler=run)
 
 
@@ -94,6 +102,12 @@ def run(args: argparse.Namespace) -> int:
         file.section("registry"),
         file.where("registry"),
     )
+    observing = load_settings(
+        TelemetrySettings,
+        settings_flags(args, TelemetrySettings),
+        file.section("telemetry"),
+        file.where("telemetry"),
+    )
     policies = policies_from_file(file)
     loop_factory = _loop_factory(run_settings.loop)
     cells = load_cells(args.target, args.cells)
@@ -102,7 +116,6 @@ def run(args: argparse.Namespace) -> int:
             f"--port sets one cell's port, but {args.target!r} has {len(cells)} cells: add "
             "--cell NAME, or set each cell's port in @cell(port=...)"
         )
-    _configure_logging(run_settings.log_level)
     registry = open_registry(discovery.registry, ttl=discovery.registry_ttl)
     registration = Registration(registry)
     # The process's view of every cell, which its mesh resolves from without waiting.
@@ -119,9 +132,22 @@ def run(args: argparse.Namespace) -> int:
             advertise_host=discovery.advertise_host,
             labels=labels,
             mesh=calls,
+            telemetry=observing,
         )
         for cls in cells
     ]
+    first = hosts[0]
+    configure_logging(
+        run_settings.log_level,
+        observing.log_format,
+        cell=first.name,
+        instance=first.instance_id,
+    )
+    if observing.metrics:
+        # One provider per process, named after its (first) cell.
+        configure(
+            service_name=first.name, instance_id=first.instance_id, version=first.spec.version
+        )
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(_serve_registered(hosts, registration, calls))
 
@@ -209,12 +235,3 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
-
-
-def _configure_logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(level.upper())

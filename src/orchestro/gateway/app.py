@@ -15,7 +15,7 @@ Routes, in the order they are tried:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +26,7 @@ from aiohttp.streams import StreamReader
 from ..cell.spec import CellSpec
 from ..config import GatewaySettings
 from ..errors import HTTPError
+from ..observability.server import ServerTelemetry
 from ..security.identity import IdentityResolver, anonymous
 from .binding import Binder
 from .health import health_handlers
@@ -88,18 +89,28 @@ def build_gateway(
     gate: Gate,
     settings: GatewaySettings | None = None,
     identity: IdentityResolver = anonymous,
+    telemetry: ServerTelemetry | None = None,
+    own_routes: Mapping[str, Handler] | None = None,
 ) -> Gateway:
-    """The gateway serving ``instance``, a started or starting ``spec.cls``."""
+    """The gateway serving ``instance``, a started or starting ``spec.cls``.
+
+    ``telemetry`` measures every service request (the outermost step); ``own_routes`` are
+    more GET endpoints of the gateway itself (``/metrics``, ``/prometheus/sd``).
+    """
     settings = settings or GatewaySettings()
     max_body = int(settings.max_body_size)
     steps: list[Step] = [
         AdmissionStep(gate, max_concurrency=settings.max_concurrency),
         AccessStep(identity),
     ]
+    if telemetry is not None:
+        steps.insert(0, telemetry)
     router: Router[CompiledRoute] = Router()
 
     openapi = build_openapi(spec)
-    for path, handler in health_handlers(spec, gate, json.dumps(openapi).encode()).items():
+    handlers = health_handlers(spec, gate, json.dumps(openapi).encode())
+    handlers.update(own_routes or {})
+    for path, handler in handlers.items():
         own = compose([], Route(spec, path), Endpoint.of_handler(handler))
         router.add("GET", path, own)
         router.add("HEAD", path, own)

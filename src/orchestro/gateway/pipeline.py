@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from aiohttp import web
+from opentelemetry import trace
 
 from ..cell.spec import CellSpec, OperationSpec
 from ..errors import HTTPError
@@ -264,6 +265,8 @@ def error_response(request: web.BaseRequest, exc: Exception, cell: str) -> web.S
         return problem_response(
             HTTPError(exc.status, detail), instance=request.path, request_id=rid, headers=headers
         )
+    # On the server span, when spans are recorded (a no-op otherwise).
+    trace.get_current_span().record_exception(exc)
     _log.error(
         "cell %s: %s %s failed (request id %s)",
         cell,

@@ -24,7 +24,7 @@ import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 from tenacity import RetryCallState, wait_random_exponential
 
@@ -48,6 +48,9 @@ from .raw import RawClient
 from .transports.base import CallRequest, CallResponse, Transport
 from .transports.http import HttpTransport
 from .transports.local import call_in_process
+
+if TYPE_CHECKING:
+    from ..observability.client import MeshTelemetry
 
 __all__ = ["Fallback", "Mesh"]
 
@@ -129,6 +132,7 @@ class Mesh:
         transport: Transport | None = None,
         clock: Clock | None = None,
         zone: str | None = None,
+        telemetry: bool = True,
     ) -> None:
         if isinstance(registry, RegistryView):
             self.view = registry
@@ -154,11 +158,45 @@ class Mesh:
         self._stubs: dict[Any, Any] = {}
         self._local: dict[str, list[Any]] = {}  # cell -> CellHosts serving in this process
         self._local_turn = 0
+        self._telemetry_on = telemetry
+        self._obs: MeshTelemetry | None = None
+
+    def _observe(self) -> MeshTelemetry | None:
+        """The mesh's telemetry, made on first use (after the process set its telemetry up)."""
+        if not self._telemetry_on:
+            return None
+        from ..observability.client import MeshTelemetry
+        from ..observability.telemetry import get_telemetry
+
+        obs = self._obs = MeshTelemetry(get_telemetry(), self._caller)
+        obs.observe(self, self._breaker_states, self._registry_counts)
+        return obs
+
+    def _breaker_states(self) -> list[tuple[str, str, str]]:
+        found = {}
+        for (cell, _), target in list(self._targets.items()):
+            for iid in target.ids:
+                found[cell, iid] = target.detector.state(iid)
+        return [(cell, iid, state) for (cell, iid), state in found.items()]
+
+    def _registry_counts(self) -> list[tuple[dict[str, str], float]]:
+        if not self.view.loaded:
+            return []
+        counts: dict[tuple[str, str], int] = {}
+        for cell, instances in self.view.cells().items():
+            for i in instances:
+                counts[cell, str(i.state)] = counts.get((cell, str(i.state)), 0) + 1
+        return [
+            ({"orchestro.registry.cell": cell, "orchestro.instance.state": state}, n)
+            for (cell, state), n in counts.items()
+        ]
 
     async def start(self) -> None:
         await self.view.start()
 
     async def aclose(self) -> None:
+        if self._obs is not None:
+            self._obs.forget(self)
         if self._owns_view:
             await self.view.aclose()
             await self.view.registry.aclose()
@@ -268,13 +306,15 @@ class Mesh:
         arguments: dict[str, Any],
         seconds: float,
         decode: Callable[[Any], Any] | None = None,
+        method: str = "POST",
     ) -> Awaitable[Any]:
         """Call a service of a cell hosted in this process (see :mod:`.transports.local`):
         returns that call's coroutine, adding no coroutine layer of its own."""
         deadline = current_deadline()
         if deadline is not None:
             seconds = min(seconds, deadline - self._clock.now())
-        return call_in_process(cell, host, operation, arguments, seconds, decode)
+        obs = self._obs if self._obs is not None else self._observe()
+        return call_in_process(cell, host, operation, arguments, seconds, decode, obs, method)
 
     def policy_for(self, cell: str, operation: str | None = None) -> CallPolicy:
         if operation is None:
@@ -333,55 +373,72 @@ class Mesh:
         answer, or ``decode(answer)``."""
         policy = policy or self.policy_for(cell)
         target = self._target(cell, policy)
-        deadline = self._clock.now() + policy.timeout
-        inherited = current_deadline()
-        if inherited is not None and inherited < deadline:
-            deadline = inherited
-        target.budget.record_request()
-        if not self.view.loaded and cell not in self._external:
-            # Just started: wait (within the deadline) for the registry's first snapshot.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, deadline - self._clock.now())):
-                    await self.view.wait_ready()
-        attempt = 1
-        tried: list[str] = []
-        while True:
-            try:
-                if attempt == 1 and policy.hedge and request.idempotent:
-                    hedged = await self._hedged(cell, target, request, deadline, tried)
-                    return hedged if decode is None else decode(hedged)
-                # The attempt inline, not through _attempt(): one coroutine layer less on
-                # every call, which the client-side benchmark can see.
-                pick = self._choose(cell, target, request, deadline, attempt, tried)
-                pick.stats.in_flight += 1
+        obs = self._obs if self._obs is not None else self._observe()
+        traced = None
+        if obs is not None and obs.recording:
+            traced = obs.start_call(cell, request.operation or f"{request.method} {request.path}")
+        # One coroutine for the whole call, attempts inline (not through _attempt): each
+        # coroutine layer costs every call time the client-side benchmark can see.
+        try:
+            deadline = self._clock.now() + policy.timeout
+            inherited = current_deadline()
+            if inherited is not None and inherited < deadline:
+                deadline = inherited
+            target.budget.record_request()
+            if not self.view.loaded and cell not in self._external:
+                # Just started: wait (within the deadline) for the registry's first snapshot.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, deadline - self._clock.now())):
+                        await self.view.wait_ready()
+            attempt = 1
+            tried: list[str] = []
+            while True:
                 try:
-                    response = await self.transport.send(
-                        pick.instance, pick.request, pick.remaining, pick.headers
-                    )
+                    if attempt == 1 and policy.hedge and request.idempotent:
+                        response = await self._hedged(cell, target, request, deadline, tried)
+                        break
+                    pick = self._choose(cell, target, request, deadline, attempt, tried)
+                    pick.stats.in_flight += 1
+                    try:
+                        sent = await self.transport.send(
+                            pick.instance, pick.request, pick.remaining, pick.headers
+                        )
+                    except BaseException as exc:
+                        self._done(cell, target, pick, exc)
+                        raise
+                    self._done(cell, target, pick, sent)
+                    response = self._settle(cell, target, pick, sent)
+                    break
                 except CallError as exc:
-                    self._failed(cell, target, pick, exc)
-                    raise
-                finally:
-                    self._release(pick)
-                settled = self._settle(cell, target, pick, response)
-                return settled if decode is None else decode(settled)
-            except CallError as exc:
-                if attempt >= policy.max_attempts or not _retryable(exc, request):
-                    raise
-                if not target.budget.try_spend():
-                    raise RetryBudgetExhausted(
-                        f"call to {cell!r} failed ({exc}) and the retry budget is spent", cell=cell
-                    ) from exc
-                state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-                state.attempt_number = attempt
-                pause = max(target.wait(state), _retry_after(exc))
-                if self._clock.now() + pause >= deadline:
-                    raise DeadlineExceeded(
-                        f"call to {cell!r} failed ({exc}) and its deadline leaves no time to retry",
-                        cell=cell,
-                    ) from exc
-                await asyncio.sleep(pause)
-                attempt += 1
+                    if attempt >= policy.max_attempts or not _retryable(exc, request):
+                        raise
+                    if not target.budget.try_spend():
+                        if obs is not None:
+                            obs.count(obs.budget_refusals, cell)
+                        raise RetryBudgetExhausted(
+                            f"call to {cell!r} failed ({exc}) and the retry budget is spent",
+                            cell=cell,
+                        ) from exc
+                    state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+                    state.attempt_number = attempt
+                    pause = max(target.wait(state), _retry_after(exc))
+                    if self._clock.now() + pause >= deadline:
+                        raise DeadlineExceeded(
+                            f"call to {cell!r} failed ({exc}) and its deadline leaves no time "
+                            "to retry",
+                            cell=cell,
+                        ) from exc
+                    await asyncio.sleep(pause)
+                    attempt += 1
+                    if obs is not None:
+                        obs.count(obs.retries, cell)
+        except BaseException as exc:
+            if traced is not None:
+                obs.end_call(traced, exc)  # type: ignore[union-attr]
+            raise
+        if traced is not None:
+            obs.end_call(traced, None)  # type: ignore[union-attr]
+        return response if decode is None else decode(response)
 
     async def _hedged(
         self, cell: str, target: _Target, request: CallRequest, deadline: float, tried: list[str]
@@ -392,8 +449,15 @@ class Mesh:
         if delay is None:
             return await first
         done, _ = await asyncio.wait({first}, timeout=delay)
-        if done or not target.budget.try_spend():
+        if done:
             return await first
+        obs = self._obs
+        if not target.budget.try_spend():
+            if obs is not None:
+                obs.count(obs.budget_refusals, cell)
+            return await first
+        if obs is not None:
+            obs.count(obs.hedges, cell)
         second = asyncio.ensure_future(self._attempt(cell, target, request, deadline, 2, tried))
         pending = {first, second}
         failure: BaseException | None = None
@@ -420,7 +484,7 @@ class Mesh:
         attempt: int,
         tried: list[str],
     ) -> CallResponse:
-        """One attempt as a coroutine of its own (for hedging, where two run at once)."""
+        """One attempt: choose an instance, send, record the outcome, classify the answer."""
         pick = self._choose(cell, target, request, deadline, attempt, tried)
         pick.stats.in_flight += 1
         try:
@@ -428,10 +492,12 @@ class Mesh:
                 pick.instance, pick.request, pick.remaining, pick.headers
             )
         except CallError as exc:
-            self._failed(cell, target, pick, exc)
+            self._done(cell, target, pick, exc)
             raise
-        finally:
-            self._release(pick)
+        except BaseException as exc:  # cancelled: the caller gave up, or a hedge won
+            self._done(cell, target, pick, exc)
+            raise
+        self._done(cell, target, pick, response)
         return self._settle(cell, target, pick, response)
 
     def _choose(
@@ -477,16 +543,38 @@ class Mesh:
         headers[ATTEMPT_HEADER] = str(attempt)
         if self._caller:
             headers[CALLER_HEADER] = self._caller
-        return _Pick(chosen, by_id[chosen.id], request, headers, now, remaining, ids)
+        instance = by_id[chosen.id]
+        pick = _Pick(chosen, instance, request, headers, now, remaining, ids)
+        obs = self._obs
+        if obs is not None:
+            pick.span = obs.start_attempt(
+                cell, request.method, instance.url + request.path, attempt, headers
+            )
+        return pick
 
-    def _failed(self, cell: str, target: _Target, pick: _Pick, exc: CallError) -> None:
-        target.detector.record(pick.stats.id, False, pick.ids)
-        exc.cell = cell
-
-    def _release(self, pick: _Pick) -> None:
+    def _done(
+        self,
+        cell: str,
+        target: _Target,
+        pick: _Pick,
+        outcome: CallResponse | BaseException,
+    ) -> None:
+        """An attempt ended: load statistics, failure accounting, telemetry."""
         pick.stats.in_flight -= 1
         end = pick.ended = self._clock.now()
         pick.stats.observe(end - pick.started, end)
+        if isinstance(outcome, CallResponse):
+            result: int | str = outcome.status
+        else:
+            result = type(outcome).__name__
+            if isinstance(outcome, CallError):
+                target.detector.record(pick.stats.id, False, pick.ids)
+                outcome.cell = cell
+        obs = self._obs
+        if obs is not None:
+            obs.record(cell, pick.request.method, result, end - pick.started)
+            if pick.span is not None:
+                obs.end_attempt(pick.span, result)
 
     def _settle(
         self, cell: str, target: _Target, pick: _Pick, response: CallResponse
@@ -510,6 +598,7 @@ class _Pick:
         "instance",
         "remaining",
         "request",
+        "span",
         "started",
         "stats",
     )
@@ -532,6 +621,7 @@ class _Pick:
         self.remaining = remaining
         self.ids = ids
         self.ended = started
+        self.span: Any = None
 
 
 def _retryable(exc: CallError, request: CallRequest) -> bool:

@@ -114,7 +114,9 @@ def _method(
                 for name, value in bound.items()
                 if name in wire
             }
-            return mesh.call_local(cell, host, op.name, arguments, local_timeout, decode_local)
+            return mesh.call_local(
+                cell, host, op.name, arguments, local_timeout, decode_local, svc.method
+            )
         path = svc.path
         query: list[tuple[str, str]] = []
         headers: dict[str, str] = {}

@@ -16,12 +16,17 @@ from .client import CellClient, TestResponse
 from .clock import FakeClock
 from .factory import make_cell
 from .faults import FaultInjector, MockTransport
+from .telemetry import CapturedSpans, Metrics, capture_spans, read_metrics
 
 __all__ = [
+    "CapturedSpans",
     "CellClient",
     "FakeClock",
     "FaultInjector",
+    "Metrics",
     "MockTransport",
     "TestResponse",
+    "capture_spans",
     "make_cell",
+    "read_metrics",
 ]

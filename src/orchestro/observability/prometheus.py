@@ -1,0 +1,98 @@
+"""Prometheus endpoints: ``/metrics`` of each cell, and ``http_sd`` targets of every cell.
+
+``/metrics`` answers the Prometheus text format, or OpenMetrics when the scraper asks for it
+in ``Accept``. A process hosting several cells serves each cell's series (those with an
+``orchestro_cell`` label naming it) on that cell's port, and the process's own series
+(CPU, memory, metrics without a cell) on its first cell's port only: a scrape of every
+instance counts each series once.
+
+``/prometheus/sd`` lists every instance the registry knows, in Prometheus ``http_sd`` form,
+with ``cell`` and ``instance`` labels: one ``http_sd_configs`` entry finds every cell.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric as Family
+
+from ..registry.base import Instance
+from .telemetry import Telemetry
+
+__all__ = ["CELL_LABEL", "metrics_handler", "sd_handler", "sd_targets"]
+
+CELL_LABEL = "orchestro_cell"
+
+
+class _CellView:
+    """The families of a registry as one cell's instance exposes them (see module doc)."""
+
+    def __init__(self, registry: CollectorRegistry, cell: str, primary: bool) -> None:
+        self._registry = registry
+        self._cell = cell
+        self._primary = primary
+
+    def collect(self) -> Iterator[Family]:
+        cell, primary = self._cell, self._primary
+        for family in self._registry.collect():
+            if family.name == "target":  # target_info describes every target
+                yield family
+                continue
+            samples = [
+                s
+                for s in family.samples
+                if (s.labels[CELL_LABEL] == cell if CELL_LABEL in s.labels else primary)
+            ]
+            if samples:
+                family.samples = samples
+                yield family
+
+
+def metrics_handler(telemetry: Telemetry, cell: str) -> Callable[[web.BaseRequest], Any]:
+    async def metrics(request: web.BaseRequest) -> web.StreamResponse:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        primary = telemetry.primary_cell in (None, cell)
+        body = encoder(_CellView(telemetry.registry, cell, primary))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    return metrics
+
+
+def sd_targets(cells: Mapping[str, Sequence[Instance]]) -> list[dict[str, Any]]:
+    """Prometheus ``http_sd`` target groups: one per instance."""
+    groups = []
+    for cell, instances in sorted(cells.items()):
+        for i in instances:
+            host = f"[{i.host}]" if ":" in i.host else i.host
+            labels = {
+                "cell": cell,
+                "instance": i.id,
+                "__meta_orchestro_state": str(i.state),
+                "__meta_orchestro_hostname": i.hostname,
+                "__meta_orchestro_version": i.version or "",
+                "__scheme__": i.scheme,
+            }
+            labels.update({f"__meta_orchestro_label_{_label(k)}": v for k, v in i.labels.items()})
+            groups.append({"targets": [f"{host}:{i.port}"], "labels": labels})
+    return groups
+
+
+def _label(name: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
+
+
+def sd_handler(
+    cells: Callable[[], Mapping[str, Sequence[Instance]]],
+) -> Callable[[web.BaseRequest], Any]:
+    async def prometheus_sd(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response(
+            body=json.dumps(sd_targets(cells())).encode(), content_type="application/json"
+        )
+
+    return prometheus_sd
