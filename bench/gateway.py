@@ -2,9 +2,19 @@
 
     python bench/gateway.py [--rounds 3] [--duration 5] [--connections 64]
 
-Each round runs every (loop, server) pair in alternation, the server pinned to core 0 and
-wrk to core 1, and measures requests/s and p99 latency after a warm-up. Prints the medians
-and the ratio orchestro/bare per event loop (target: >= 0.90). Needs wrk (Debian: wrk).
+Servers measured, each against the same bare aiohttp handler:
+
+- ``orchestro-off``: telemetry off (``--metrics false``);
+- ``orchestro``: the default — metrics, and tracing with no exporter (the trace context is
+  continued and propagated, no span is recorded);
+- ``orchestro-otlp``: spans recorded and sent by a batch OTLP/HTTP exporter to a local sink
+  (``bench/otlp_sink.py``).
+
+The access log is off in every run (``--log-level warning``): a log line per request is a
+choice, not a cost of telemetry. Each round runs every (loop, server) pair in turn, the
+server pinned to core 0 and wrk (and the sink) to core 1, and measures requests/s and p99
+latency after a warm-up. Prints the medians and each ratio to bare per event loop (target
+for ``orchestro``: >= 0.90). Needs wrk (Debian: wrk).
 """
 
 from __future__ import annotations
@@ -37,8 +47,14 @@ def pin(core: int) -> list[str]:
     return []
 
 
-def start_server(kind: str, loop: str, port: int) -> subprocess.Popen[bytes]:
-    if kind == "orchestro":
+KINDS = ("bare", "orchestro-off", "orchestro", "orchestro-otlp")
+
+
+def start_server(kind: str, loop: str, port: int, sink: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    for name in [n for n in env if n.startswith("OTEL_")]:
+        del env[name]
+    if kind.startswith("orchestro"):
         cmd = [
             sys.executable,
             "-m",
@@ -52,6 +68,10 @@ def start_server(kind: str, loop: str, port: int) -> subprocess.Popen[bytes]:
             "--log-level",
             "warning",
         ]
+        if kind == "orchestro-off":
+            cmd += ["--metrics", "false"]
+        if kind == "orchestro-otlp":
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink}"
     else:
         cmd = [
             sys.executable,
@@ -61,7 +81,7 @@ def start_server(kind: str, loop: str, port: int) -> subprocess.Popen[bytes]:
             "--loop",
             loop,
         ]
-    proc = subprocess.Popen([*pin(0), *cmd], cwd=ROOT, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([*pin(0), *cmd], cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -121,12 +141,32 @@ def main() -> int:
             print("uvloop not installed: measuring asyncio only", file=sys.stderr)
             loops = [loop for loop in loops if loop != "uvloop"]
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    sink_port = free_port()
+    sink = subprocess.Popen(
+        [*pin(1), sys.executable, str(ROOT / "bench" / "otlp_sink.py"), "--port", str(sink_port)]
+    )
+    try:
+        run_rounds(args, loops, results, sink_port)
+        with urllib.request.urlopen(f"http://127.0.0.1:{sink_port}/stats", timeout=5) as r:
+            print(f"OTLP sink received: {r.read().decode()}")
+    finally:
+        stop_server(sink)
+    report(loops, results)
+    return 0
+
+
+def run_rounds(
+    args: argparse.Namespace,
+    loops: list[str],
+    results: dict[tuple[str, str], list[tuple[float, float]]],
+    sink_port: int,
+) -> None:
     for round_no in range(1, args.rounds + 1):
         for loop in loops:
-            order = ("bare", "orchestro") if round_no % 2 else ("orchestro", "bare")
+            order = KINDS if round_no % 2 else KINDS[::-1]
             for kind in order:
                 port = free_port()
-                proc = start_server(kind, loop, port)
+                proc = start_server(kind, loop, port, sink_port)
                 try:
                     wrk(port, 1.0, args.connections)  # warm-up
                     rps, p99 = wrk(port, args.duration, args.connections)
@@ -134,31 +174,35 @@ def main() -> int:
                     stop_server(proc)
                 results.setdefault((kind, loop), []).append((rps, p99))
                 print(
-                    f"round {round_no} {loop:8} {kind:10} {rps:10.0f} req/s  p99 {p99:6.2f} ms",
+                    f"round {round_no} {loop:8} {kind:15} {rps:10.0f} req/s  p99 {p99:6.2f} ms",
                     flush=True,
                 )
+
+
+def report(loops: list[str], results: dict[tuple[str, str], list[tuple[float, float]]]) -> None:
     print()
-    print(f"{'loop':8} {'server':10} {'median req/s':>12} {'median p99 ms':>14}")
+    print(f"{'loop':8} {'server':15} {'median req/s':>12} {'median p99 ms':>14}")
     for loop in loops:
-        for kind in ("bare", "orchestro"):
+        for kind in KINDS:
             runs = results[(kind, loop)]
             print(
-                f"{loop:8} {kind:10} {statistics.median(r for r, _ in runs):12.0f} "
+                f"{loop:8} {kind:15} {statistics.median(r for r, _ in runs):12.0f} "
                 f"{statistics.median(p for _, p in runs):14.2f}"
             )
     print()
     for loop in loops:
         bare = statistics.median(r for r, _ in results[("bare", loop)])
-        ours = statistics.median(r for r, _ in results[("orchestro", loop)])
-        per_round = [
-            o[0] / b[0]
-            for o, b in zip(results[("orchestro", loop)], results[("bare", loop)], strict=True)
-        ]
-        print(
-            f"ratio orchestro/bare ({loop}): {ours / bare:.3f} "
-            f"(per-round median {statistics.median(per_round):.3f}; target >= 0.90)"
-        )
-    return 0
+        for kind in KINDS[1:]:
+            ours = statistics.median(r for r, _ in results[(kind, loop)])
+            per_round = [
+                o[0] / b[0]
+                for o, b in zip(results[(kind, loop)], results[("bare", loop)], strict=True)
+            ]
+            target = "; target >= 0.90" if kind == "orchestro" else ""
+            print(
+                f"ratio {kind}/bare ({loop}): {ours / bare:.3f} "
+                f"(per-round median {statistics.median(per_round):.3f}{target})"
+            )
 
 
 if __name__ == "__main__":

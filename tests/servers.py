@@ -104,3 +104,52 @@ class Etcd:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.data, ignore_errors=True)
+
+
+class Prometheus:
+    """A real Prometheus on loopback with the given configuration (a YAML string)."""
+
+    def __init__(self, config: str) -> None:
+        self.binary = require("prometheus", "prometheus")
+        self.data = Path(tempfile.mkdtemp(prefix="orchestro-prometheus-"))
+        self.port = free_port()
+        (self.data / "prometheus.yml").write_text(config)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                f"--config.file={self.data / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.data / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.close()
+        raise RuntimeError("prometheus did not become ready within 30 s")
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        shutil.rmtree(self.data, ignore_errors=True)

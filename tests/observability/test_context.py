@@ -47,7 +47,9 @@ def test_future_versions_may_carry_more_fields() -> None:
 
 
 def test_a_request_continues_its_callers_trace() -> None:
-    rc = RequestContext("orders", "orders-1", "req-1", VALID, "k=v")
+    rc = RequestContext(
+        "orders", "orders-1", request_id="req-1", traceparent=VALID, tracestate="k=v"
+    )
     rc.enter()
     try:
         assert current_request() is rc
@@ -66,15 +68,15 @@ def test_a_request_continues_its_callers_trace() -> None:
 
 
 def test_a_request_without_traceparent_starts_a_trace() -> None:
-    first = RequestContext("a", "a-1", None, "not a traceparent")
-    second = RequestContext("a", "a-1", None)
+    first = RequestContext("a", "a-1", traceparent="not a traceparent")
+    second = RequestContext("a", "a-1")
     assert first.trace_id
     assert second.trace_id
     assert first.trace_id != second.trace_id
 
 
 def test_log_fields_belong_to_the_request() -> None:
-    rc = RequestContext("orders", "orders-1", "req-1")
+    rc = RequestContext("orders", "orders-1", request_id="req-1")
     rc.enter()
     try:
         log_fields(order_id=17)

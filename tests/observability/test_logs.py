@@ -31,7 +31,7 @@ def _capture(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]
 
 def test_a_users_own_logger_carries_the_request_and_trace() -> None:
     logger, stream = _capture(JsonFormatter())
-    rc = RequestContext("orders", "orders-vm-1", "req-9", VALID)
+    rc = RequestContext("orders", "orders-vm-1", request_id="req-9", traceparent=VALID)
     rc.enter()
     try:
         log_fields(order_id=17)
@@ -73,7 +73,7 @@ def test_exceptions_are_one_json_line() -> None:
 
 def test_extra_fields_named_like_the_context_win() -> None:
     logger, stream = _capture(JsonFormatter())
-    rc = RequestContext("orders", "orders-vm-1", "req-9", VALID)
+    rc = RequestContext("orders", "orders-vm-1", request_id="req-9", traceparent=VALID)
     rc.enter()
     try:
         logger.info("about another cell", extra={"cell": "payments"})
@@ -86,7 +86,7 @@ def test_extra_fields_named_like_the_context_win() -> None:
 
 def test_text_format_is_readable() -> None:
     logger, stream = _capture(TextFormatter(colour=False))
-    rc = RequestContext("orders", "orders-vm-1", "req-9", VALID)
+    rc = RequestContext("orders", "orders-vm-1", request_id="req-9", traceparent=VALID)
     rc.enter()
     try:
         logger.info("placed", extra={"order_id": 17})

@@ -163,3 +163,22 @@ async def test_local_calls_are_traced_the_same_way(spans: CapturedSpans) -> None
         )
         >= 1
     )
+
+
+async def test_ejections_are_counted_per_target() -> None:
+    from orchestro.mesh.breaker import OutlierDetector
+    from orchestro.observability.client import MeshTelemetry
+    from orchestro.observability.telemetry import get_telemetry
+    from orchestro.testing import FakeClock
+
+    obs = MeshTelemetry(get_telemetry(), "tm-eject-caller")
+    detector = OutlierDetector(consecutive_failures=2, max_ejected_share=0.5, clock=FakeClock())
+    obs.new_target("tm-eject-target", detector)
+    name = "orchestro_mesh_ejections_total"
+    labels = {"server_address": "tm-eject-target", "orchestro_cell": "tm-eject-caller"}
+    assert read_metrics().find(name, **labels)[0][1] == 0  # present from the first call
+    peers = ["a", "b", "c"]
+    detector.record("a", False, peers)
+    detector.record("a", False, peers)
+    assert detector.state("a") == "open"
+    assert read_metrics().value(name, **labels) == 1

@@ -190,3 +190,35 @@ async def test_without_an_exporter_no_span_is_built_but_the_trace_continues(
     (record,) = [r for r in caplog.records if r.name == "shop"]
     observability.ContextFilter().filter(record)
     assert record.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"  # type: ignore[attr-defined]
+
+
+async def test_a_cells_own_telemetry_joins_orchestros(
+    spans: CapturedSpans, caplog: pytest.LogCaptureFixture
+) -> None:
+    from examples.observability.custom import Orders
+
+    observability.logs.install_record_factory()
+    caplog.set_level(logging.INFO)
+    async with CellClient(Orders) as client:
+        response = await client.post(
+            "/orders", json={"sku": "tea", "quantity": 2, "channel": "store"}
+        )
+        assert response.status == 201
+        page = Metrics((await client.get("/metrics")).text)
+    # The cell's own metrics are on its /metrics, next to orchestro's.
+    assert page.value("shop_orders_placed_total", shop_channel="store") >= 1
+    assert page.value("shop_orders_quantity_count", shop_channel="store") >= 1
+    assert page.value("http_server_request_duration_seconds_count", http_route="/orders") == 1
+    # Its span is a child of the request's server span.
+    (server,) = spans.named("POST /orders")
+    (own,) = spans.named("check stock")
+    assert own.parent is not None
+    assert server.context is not None
+    assert own.parent.span_id == server.context.span_id
+    assert (own.attributes or {})["shop.sku"] == "tea"
+    # Its log line carries the trace and the field it added.
+    (line,) = [r for r in caplog.records if r.getMessage() == "order placed"]
+    observability.ContextFilter().filter(line)
+    assert line.trace_id == f"{server.context.trace_id:032x}"  # type: ignore[attr-defined]
+    assert line.order_id == 1  # type: ignore[attr-defined]
+    assert line.sku == "tea"  # type: ignore[attr-defined]

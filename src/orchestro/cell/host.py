@@ -126,6 +126,7 @@ class CellHost:
                     access_log=self._telemetry_settings.access_log,
                 )
                 telemetry.cells.append(self.name)
+                self._telemetry.start()
                 own_routes = {
                     "/metrics": metrics_handler(telemetry, self.name),
                     "/prometheus/sd": sd_handler(self._known_instances),

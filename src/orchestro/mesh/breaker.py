@@ -12,7 +12,7 @@ but at least one instance may be ejected), and never the last available one.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -59,6 +59,7 @@ class OutlierDetector:
         self._health: dict[str, _Health] = {}
         self._ejected: set[str] = set()  # instances with an ejection in force or half-open
         self._window_ends = self._clock.now() + interval
+        self.on_eject: Callable[[str], None] | None = None  # told of every ejection
 
     def state(self, instance_id: str) -> str:
         """``closed`` (taking traffic), ``open`` (ejected) or ``half-open`` (may be probed)."""
@@ -139,6 +140,8 @@ class OutlierDetector:
         duration = min(self.max_ejection, self.base_ejection * health.ejections)
         health.ejected_until = self._clock.now() + duration
         self._ejected.add(instance_id)
+        if self.on_eject is not None:
+            self.on_eject(instance_id)
 
     def forget(self, live: Sequence[str]) -> None:
         """Drop the state of instances that left the registry."""

@@ -329,6 +329,9 @@ class Mesh:
         target = self._targets.get(key)
         if target is None or target.policy is not policy:
             target = self._targets[key] = _Target(policy, self._clock)
+            obs = self._obs if self._obs is not None else self._observe()
+            if obs is not None:
+                obs.new_target(cell, target.detector)
         return target
 
     def target_state(self, cell: str) -> _Target | None:

@@ -66,7 +66,8 @@ class MeshTelemetry:
         self.ejections = producer.counter(
             "orchestro.mesh.ejections",
             "{ejection}",
-            "Instances ejected by outlier detection (the circuit opened).",
+            "Ejections of the target's instances by outlier detection (a circuit opened); "
+            "orchestro.mesh.breaker.state tells which.",
         )
         self._breaker = producer.gauge(
             "orchestro.mesh.breaker.state",
@@ -117,14 +118,27 @@ class MeshTelemetry:
             if caller is not None:
                 attributes[CELL_ATTRIBUTE] = caller
             series = self._series[key] = self._duration.series(attributes)
-        series.record(seconds)
+        series.append(seconds)
 
-    def count(self, counter: Any, cell: str, **more: str) -> None:
-        attributes = {_TARGET: cell, **more}
+    def new_target(self, cell: str, detector: Any) -> None:
+        """Start counting for ``cell``: its counters exist (at zero) from the first call, and
+        its ejections are counted as they happen."""
+        for counter in (self.retries, self.budget_refusals, self.hedges, self.ejections):
+            self.count(counter, cell, amount=0)
+
+        def ejected(instance: str) -> None:
+            self.count(self.ejections, cell)
+
+        detector.on_eject = ejected
+
+    def count(
+        self, counter: Any, cell: str, amount: int = 1, more: dict[str, str] | None = None
+    ) -> None:
+        attributes = {_TARGET: cell, **(more or {})}
         caller = self.caller()
         if caller is not None:
             attributes[CELL_ATTRIBUTE] = caller
-        counter.add(1, attributes)
+        counter.add(amount, attributes)
 
     # Spans -----------------------------------------------------------------------------
 

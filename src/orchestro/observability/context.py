@@ -31,7 +31,10 @@ __all__ = [
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 
-_current: ContextVar[RequestContext | None] = ContextVar("orchestro_request", default=None)
+# A RequestContext, or the gateway's cheap form of one: (cell, instance, request, start).
+_current: ContextVar[Any] = ContextVar("orchestro_request", default=None)
+set_current = _current.set
+get_current = _current.get
 _NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
 _fields: ContextVar[Mapping[str, Any]] = ContextVar("orchestro_log_fields", default=_NO_FIELDS)
 _HEX = frozenset("0123456789abcdef")
@@ -63,46 +66,75 @@ def format_traceparent(trace_id: int, span_id: int, flags: int) -> str:
 
 
 class RequestContext:
-    """One request as telemetry sees it (see the module's docstring)."""
+    """One request as telemetry sees it (see the module's docstring).
+
+    Built for every request, so it reads nothing it may not need: the request id and the
+    caller's ``traceparent``/``tracestate`` come from ``request`` (anything with ``headers``
+    and ``get``) on first use, or from the keyword arguments.
+    """
 
     __slots__ = (
-        "_parent",
+        "_request",
         "_span_id",
         "_trace_id",
         "cell",
         "fields",
         "flags",
         "instance",
-        "request_id",
         "span",
         "start",
         "token",
-        "tracestate",
+        "values",
     )
+
+    # How to read the request id from a request (the gateway sets it: no import cycle).
+    request_id_of: Any = None
 
     def __init__(
         self,
         cell: str,
         instance: str,
-        request_id: str | None,
+        request: Any = None,
+        *,
+        request_id: str | None = None,
         traceparent: str | None = None,
         tracestate: str | None = None,
     ) -> None:
         self.cell = cell
         self.instance = instance
-        self.request_id = request_id
-        self._parent = traceparent
+        self._request = request
         self._trace_id = 0
         self._span_id = 0
         self.flags = 1
-        self.tracestate = tracestate
         self.fields: dict[str, Any] | None = None
-        self.span: Any = None  # the recorded server span, when spans are recorded
+        self.span: Any = None  # the recorded server span and its context token, if any
         self.start = 0.0
         self.token: Any = None
+        self.values = None if request is not None else (request_id, traceparent, tracestate)
+
+    def _read(self) -> tuple[str | None, str | None, str | None]:
+        values = self.values
+        if values is None:
+            request = self._request
+            headers = request.headers
+            reader = RequestContext.request_id_of
+            values = self.values = (
+                reader(request) if reader is not None else None,
+                headers.get(TRACEPARENT),
+                headers.get(TRACESTATE),
+            )
+        return values
+
+    @property
+    def request_id(self) -> str | None:
+        return self._read()[0]
+
+    @property
+    def tracestate(self) -> str | None:
+        return self._read()[2]
 
     def _ids(self) -> None:
-        parsed = parse_traceparent(self._parent)
+        parsed = parse_traceparent(self._read()[1])
         if parsed is None:
             self._trace_id = _bits(128)
         else:
@@ -135,7 +167,15 @@ class RequestContext:
 
 def current_request() -> RequestContext | None:
     """The request being served by this task, or None outside requests."""
-    return _current.get()
+    found = _current.get()
+    if found is None or type(found) is RequestContext:
+        return found
+    # The gateway's cheap form, (cell, instance, request, start): made whole on first use.
+    cell, instance, request, start = found
+    made = RequestContext(cell, instance, request)
+    made.start = start
+    _current.set(made)
+    return made
 
 
 def trace_ids() -> tuple[str, str] | None:
@@ -143,7 +183,7 @@ def trace_ids() -> tuple[str, str] | None:
     span = trace.get_current_span().get_span_context()
     if span.is_valid:
         return f"{span.trace_id:032x}", f"{span.span_id:016x}"
-    request = _current.get()
+    request = current_request()
     if request is None:
         return None
     return f"{request.trace_id:032x}", f"{request.span_id:016x}"
@@ -152,7 +192,7 @@ def trace_ids() -> tuple[str, str] | None:
 def log_fields(**fields: Any) -> None:
     """Add ``fields`` to every log line written from here on in this request (or, outside
     requests, in this task)."""
-    request = _current.get()
+    request = current_request()
     if request is not None:
         request.fields = {**(request.fields or {}), **fields}
     else:
@@ -161,6 +201,6 @@ def log_fields(**fields: Any) -> None:
 
 def extra_fields() -> Mapping[str, Any]:
     request = _current.get()
-    if request is not None and request.fields:
+    if type(request) is RequestContext and request.fields:
         return {**_fields.get(), **request.fields}
     return _fields.get()

@@ -16,6 +16,7 @@ counts are plain integers, and a collection copies each series before building i
 from __future__ import annotations
 
 import time
+from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -65,9 +66,25 @@ SIZE_BUCKETS: tuple[float, ...] = tuple(float(64 * 4**i) for i in range(10))
 
 
 class HistogramSeries:
-    """One attribute set of a histogram: ``record(value)`` is all the hot path calls."""
+    """One attribute set of a histogram.
 
-    __slots__ = ("_bounds", "attributes", "count", "counts", "max", "min", "sum")
+    The hot path calls ``append(value)``: one C call adding the value to a buffer. Buffers
+    are folded into the buckets in batches (:meth:`fold`: on every collection and every
+    second while a gateway runs), which measured several times cheaper in a busy server
+    than bucketing each value where it is recorded. ``record`` buckets at once.
+    """
+
+    __slots__ = (
+        "_bounds",
+        "append",
+        "attributes",
+        "count",
+        "counts",
+        "max",
+        "min",
+        "pending",
+        "sum",
+    )
 
     def __init__(self, attributes: Attributes, bounds: Sequence[float]) -> None:
         self.attributes = dict(attributes)
@@ -77,16 +94,33 @@ class HistogramSeries:
         self.sum = 0.0
         self.min = float("inf")
         self.max = float("-inf")
+        self.pending = array("d")
+        self.append = self.pending.append
 
     def record(self, value: float) -> None:
-        # Buckets are upper-inclusive (value <= bound), as OpenTelemetry defines them.
-        self.counts[bisect_left(self._bounds, value)] += 1
-        self.count += 1
-        self.sum += value
-        if value < self.min:
-            self.min = value
-        if value > self.max:
-            self.max = value
+        self.append(value)
+        self.fold()
+
+    def fold(self) -> None:
+        """Move the buffered values into the buckets (safe against concurrent appends: a
+        value appended meanwhile stays for the next fold)."""
+        pending = self.pending
+        n = len(pending)
+        if not n:
+            return
+        values = pending[:n]
+        del pending[:n]
+        counts, bounds = self.counts, self._bounds
+        for value in values:
+            # Buckets are upper-inclusive (value <= bound), as OpenTelemetry defines them.
+            counts[bisect_left(bounds, value)] += 1
+        self.count += n
+        self.sum += sum(values)
+        low, high = min(values), max(values)
+        if low < self.min:
+            self.min = low
+        if high > self.max:
+            self.max = high
 
 
 class _Family:
@@ -114,9 +148,14 @@ class HistogramFamily(_Family):
             found = self._series[key] = HistogramSeries(attributes, self.bounds)
         return found
 
+    def fold(self) -> None:
+        for series in list(self._series.values()):
+            series.fold()
+
     def metric(self, now: int) -> Metric | None:
         points = []
         for series in list(self._series.values()):
+            series.fold()
             count = series.count
             if not count:
                 continue
@@ -251,6 +290,12 @@ class Producer:
             found = self._families[name] = GaugeFamily(name, unit, description, as_sum=as_sum)
         assert isinstance(found, GaugeFamily)
         return found
+
+    def fold(self) -> None:
+        """Fold every histogram's buffered values into its buckets."""
+        for family in list(self._families.values()):
+            if isinstance(family, HistogramFamily):
+                family.fold()
 
     def produce(self) -> list[Metric]:
         now = time.time_ns()

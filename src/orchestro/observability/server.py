@@ -8,6 +8,7 @@ when the ``orchestro.access`` logger is enabled for INFO.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Final
@@ -25,14 +26,15 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ..gateway.pipeline import REQUEST_ID_KEY, Hooks, Route
 from ..gateway.steps import Gate
-from .context import TRACEPARENT, TRACESTATE, RequestContext
+from . import context
+from .context import RequestContext
 from .instruments import SIZE_BUCKETS, HistogramSeries
 from .telemetry import Telemetry
 
-__all__ = ["CELL_ATTRIBUTE", "CONTEXT_KEY", "ServerTelemetry"]
+__all__ = ["CELL_ATTRIBUTE", "ServerTelemetry"]
 
 CELL_ATTRIBUTE: Final = "orchestro.cell"
-CONTEXT_KEY: Final = web.RequestKey("orchestro.telemetry", RequestContext)
+RequestContext.request_id_of = staticmethod(lambda request: request.get(REQUEST_ID_KEY))
 
 _access = logging.getLogger("orchestro.access")
 
@@ -50,6 +52,7 @@ class ServerTelemetry:
         self._telemetry = telemetry
         self._gate = gate
         self._access_log = access_log
+        self._timer: asyncio.TimerHandle | None = None
         self._cell = cell
         self._instance = instance
         producer = telemetry.producer
@@ -78,69 +81,93 @@ class ServerTelemetry:
         labels = {CELL_ATTRIBUTE: cell, url_attributes.URL_SCHEME: "http"}
         active.observers[gate] = lambda: [(labels, gate.in_flight)]
 
+    def start(self) -> None:
+        """Fold the measurements buffered by the hot path every second (bounded memory
+        between scrapes; see :class:`~.instruments.HistogramSeries`)."""
+        loop = asyncio.get_running_loop()
+        producer = self._telemetry.producer
+
+        def tick() -> None:
+            producer.fold()
+            self._timer = loop.call_later(1.0, tick)
+
+        self._timer = loop.call_later(1.0, tick)
+
     def close(self) -> None:
         """The cell stopped: its active-requests series leaves the metrics."""
         self._active.observers.pop(self._gate, None)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def hooks(self, route: Route) -> Hooks | None:
-        if route.operation is None:
+        op = route.operation
+        if op is None:
             return None  # health, readiness, OpenAPI and metrics are not measured
         telemetry = self._telemetry
         tracer = telemetry.tracer
         cell, instance, template = self._cell, self._instance, route.path
-        durations: dict[tuple[str, int], HistogramSeries] = {}
+        route_method = op.service.method
+        # Series per status (per (method, status) for a method other than the route's, i.e.
+        # HEAD on a GET route): one dictionary lookup a request.
+        durations: dict[object, HistogramSeries] = {}
+        response_sizes: dict[object, HistogramSeries] = {}
         request_sizes: dict[str, HistogramSeries] = {}
-        response_sizes: dict[tuple[str, int], HistogramSeries] = {}
+        has_body = route_method not in ("GET", "HEAD", "DELETE")
         duration_family = self._duration
         request_size_family = self._request_size
         response_size_family = self._response_size
         perf_counter = time.perf_counter
+        set_current, get_current = context.set_current, context.get_current
         access_log = self._access_log
         is_logged = _access.isEnabledFor
 
+        def attributes(method: str, status: int | None = None) -> dict[str, str | int]:
+            found: dict[str, str | int] = {CELL_ATTRIBUTE: cell, _METHOD: method, _ROUTE: template}
+            if status is not None:
+                found[_STATUS] = status
+            return found
+
         def before(request: web.BaseRequest) -> None:
-            headers = request.headers
-            rc = RequestContext(
-                cell,
-                instance,
-                request.get(REQUEST_ID_KEY),
-                headers.get(TRACEPARENT),
-                headers.get(TRACESTATE),
-            )
-            rc.start = perf_counter()
-            rc.enter()
-            request[CONTEXT_KEY] = rc
+            # The request context in its cheap form (made whole only if something asks for
+            # it). aiohttp serves each request in a task of its own, with a copy of the
+            # context: the variable needs no reset afterwards.
             if telemetry.recording:
+                rc = RequestContext(cell, instance, request)
+                set_current(rc)
                 _start_span(rc, request, tracer, template)
+                rc.start = perf_counter()
+            else:
+                set_current((cell, instance, request, perf_counter()))
 
         def after(request: web.BaseRequest, response: web.StreamResponse | None) -> None:
-            rc = request[CONTEXT_KEY]
-            elapsed = perf_counter() - rc.start
+            now = perf_counter()
+            rc = get_current()
+            elapsed = now - (rc[3] if type(rc) is tuple else rc.start)
             method = request.method
             status = response.status if response is not None else 499
-            key = (method, status)
+            key: object = status if method == route_method else (method, status)
             series = durations.get(key)
             if series is None:
-                series = durations[key] = duration_family.series(
-                    {CELL_ATTRIBUTE: cell, _METHOD: method, _ROUTE: template, _STATUS: status}
-                )
-            series.record(elapsed)
-            length = request.content_length
-            if length is not None:
-                size = request_sizes.get(method)
-                if size is None:
-                    size = request_sizes[method] = request_size_family.series(
-                        {CELL_ATTRIBUTE: cell, _METHOD: method, _ROUTE: template}
-                    )
-                size.record(length)
+                series = durations[key] = duration_family.series(attributes(method, status))
+            series.append(elapsed)
+            if has_body:
+                length = request.content_length
+                if length is not None:
+                    size = request_sizes.get(method)
+                    if size is None:
+                        size = request_sizes[method] = request_size_family.series(
+                            attributes(method)
+                        )
+                    size.append(length)
             body = getattr(response, "body", None)
-            if isinstance(body, bytes | bytearray):
+            if type(body) is bytes:
                 size = response_sizes.get(key)
                 if size is None:
                     size = response_sizes[key] = response_size_family.series(
-                        {CELL_ATTRIBUTE: cell, _METHOD: method, _ROUTE: template, _STATUS: status}
+                        attributes(method, status)
                     )
-                size.record(len(body))
+                size.append(len(body))
             if access_log and is_logged(logging.INFO):
                 _access.info(
                     '%s %s %d %.1fms "%s"',
@@ -158,9 +185,8 @@ class ServerTelemetry:
                         "client.address": request.remote,
                     },
                 )
-            if rc.span is not None:
+            if type(rc) is RequestContext and rc.span is not None:
                 _end_span(rc, status)
-            rc.exit()
 
         return Hooks(before, after)
 
