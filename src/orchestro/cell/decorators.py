@@ -21,6 +21,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, TypeVar, cast
 
+from ..controller.scaler import Scaling
 from ..errors import CellDefinitionError
 from .signature import analyse
 from .spec import CELL_ATTR, SERVICE_ATTR, CellSpec, OperationSpec, ServiceSpec
@@ -145,6 +146,7 @@ def cell(
     port: int = 0,
     host: str = "127.0.0.1",
     version: str = "0.0.0",
+    scaling: Scaling | None = None,
 ) -> Callable[[C], C]:
     """Declare a class as a cell named ``name`` whose ``@service`` methods are its services.
 
@@ -154,6 +156,8 @@ def cell(
         port: the gateway's port; 0 picks a free one at start.
         host: the address the gateway listens on.
         version: the version reported in OpenAPI and discovery.
+        scaling: how many replicas ``orchestro run`` keeps (``Scaling(min=, max=, ...)``);
+            one, unscaled, by default.
 
     The class must be constructible with no arguments; set dependencies up in
     ``async def on_start(self)`` and release them in ``async def on_stop(self)``.
@@ -189,6 +193,7 @@ def cell(
             version=version,
             description=inspect.getdoc(cls),
             operations=operations,
+            scaling=scaling or Scaling(),
         )
         setattr(cls, CELL_ATTR, spec)
         return cls

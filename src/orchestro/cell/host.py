@@ -67,6 +67,7 @@ class CellHost:
         labels: Mapping[str, str] | None = None,
         mesh: Mesh | None = None,
         telemetry: TelemetrySettings | None = None,
+        shared_socket: socket.socket | None = None,
     ) -> None:
         self.spec: CellSpec = spec_of(cell)
         self._registration = registration
@@ -81,6 +82,7 @@ class CellHost:
         self._identity = identity
         self._telemetry_settings = telemetry or TelemetrySettings()
         self._telemetry: ServerTelemetry | None = None
+        self._shared_socket = shared_socket
         self.gate = Gate()
         self.state = CellState.CREATED
         self._listener: Listener | None = None
@@ -141,7 +143,9 @@ class CellHost:
                 own_routes=own_routes,
             )
             self._listener = Listener(gateway.server(), drain_timeout=self.settings.drain_timeout)
-            self.port = await self._listener.start(self.host, self.port, cell=self.name)
+            self.port = await self._listener.start(
+                self.host, self.port, cell=self.name, shared=self._shared_socket
+            )
             await self._run_on_start()
         except BaseException:
             self.state = CellState.DRAINING

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from ..controller.scaler import Scaling
+
 __all__ = [
     "CELL_ATTR",
     "REQUIRED",
@@ -115,6 +117,7 @@ class CellSpec:
     version: str
     description: str | None
     operations: tuple[OperationSpec, ...]
+    scaling: Scaling = field(default_factory=Scaling)
 
     def operation(self, name: str) -> OperationSpec:
         for op in self.operations:

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..cell.host import CellHost
+from ..cell.spec import CellSpec, spec_of
 from ..config import (
     ConfigFile,
     GatewaySettings,
@@ -36,6 +39,7 @@ from .options import add_settings_flags, settings_flags
 __all__ = ["add_parser", "run"]
 
 _log = logging.getLogger("orchestro.run")
+MAX_REPLICAS = 256
 
 
 def add_parser(subparsers: Any) -> None:
@@ -72,7 +76,34 @@ def add_parser(subparsers: Any) -> None:
     add_settings_flags(parser, GatewaySettings)
     add_settings_flags(parser, RegistrySettings)
     add_settings_flags(parser, TelemetrySettings)
+    parser.add_argument(
+        "--replicas",
+        type=_replicas,
+        default=None,
+        metavar="N",
+        help="run N replica processes of each cell behind its one port, supervised (restarted "
+        "when they crash or hang); default: the cell's Scaling(min=...), or 1 in this process",
+    )
+    parser.add_argument(
+        "--admin-port",
+        type=_port,
+        default=0,
+        metavar="PORT",
+        help="port of the controller's admin API on 127.0.0.1 (default: a free one)",
+    )
+    # A replica started by the controller: serve the inherited socket FD too.
+    parser.add_argument("--shared-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(handler=run)
+
+
+def _replicas(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of replicas") from None
+    if not 1 <= count <= MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(f"{count} replicas: use 1-{MAX_REPLICAS}")
+    return count
 
 
 def _port(value: str) -> int:
@@ -116,6 +147,14 @@ def run(args: argparse.Namespace) -> int:
             f"--port sets one cell's port, but {args.target!r} has {len(cells)} cells: add "
             "--cell NAME, or set each cell's port in @cell(port=...)"
         )
+    supervised = args.shared_fd is None and (
+        args.replicas is not None
+        or any(spec_of(c).scaling.min > 1 or spec_of(c).scaling.autoscales for c in cells)
+    )
+    if supervised:
+        configure_logging(run_settings.log_level, observing.log_format)
+        return _supervise(args, cells, run_settings.host, loop_factory, gateway.drain_timeout)
+    shared = socket.socket(fileno=args.shared_fd) if args.shared_fd is not None else None
     registry = open_registry(discovery.registry, ttl=discovery.registry_ttl)
     registration = Registration(registry)
     # The process's view of every cell, which its mesh resolves from without waiting.
@@ -133,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
             labels=labels,
             mesh=calls,
             telemetry=observing,
+            shared_socket=shared,
         )
         for cls in cells
     ]
@@ -150,6 +190,83 @@ def run(args: argparse.Namespace) -> int:
         )
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(_serve_registered(hosts, registration, calls))
+
+
+def _supervise(
+    args: argparse.Namespace,
+    cells: Sequence[type[Any]],
+    host: str | None,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+    drain_timeout: float,
+) -> int:
+    """The cell controller: replicas of each cell, supervised and scaled."""
+    from ..controller.admin import AdminServer
+    from ..controller.supervisor import Supervisor, SupervisorSettings
+
+    passed: list[str] = []
+    if args.config is not None:
+        passed += ["--config", str(args.config)]
+    for model in (RunSettings, GatewaySettings, RegistrySettings, TelemetrySettings):
+        for name, value in settings_flags(args, model).items():
+            passed += ["--" + name.replace("_", "-"), str(value)]
+
+    def command(spec: CellSpec, fd: int) -> list[str]:
+        return [
+            "run",
+            args.target,
+            "--cell",
+            spec.name,
+            "--port",
+            "0",
+            "--shared-fd",
+            str(fd),
+            *passed,
+        ]
+
+    specs = [spec_of(c) for c in cells]
+    if args.port is not None:  # one cell (checked by run): its public port
+        specs = [dataclasses.replace(specs[0], port=args.port)]
+    plan = []
+    for spec in specs:
+        scaling = spec.scaling
+        if args.replicas is not None and scaling.autoscales:
+            if not scaling.min <= args.replicas <= scaling.max:
+                raise ConfigurationError(
+                    f"--replicas {args.replicas}: cell {spec.name!r} scales between "
+                    f"{scaling.min} and {scaling.max} (its Scaling)"
+                )
+        elif not scaling.autoscales:
+            # A fixed count: `orchestro scale` may still change it, within 1..MAX_REPLICAS.
+            scaling = scaling.model_copy(update={"min": 1, "max": MAX_REPLICAS})
+        plan.append(
+            (spec, scaling, args.replicas or spec.scaling.min or 1, spec.scaling.autoscales)
+        )
+    supervisor = Supervisor(
+        plan,
+        command,
+        host=host or specs[0].host,
+        settings=SupervisorSettings(drain_timeout=drain_timeout),
+    )
+
+    async def main() -> int:
+        admin = AdminServer(supervisor, args.target)
+        url = await admin.start(args.admin_port)
+        _print(f"controller admin API on {url} (python -m orchestro status)")
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            _print(f"{signal.Signals(signum).name}: draining every replica")
+            supervisor.stop()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            return await supervisor.run()
+        finally:
+            await admin.aclose()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main())
 
 
 async def _serve_registered(

@@ -1,6 +1,8 @@
 """The gateway's own endpoints: liveness, readiness and the OpenAPI document.
 
-- ``/healthz`` answers 200 while the process can serve HTTP at all (liveness).
+- ``/healthz`` answers 200 while the process can serve HTTP at all (liveness);
+  ``/healthz?load`` adds the load a replica reports to its controller (in-flight requests,
+  requests admitted so far, CPU seconds used).
 - ``/readyz`` answers 200 only while the cell takes requests; 503 while it starts or drains,
   so load balancers and orchestrators send it nothing then (readiness).
 - ``/openapi.json`` is the document built at start-up.
@@ -9,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from aiohttp import web
 
@@ -26,6 +29,17 @@ def health_handlers(spec: CellSpec, gate: Gate, openapi: bytes) -> dict[str, Han
     ready = json.dumps({"status": "ready", "cell": name}).encode()
 
     async def healthz(request: web.BaseRequest) -> web.StreamResponse:
+        if "load" in request.query:
+            # The controller's ping: health and load report in one answer.
+            report = {
+                "status": "ok",
+                "cell": name,
+                "ready": gate.is_open,
+                "in_flight": gate.in_flight,
+                "admitted": gate.admitted,
+                "cpu": sum(os.times()[:2]),
+            }
+            return web.Response(body=json.dumps(report).encode(), content_type="application/json")
         return web.Response(body=alive, content_type="application/json")
 
     async def readyz(request: web.BaseRequest) -> web.StreamResponse:

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import logging
 import os
+import socket
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -66,12 +67,21 @@ class Listener:
         self._started = False
         self.port = 0
 
-    async def start(self, host: str, port: int, *, cell: str) -> int:
-        """Start listening; returns the bound port (useful when ``port`` is 0)."""
+    async def start(
+        self, host: str, port: int, *, cell: str, shared: socket.socket | None = None
+    ) -> int:
+        """Start listening; returns the bound port (useful when ``port`` is 0).
+
+        ``shared`` is a listening socket this process shares with other replicas of the cell
+        (inherited from the controller): it is served too, and closing this process's copy on
+        drain leaves the connections queued on it to the other replicas.
+        """
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         try:
             await site.start()
+            if shared is not None:
+                await web.SockSite(self._runner, shared).start()
         except OSError as exc:
             await self._runner.cleanup()
             raise StartupError(_bind_error(exc, host, port, cell)) from exc

@@ -22,12 +22,13 @@ class Gate:
     admission step and ``/readyz`` read it.
     """
 
-    __slots__ = ("in_flight", "is_open", "reason")
+    __slots__ = ("admitted", "in_flight", "is_open", "reason")
 
     def __init__(self) -> None:
         self.is_open = False
         self.reason = "starting"
         self.in_flight = 0
+        self.admitted = 0  # requests let in since start (a replica's load report)
 
     def open(self) -> None:
         self.is_open = True
@@ -62,6 +63,7 @@ class AdmissionStep:
             if gate.in_flight >= limit:
                 raise HTTPError(503, busy, headers={"Retry-After": "1"})
             gate.in_flight += 1
+            gate.admitted += 1
 
         def release(request: web.BaseRequest, response: web.StreamResponse | None) -> None:
             gate.in_flight -= 1

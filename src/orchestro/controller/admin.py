@@ -1,0 +1,134 @@
+"""The controller's admin API, on loopback only, and how the CLI finds it.
+
+```
+GET  /cells                      every cell: desired vs actual replicas, each replica's state
+GET  /events?since=SEQ           recent events (scale, restart, back-off, drain, health)
+POST /cells/{cell}/scale         {"replicas": N}: set desired replicas (within min..max)
+POST /cells/{cell}/replicas/{i}/restart
+```
+
+Each controller writes ``controllers/<pid>.json`` (its admin URL) next to the local registry
+(``$XDG_RUNTIME_DIR/orchestro/``), which ``python -m orchestro status`` and ``scale`` read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import ConfigurationError, HTTPError
+from ..gateway.problem import problem_response
+from ..registry.local import default_path
+from .supervisor import Supervisor
+
+__all__ = ["AdminServer", "controllers_dir", "find_controllers"]
+
+
+def controllers_dir() -> Path:
+    return default_path().parent / "controllers"
+
+
+def find_controllers() -> list[dict[str, Any]]:
+    """The admin endpoints of the controllers running on this machine."""
+    found: list[dict[str, Any]] = []
+    directory = controllers_dir()
+    if not directory.is_dir():
+        return found
+    for path in sorted(directory.glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            os.kill(int(record["pid"]), 0)
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # a controller that is gone
+            continue
+        found.append(record)
+    return found
+
+
+class AdminServer:
+    def __init__(self, supervisor: Supervisor, target: str) -> None:
+        self._supervisor = supervisor
+        self._target = target
+        self._runner: web.AppRunner | None = None
+        self._record: Path | None = None
+        self.url = ""
+
+    def _app(self) -> web.Application:
+        supervisor = self._supervisor
+
+        @web.middleware
+        async def problems(request: web.Request, handler: Any) -> web.StreamResponse:
+            try:
+                response: web.StreamResponse = await handler(request)
+                return response
+            except HTTPError as exc:
+                return problem_response(exc, instance=request.path)
+            except ConfigurationError as exc:
+                return problem_response(HTTPError(400, str(exc)), instance=request.path)
+
+        async def cells(request: web.Request) -> web.Response:
+            return web.json_response([g.as_json() for g in supervisor.groups.values()])
+
+        async def events(request: web.Request) -> web.Response:
+            try:
+                since = int(request.query.get("since", "0"))
+            except ValueError:
+                raise HTTPError(400, "since must be an event number") from None
+            return web.json_response([e.as_json() for e in supervisor.events.since(since)])
+
+        async def scale(request: web.Request) -> web.Response:
+            cell = request.match_info["cell"]
+            try:
+                body = await request.json()
+                replicas = body["replicas"]
+            except (ValueError, KeyError, TypeError):
+                raise HTTPError(400, 'send {"replicas": N}') from None
+            if not isinstance(replicas, int) or isinstance(replicas, bool):
+                raise HTTPError(422, f"replicas must be an integer, not {replicas!r}")
+            if cell not in supervisor.groups:
+                raise HTTPError(404, f"no cell {cell!r} in this controller")
+            supervisor.scale(cell, replicas)
+            return web.json_response(supervisor.groups[cell].as_json())
+
+        async def restart(request: web.Request) -> web.Response:
+            cell = request.match_info["cell"]
+            if cell not in supervisor.groups:
+                raise HTTPError(404, f"no cell {cell!r} in this controller")
+            try:
+                index = int(request.match_info["index"])
+            except ValueError:
+                raise HTTPError(400, "the replica is a number") from None
+            supervisor.restart(cell, index)
+            return web.json_response(supervisor.groups[cell].as_json())
+
+        app = web.Application(middlewares=[problems])
+        app.router.add_get("/cells", cells)
+        app.router.add_get("/events", events)
+        app.router.add_post("/cells/{cell}/scale", scale)
+        app.router.add_post("/cells/{cell}/replicas/{index}/restart", restart)
+        return app
+
+    async def start(self, port: int = 0) -> str:
+        self._runner = web.AppRunner(self._app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        bound = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{bound}"
+        directory = controllers_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        self._record = directory / f"{os.getpid()}.json"
+        self._record.write_text(
+            json.dumps({"pid": os.getpid(), "url": self.url, "target": self._target})
+        )
+        return self.url
+
+    async def aclose(self) -> None:
+        if self._record is not None:
+            self._record.unlink(missing_ok=True)
+        if self._runner is not None:
+            await self._runner.cleanup()

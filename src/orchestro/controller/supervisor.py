@@ -1,0 +1,483 @@
+"""The cell controller: run, watch, restart and scale each cell's replica processes.
+
+Supervision is one reconcile loop (signal handlers and the admin API only change what is
+*desired*): every 100 ms it reaps replicas that exited, restarts crashed ones (at once the
+first time, then with exponential back-off while they keep crashing), stops hung ones
+(SIGTERM, then SIGKILL after a grace period), starts replicas up to the desired count and
+drains those above it. A pinger asks each replica ``/healthz?load`` every half second:
+health is "answers in time", and the answer is also the replica's load report, which the
+scaler (:mod:`.scaler`) turns into the desired count every tick.
+
+Sockets: the controller binds each cell's public port once and every replica inherits that
+listening socket; each replica also listens on a private port of its own, which it
+registers, so that mesh callers balance over replicas individually. A draining replica
+closes only its copy of the shared socket: the connections queued on it stay for the other
+replicas (closing one of several ``SO_REUSEPORT`` sockets would reset them instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from ..cell.spec import CellSpec
+from ..errors import ConfigurationError, StartupError
+from .events import EventLog
+from .scaler import Sample, Scaler, Scaling
+
+__all__ = ["CellGroup", "Replica", "Supervisor", "SupervisorSettings"]
+
+_log = logging.getLogger("orchestro.controller")
+_SERVING = re.compile(r"cell (\S+) serving on (http://\S+)")
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSettings:
+    ping_interval: float = 0.5
+    ping_timeout: float = 1.0
+    hung_after: int = 3  # failed pings in a row of a replica that was ready
+    kill_grace: float = 5.0  # SIGTERM -> SIGKILL for a hung replica
+    healthy_period: float = 10.0  # ready this long: the crash back-off starts over
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    drain_timeout: float = 30.0
+
+
+@dataclass(eq=False)
+class Replica:
+    cell: str
+    index: int
+    started: float
+    proc: asyncio.subprocess.Process | None = None  # None while it is being spawned
+    state: str = "starting"  # starting, ready, unhealthy, draining, hung
+    url: str | None = None
+    ready_since: float | None = None
+    failed_pings: int = 0
+    in_flight: int = 0
+    admitted: int = 0
+    cpu: float = 0.0
+    term_sent: float | None = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def signal(self, signum: int) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signum)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "pid": self.pid,
+            "state": self.state,
+            "url": self.url,
+            "in_flight": self.in_flight,
+            "uptime": round(time.monotonic() - self.started, 1),
+        }
+
+
+@dataclass(eq=False)
+class CellGroup:
+    spec: CellSpec
+    scaling: Scaling
+    desired: int
+    sock: socket.socket
+    replicas: list[Replica] = field(default_factory=list)
+    crashes: int = 0  # in a row, without a healthy period between
+    next_start: float = 0.0
+    next_index: int = 0
+    scaler: Scaler | None = None
+    samples: deque[Sample] = field(default_factory=lambda: deque(maxlen=4096))
+    last_tick: float = 0.0
+    last_admitted: int | None = None
+    last_cpu: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def serving(self) -> list[Replica]:
+        return [r for r in self.replicas if r.state not in ("draining", "hung")]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "cell": self.name,
+            "desired": self.desired,
+            "actual": len(self.serving),
+            "ready": sum(1 for r in self.replicas if r.state == "ready"),
+            "min": self.scaling.min,
+            "max": self.scaling.max,
+            "autoscaling": self.scaler is not None,
+            "port": self.sock.getsockname()[1],
+            "replicas": [r.as_json() for r in self.replicas],
+        }
+
+
+class Supervisor:
+    """Runs the replicas of ``cells`` (see the module's docstring)."""
+
+    def __init__(
+        self,
+        cells: Sequence[tuple[CellSpec, Scaling, int, bool]],
+        command: Callable[[CellSpec, int], list[str]],
+        *,
+        host: str,
+        settings: SupervisorSettings | None = None,
+        events: EventLog | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        """``cells``: (spec, scaling, initial replicas, auto-scaled); ``command(spec, fd)`` is the
+        argument list of one replica serving ``spec`` on the inherited socket ``fd``."""
+        self.settings = settings or SupervisorSettings()
+        self.events = events or EventLog()
+        self._command = command
+        self._say = say or (lambda line: print(f"orchestro: {line}", flush=True))
+        self.groups: dict[str, CellGroup] = {}
+        self._host = host
+        self._cells = cells
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+
+    # The desired state: the only thing signals, the admin API and hooks change -----------
+
+    def scale(self, cell: str, replicas: int) -> None:
+        group = self.groups.get(cell)
+        if group is None:
+            raise ConfigurationError(
+                f"no cell {cell!r} here; the cells are {', '.join(sorted(self.groups))}"
+            )
+        low, high = group.scaling.min, group.scaling.max
+        if not low <= replicas <= high:
+            raise ConfigurationError(
+                f"cell {cell!r} scales between {low} and {high} replicas (Scaling(min=, max=)); "
+                f"{replicas} is out of bounds"
+            )
+        if replicas != group.desired:
+            self.events.emit(
+                "scaled",
+                cell,
+                detail=f"{group.desired} -> {replicas} (requested)",
+                previous=group.desired,
+                desired=replicas,
+                source="manual",
+            )
+            group.desired = replicas
+        self._wake.set()
+
+    def restart(self, cell: str, index: int) -> None:
+        """Drain replica ``index`` of ``cell``; the loop starts a new one in its place."""
+        group = self.groups[cell]
+        for replica in group.replicas:
+            if replica.index == index and replica.state not in ("draining", "hung"):
+                self._drain(group, replica, "restart requested")
+                self._wake.set()
+                return
+        raise ConfigurationError(f"cell {cell!r} has no running replica {index}")
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    # The loop -----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        for spec, scaling, replicas, autoscaled in self._cells:
+            sock = _listen(self._host, spec.port, spec.name)
+            group = CellGroup(spec, scaling, max(scaling.min, min(scaling.max, replicas)), sock)
+            if autoscaled:
+                group.scaler = Scaler(scaling)
+            self.groups[spec.name] = group
+            self._say(
+                f"cell {spec.name} serving on http://{_url_host(self._host)}:"
+                f"{sock.getsockname()[1]} ({group.desired} replica"
+                f"{'s' if group.desired != 1 else ''}"
+                f"{f', auto-scaling {scaling.min}..{scaling.max}' if group.scaler else ''})"
+            )
+        pinger = asyncio.create_task(self._ping_forever())
+        try:
+            while not self._stopping:
+                self._reconcile()
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.1):
+                        await self._wake.wait()
+            return await self._shutdown()
+        finally:
+            pinger.cancel()
+            for group in self.groups.values():
+                group.sock.close()
+
+    def _reconcile(self) -> None:
+        now = time.monotonic()
+        s = self.settings
+        for group in self.groups.values():
+            for replica in list(group.replicas):
+                code = replica.proc.returncode if replica.proc is not None else None
+                if code is not None:
+                    self._reap(group, replica, code, now)
+                elif replica.state == "hung" and replica.term_sent is not None:
+                    if now - replica.term_sent >= s.kill_grace:
+                        replica.signal(signal.SIGKILL)
+                elif replica.ready_since is not None and now - replica.ready_since >= (
+                    s.healthy_period
+                ):
+                    group.crashes = 0
+            if group.scaler is not None and now - group.last_tick >= group.scaling.tick:
+                self._autoscale(group, now)
+            serving = group.serving
+            if len(serving) < group.desired and now >= group.next_start:
+                for _ in range(group.desired - len(serving)):
+                    self._start(group, now)
+            elif len(serving) > group.desired:
+                # Drain the newest (starting ones first): the oldest are warm.
+                surplus = sorted(serving, key=lambda r: (r.state == "ready", r.started))
+                for replica in surplus[: len(serving) - group.desired][::-1]:
+                    self._drain(group, replica, "scale down")
+
+    def _reap(self, group: CellGroup, replica: Replica, code: int, now: float) -> None:
+        group.replicas.remove(replica)
+        for task in replica.tasks:
+            task.cancel()
+        if replica.state == "draining":
+            self.events.emit("stopped", group.name, replica.index, f"exit code {code}")
+            return
+        group.crashes += 1
+        delay = (
+            0.0
+            if group.crashes == 1
+            else min(
+                self.settings.backoff_max, self.settings.backoff_base * 2 ** (group.crashes - 2)
+            )
+        )
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        self.events.emit(
+            "crashed", group.name, replica.index, how, exit_code=code, crashes=group.crashes
+        )
+        group.next_start = now + delay
+        if delay:
+            self.events.emit(
+                "restart-delayed",
+                group.name,
+                replica.index,
+                f"{group.crashes} crashes in a row: next start in {delay:g} s",
+                delay=delay,
+            )
+
+    def _start(self, group: CellGroup, now: float) -> None:
+        replica = Replica(group.name, group.next_index, now)
+        group.next_index += 1
+        group.replicas.append(replica)  # counted at once: the loop will not start it twice
+        spawning = asyncio.ensure_future(self._spawn(group, replica))
+        spawning.add_done_callback(_log_failure)
+
+    async def _spawn(self, group: CellGroup, replica: Replica) -> None:
+        fd = group.sock.fileno()
+        proc = replica.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "orchestro",
+            *self._command(group.spec, fd),
+            stdout=asyncio.subprocess.PIPE,
+            pass_fds=(fd,),
+            env={**os.environ, "ORCHESTRO_REPLICA": f"{group.name}:{replica.index}"},
+        )
+        replica.tasks.append(asyncio.create_task(self._read(group, replica)))
+        self.events.emit("started", group.name, replica.index, f"pid {proc.pid}", pid=proc.pid)
+        if self._stopping or replica.state == "draining":
+            replica.signal(signal.SIGTERM)
+
+    async def _read(self, group: CellGroup, replica: Replica) -> None:
+        """The replica's stdout: its private URL when it serves; other lines echoed."""
+        assert replica.proc is not None
+        assert replica.proc.stdout is not None
+        async for raw in replica.proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            match = _SERVING.search(line)
+            if match and replica.url is None:
+                replica.url = match.group(2)
+                if self._session is not None:  # ready as soon as it answers, not next round
+                    replica.tasks.append(
+                        asyncio.create_task(self._ping(self._session, group, replica))
+                    )
+                continue
+            if line:
+                print(f"[{group.name}:{replica.index}] {line}", flush=True)
+        await replica.proc.wait()
+        self._wake.set()
+
+    def _drain(self, group: CellGroup, replica: Replica, why: str) -> None:
+        replica.state = "draining"  # a replica still spawning is stopped once it exists
+        self.events.emit("draining", group.name, replica.index, why)
+        replica.signal(signal.SIGTERM)
+
+    # Health and load ----------------------------------------------------------------------
+
+    async def _ping_forever(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.settings.ping_timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            self._session = session
+            while True:
+                pings = [
+                    self._ping(session, group, replica)
+                    for group in self.groups.values()
+                    for replica in group.replicas
+                    if replica.url is not None and replica.state not in ("draining", "hung")
+                ]
+                await asyncio.gather(*pings, return_exceptions=True)
+                await asyncio.sleep(self.settings.ping_interval)
+
+    async def _ping(
+        self, session: aiohttp.ClientSession, group: CellGroup, replica: Replica
+    ) -> None:
+        try:
+            async with session.get(f"{replica.url}/healthz?load") as response:
+                report = await response.json()
+            ok = response.status == 200
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            ok, report = False, {}
+        if replica.state in ("draining", "hung"):
+            return
+        if ok:
+            replica.failed_pings = 0
+            replica.in_flight = int(report.get("in_flight", 0))
+            replica.admitted = int(report.get("admitted", 0))
+            replica.cpu = float(report.get("cpu", 0.0))
+            if report.get("ready") and replica.state != "ready":
+                previous = replica.state
+                replica.state = "ready"
+                replica.ready_since = time.monotonic()
+                kind = "ready" if previous == "starting" else "health-changed"
+                self.events.emit(
+                    kind,
+                    group.name,
+                    replica.index,
+                    f"serving on {replica.url}" if kind == "ready" else "healthy",
+                )
+            return
+        replica.failed_pings += 1
+        if replica.state == "ready" and replica.failed_pings == 1:
+            replica.state = "unhealthy"
+            replica.ready_since = None
+            self.events.emit("health-changed", group.name, replica.index, "missed a ping")
+        if replica.failed_pings >= self.settings.hung_after and replica.ready_since is None:
+            replica.state = "hung"
+            replica.term_sent = time.monotonic()
+            self.events.emit(
+                "hung",
+                group.name,
+                replica.index,
+                f"no answer to {replica.failed_pings} pings: SIGTERM, SIGKILL in "
+                f"{self.settings.kill_grace:g} s",
+            )
+            replica.signal(signal.SIGTERM)
+            self._wake.set()
+
+    def _autoscale(self, group: CellGroup, now: float) -> None:
+        assert group.scaler is not None
+        ready = [r for r in group.replicas if r.state == "ready"]
+        metric = group.scaling.metric
+        elapsed = now - group.last_tick if group.last_tick else 0.0
+        group.last_tick = now
+        admitted = sum(r.admitted for r in ready)
+        cpu = sum(r.cpu for r in ready)
+        value: float
+        if metric == "concurrency":
+            value = float(sum(r.in_flight for r in ready))
+        elif metric == "rps":
+            previous = group.last_admitted
+            value = (admitted - previous) / elapsed if previous is not None and elapsed else 0.0
+        elif metric == "cpu":
+            previous_cpu = group.last_cpu
+            value = (cpu - previous_cpu) / elapsed if previous_cpu is not None and elapsed else 0.0
+        else:  # latency: not reported by the ping yet; keep the current scale
+            value = group.scaling.per_replica
+        group.last_admitted, group.last_cpu = admitted, cpu
+        if not ready:
+            return
+        group.samples.append(Sample(now, max(0.0, value)))
+        decision = group.scaler.decide(list(group.samples), len(ready), now)
+        if decision.desired != group.desired and not self._stopping:
+            self.events.emit(
+                "scaled",
+                group.name,
+                detail=f"{group.desired} -> {decision.desired}: {decision.reason}",
+                previous=group.desired,
+                desired=decision.desired,
+                panicking=decision.panicking,
+                source="autoscaler",
+            )
+            group.desired = decision.desired
+
+    # Stopping -----------------------------------------------------------------------------
+
+    async def _shutdown(self) -> int:
+        """Drain every replica under one deadline; SIGKILL what is left after it."""
+        for group in self.groups.values():
+            self.events.emit("stopping", group.name, detail="controller stopping")
+            for replica in list(group.replicas):
+                if replica.state != "draining":
+                    self._drain(group, replica, "controller stopping")
+        await asyncio.sleep(0.5)  # replicas still spawning are signalled once they exist
+        procs = [r.proc for g in self.groups.values() for r in g.replicas if r.proc is not None]
+        deadline = self.settings.drain_timeout * 2 + 5
+        try:
+            async with asyncio.timeout(deadline):
+                codes = await asyncio.gather(*(p.wait() for p in procs))
+        except TimeoutError:
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            return 1
+        return 0 if all(code == 0 for code in codes) else 1
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        _log.error("could not start a replica", exc_info=future.exception())
+
+
+def _listen(host: str, port: int, cell: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(
+            f"cannot start cell {cell!r}: port {port} on {host} is not available "
+            f"({exc.strerror}); choose another with --port or @cell(port=...)"
+        ) from exc
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    sock.setblocking(False)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def state_json(supervisor: Supervisor) -> str:
+    return json.dumps([g.as_json() for g in supervisor.groups.values()])
