@@ -222,3 +222,63 @@ async def test_a_crash_loop_backs_off_exponentially(
     assert crashes[0]["data"]["exit_code"] == 2  # on_start failed: a clear StartupError
     controller.signal(signal.SIGTERM)
     assert await controller.wait() == 0
+
+
+async def test_sighup_rolls_every_replica_without_failing_a_caller(
+    tmp_path: Path, cli_processes: list[Cli], mesh: Mesh
+) -> None:
+    from ..conftest import ROOT
+
+    config = tmp_path / "orchestro.toml"
+    config.write_text("[scaling.cells.greeter]\nmin = 2\nmax = 2\n")
+    controller = await start_cli(
+        "run", str(ROOT / "examples" / "hello.py"), "--port", "0", cwd=tmp_path
+    )
+    cli_processes.append(controller)
+    await controller.wait_serving()
+    admin = admin_url(controller)
+    async with aiohttp.ClientSession() as session:
+        await until(lambda: _ready(session, admin, "greeter", 2))
+        await until(lambda: _instances(mesh, 2))
+        old = {r["pid"] for r in (await cells(session, admin))["greeter"]["replicas"]}
+        callers = Callers(mesh)
+        await until(lambda: _served(callers, 100))
+        controller.signal(signal.SIGHUP)
+
+        async def rolled() -> bool:
+            state = (await cells(session, admin))["greeter"]
+            pids = {r["pid"] for r in state["replicas"] if r["state"] == "ready"}
+            return len(pids) == 2 and not pids & old and state["actual"] == 2
+
+        await until(rolled, timeout=30)
+        before = callers.ok
+        await until(lambda: _served(callers, before + 100))
+        await callers.stop()
+        async with session.get(f"{admin}/events") as response:
+            kinds = [e["kind"] for e in await response.json()]
+        # A bad file on reload: said, and nothing changes.
+        config.write_text("[scaling.cells.greeter]\nmin = 2\nmax = 1\n")
+        controller.signal(signal.SIGHUP)
+
+        async def refused() -> bool:
+            async with session.get(f"{admin}/events") as response:
+                return any(e["kind"] == "reload-failed" for e in await response.json())
+
+        await until(refused)
+    assert callers.failures == []
+    assert "reloaded" in kinds
+    assert "rolled" in kinds
+    controller.signal(signal.SIGTERM)
+    assert await controller.wait() == 0
+
+
+async def test_a_bad_scaling_table_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    from ..conftest import ROOT
+
+    (tmp_path / "orchestro.toml").write_text("[scaling.cells.greeter]\nmax = 0\nmin_replicas = 1\n")
+    code, _, err = await run_cli(
+        "run", str(ROOT / "examples" / "hello.py"), "--replicas", "2", cwd=tmp_path
+    )
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert "orchestro.toml: [scaling.cells.greeter]: unknown key(s) min_replicas" in line

@@ -28,6 +28,7 @@ from ..config import (
     TelemetrySettings,
     load_settings,
 )
+from ..controller.scaler import Scaling, merge_scaling, scaling_from_file
 from ..errors import ConfigurationError, StartupError
 from ..mesh import Mesh
 from ..mesh.policy import policies_from_file
@@ -149,11 +150,14 @@ def run(args: argparse.Namespace) -> int:
         )
     supervised = args.shared_fd is None and (
         args.replicas is not None
-        or any(spec_of(c).scaling.min > 1 or spec_of(c).scaling.autoscales for c in cells)
+        or any(
+            s.min > 1 or s.autoscales
+            for s in cell_scalings([spec_of(c) for c in cells], file).values()
+        )
     )
     if supervised:
         configure_logging(run_settings.log_level, observing.log_format)
-        return _supervise(args, cells, run_settings.host, loop_factory, gateway.drain_timeout)
+        return _supervise(args, cells, run_settings.host, loop_factory, gateway.drain_timeout, file)
     shared = socket.socket(fileno=args.shared_fd) if args.shared_fd is not None else None
     registry = open_registry(discovery.registry, ttl=discovery.registry_ttl)
     registration = Registration(registry)
@@ -192,16 +196,34 @@ def run(args: argparse.Namespace) -> int:
         return runner.run(_serve_registered(hosts, registration, calls))
 
 
+def cell_scalings(specs: Sequence[CellSpec], file: ConfigFile) -> dict[str, Scaling]:
+    """Each cell's Scaling: its decorator's, then ``[scaling.cells.NAME]`` of the file."""
+    tables = scaling_from_file(file.sections, file.where)
+    return {
+        spec.name: merge_scaling(
+            spec.scaling, tables.get(spec.name, {}), file.where(f"scaling.cells.{spec.name}")
+        )
+        for spec in specs
+    }
+
+
 def _supervise(
     args: argparse.Namespace,
     cells: Sequence[type[Any]],
     host: str | None,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
     drain_timeout: float,
+    file: ConfigFile,
 ) -> int:
     """The cell controller: replicas of each cell, supervised and scaled."""
     from ..controller.admin import AdminServer
     from ..controller.supervisor import Supervisor, SupervisorSettings
+
+    def scalings(source: ConfigFile) -> dict[str, Scaling]:
+        return cell_scalings(specs, source)
+
+    def reload() -> dict[str, Scaling]:
+        return fixed(scalings(ConfigFile.load(args.config)))
 
     passed: list[str] = []
     if args.config is not None:
@@ -226,26 +248,37 @@ def _supervise(
     specs = [spec_of(c) for c in cells]
     if args.port is not None:  # one cell (checked by run): its public port
         specs = [dataclasses.replace(specs[0], port=args.port)]
+
+    def fixed(found: dict[str, Scaling]) -> dict[str, Scaling]:
+        """A cell that does not auto-scale: `orchestro scale` may still set 1..MAX_REPLICAS."""
+        return {
+            name: scaling
+            if scaling.autoscales
+            else scaling.model_copy(update={"min": 1, "max": MAX_REPLICAS})
+            for name, scaling in found.items()
+        }
+
+    declared = scalings(file)
     plan = []
     for spec in specs:
-        scaling = spec.scaling
-        if args.replicas is not None and scaling.autoscales:
-            if not scaling.min <= args.replicas <= scaling.max:
-                raise ConfigurationError(
-                    f"--replicas {args.replicas}: cell {spec.name!r} scales between "
-                    f"{scaling.min} and {scaling.max} (its Scaling)"
-                )
-        elif not scaling.autoscales:
-            # A fixed count: `orchestro scale` may still change it, within 1..MAX_REPLICAS.
-            scaling = scaling.model_copy(update={"min": 1, "max": MAX_REPLICAS})
-        plan.append(
-            (spec, scaling, args.replicas or spec.scaling.min or 1, spec.scaling.autoscales)
-        )
+        scaling = declared[spec.name]
+        if (
+            args.replicas is not None
+            and scaling.autoscales
+            and not (scaling.min <= args.replicas <= scaling.max)
+        ):
+            raise ConfigurationError(
+                f"--replicas {args.replicas}: cell {spec.name!r} scales between "
+                f"{scaling.min} and {scaling.max} (its Scaling)"
+            )
+        initial = args.replicas or scaling.min or 1
+        plan.append((spec, fixed({spec.name: scaling})[spec.name], initial, scaling.autoscales))
     supervisor = Supervisor(
         plan,
         command,
         host=host or specs[0].host,
         settings=SupervisorSettings(drain_timeout=drain_timeout),
+        reload=reload,
     )
 
     async def main() -> int:
@@ -260,6 +293,7 @@ def _supervise(
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, supervisor.request_reload)
         try:
             return await supervisor.run()
         finally:

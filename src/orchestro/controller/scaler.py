@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["Decision", "Sample", "Scaler", "Scaling"]
+from ..errors import ConfigurationError
+
+__all__ = ["Decision", "Sample", "Scaler", "Scaling", "merge_scaling", "scaling_from_file"]
 
 Metric = Literal["concurrency", "rps", "cpu", "latency"]
 
@@ -216,3 +218,42 @@ class Scaler:
 def _average(samples: Sequence[Sample], start: float, end: float) -> float | None:
     values = [x.value for x in samples if start < x.time <= end]
     return sum(values) / len(values) if values else None
+
+
+def scaling_from_file(
+    sections: dict[str, Any], where: Callable[[str], str]
+) -> dict[str, dict[str, Any]]:
+    """The ``[scaling.cells.NAME]`` tables of a configuration file, checked against
+    :class:`Scaling`'s keys (values are validated when merged with a cell's own)."""
+    table = sections.get("scaling", {})
+    if not isinstance(table, dict) or set(table) - {"cells"}:
+        raise ConfigurationError(
+            f"{where('scaling')}: put each cell's settings in [scaling.cells.NAME]"
+        )
+    found: dict[str, dict[str, Any]] = {}
+    for cell, values in dict(table.get("cells", {})).items():
+        if not isinstance(values, dict):
+            raise ConfigurationError(f"{where(f'scaling.cells.{cell}')}: must be a table")
+        unknown = set(values) - set(Scaling.model_fields)
+        if unknown:
+            raise ConfigurationError(
+                f"{where(f'scaling.cells.{cell}')}: unknown key(s) {', '.join(sorted(unknown))}; "
+                f"the keys are {', '.join(Scaling.model_fields)}"
+            )
+        found[cell] = dict(values)
+    return found
+
+
+def merge_scaling(base: Scaling, values: dict[str, Any], where: str) -> Scaling:
+    """``base`` (the cell's own) with the file's ``values``; errors name the key and file."""
+    if not values:
+        return base
+    try:
+        return Scaling.model_validate({**base.model_dump(), **values})
+    except ValidationError as exc:
+        problems = [
+            f"{where} {err['loc'][0] if err['loc'] else ''}: {err['msg']} "
+            f"(got {err.get('input')!r})".replace("  ", " ")
+            for err in exc.errors(include_url=False)
+        ]
+        raise ConfigurationError("; ".join(problems)) from exc

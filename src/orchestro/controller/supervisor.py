@@ -108,6 +108,8 @@ class CellGroup:
     last_tick: float = 0.0
     last_admitted: int | None = None
     last_cpu: float | None = None
+    to_roll: list[Replica] = field(default_factory=list)  # replicas a rolling restart replaces
+    surge: Replica | None = None  # the new replica started for the next one of to_roll
 
     @property
     def name(self) -> str:
@@ -143,6 +145,7 @@ class Supervisor:
         settings: SupervisorSettings | None = None,
         events: EventLog | None = None,
         say: Callable[[str], None] | None = None,
+        reload: Callable[[], dict[str, Scaling]] | None = None,
     ) -> None:
         """``cells``: (spec, scaling, initial replicas, auto-scaled); ``command(spec, fd)`` is the
         argument list of one replica serving ``spec`` on the inherited socket ``fd``."""
@@ -154,6 +157,8 @@ class Supervisor:
         self._host = host
         self._cells = cells
         self._stopping = False
+        self._reload = reload
+        self._reload_requested = False
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
 
@@ -197,6 +202,36 @@ class Supervisor:
         self._stopping = True
         self._wake.set()
 
+    def request_reload(self) -> None:
+        """Re-read the configuration and roll every replica, one by one (SIGHUP)."""
+        self._reload_requested = True
+        self._wake.set()
+
+    def _apply_reload(self) -> None:
+        self._reload_requested = False
+        scalings: dict[str, Scaling] = {}
+        if self._reload is not None:
+            try:
+                scalings = self._reload()
+            except Exception as exc:  # a bad file: say so, keep running as before
+                for group in self.groups.values():
+                    self.events.emit("reload-failed", group.name, detail=str(exc))
+                return
+        for group in self.groups.values():
+            scaling = scalings.get(group.name)
+            if scaling is not None and scaling != group.scaling:
+                group.scaling = scaling
+                if group.scaler is not None:
+                    group.scaler = Scaler(scaling)
+                group.desired = max(scaling.min, min(scaling.max, group.desired))
+            group.to_roll = [r for r in group.replicas if r.state not in ("draining", "hung")]
+            group.surge = None
+            self.events.emit(
+                "reloaded",
+                group.name,
+                detail=f"rolling restart of {len(group.to_roll)} replica(s)",
+            )
+
     # The loop -----------------------------------------------------------------------------
 
     async def run(self) -> int:
@@ -215,6 +250,8 @@ class Supervisor:
         pinger = asyncio.create_task(self._ping_forever())
         try:
             while not self._stopping:
+                if self._reload_requested:
+                    self._apply_reload()
                 self._reconcile()
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -243,6 +280,9 @@ class Supervisor:
                     group.crashes = 0
             if group.scaler is not None and now - group.last_tick >= group.scaling.tick:
                 self._autoscale(group, now)
+            if group.to_roll:
+                self._roll(group, now)
+                continue
             serving = group.serving
             if len(serving) < group.desired and now >= group.next_start:
                 for _ in range(group.desired - len(serving)):
@@ -252,6 +292,26 @@ class Supervisor:
                 surplus = sorted(serving, key=lambda r: (r.state == "ready", r.started))
                 for replica in surplus[: len(serving) - group.desired][::-1]:
                     self._drain(group, replica, "scale down")
+
+    def _roll(self, group: CellGroup, now: float) -> None:
+        """One step of a rolling restart: start a replacement, and once it is ready drain one
+        old replica — capacity never drops below the desired count."""
+        group.to_roll = [
+            r for r in group.to_roll if r in group.replicas and r.state not in ("draining", "hung")
+        ]
+        if group.surge is not None and group.surge not in group.replicas:
+            group.surge = None  # the replacement crashed: start another
+        if not group.to_roll:
+            group.surge = None
+            return
+        if group.surge is None:
+            if now >= group.next_start:
+                group.surge = self._start(group, now)
+        elif group.surge.state == "ready":
+            self._drain(group, group.to_roll.pop(0), "rolling restart")
+            group.surge = None
+            if not group.to_roll:
+                self.events.emit("rolled", group.name, detail="every replica replaced")
 
     def _reap(self, group: CellGroup, replica: Replica, code: int, now: float) -> None:
         group.replicas.remove(replica)
@@ -282,12 +342,13 @@ class Supervisor:
                 delay=delay,
             )
 
-    def _start(self, group: CellGroup, now: float) -> None:
+    def _start(self, group: CellGroup, now: float) -> Replica:
         replica = Replica(group.name, group.next_index, now)
         group.next_index += 1
         group.replicas.append(replica)  # counted at once: the loop will not start it twice
         spawning = asyncio.ensure_future(self._spawn(group, replica))
         spawning.add_done_callback(_log_failure)
+        return replica
 
     async def _spawn(self, group: CellGroup, replica: Replica) -> None:
         fd = group.sock.fileno()
