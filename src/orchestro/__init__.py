@@ -17,10 +17,11 @@ class Greeter:
 Run it with ``python -m orchestro run module_or_file.py``.
 """
 
-from . import mesh, observability
+from . import controller, mesh, observability
 from ._version import __version__
 from .cell import Body, CellHost, CellSpec, CellState, Header, Query, cell, service, spec_of
 from .config import GatewaySettings, TelemetrySettings
+from .controller.scaler import Scaling
 from .errors import (
     CallError,
     CellDefinitionError,
@@ -64,12 +65,14 @@ __all__ = [
     "RemoteError",
     "Response",
     "RetryBudgetExhausted",
+    "Scaling",
     "StartupError",
     "TargetError",
     "TelemetrySettings",
     "TransportError",
     "__version__",
     "cell",
+    "controller",
     "mesh",
     "observability",
     "service",

@@ -282,3 +282,47 @@ async def test_a_bad_scaling_table_is_one_line_naming_the_file(tmp_path: Path) -
     assert code == 2
     (line,) = err.strip().splitlines()
     assert "orchestro.toml: [scaling.cells.greeter]: unknown key(s) min_replicas" in line
+
+
+HOOKED = """
+from orchestro import cell, controller, service
+
+
+@cell("hooked", port=0)
+class Hooked:
+    @service.get("/x")
+    async def x(self) -> int:
+        return 1
+
+
+@controller.on_event
+def second_replica_once_the_first_is_ready(event, actions):
+    if event.kind == "ready" and event.replica == 0:
+        actions.scale("hooked", 2)
+"""
+
+
+async def test_a_hook_requests_an_action_and_metrics_count_events(
+    tmp_path: Path, cli_processes: list[Cli]
+) -> None:
+    from orchestro.testing import Metrics
+
+    module = tmp_path / "hooked.py"
+    module.write_text(textwrap.dedent(HOOKED))
+    controller = await start_controller(str(module), "--replicas", "1")
+    cli_processes.append(controller)
+    admin = admin_url(controller)
+    async with aiohttp.ClientSession() as session:
+        await until(lambda: _ready(session, admin, "hooked", 2))
+        async with session.get(f"{admin}/metrics") as response:
+            page = Metrics(await response.text())
+    assert page.value("orchestro_controller_replicas_desired", orchestro_cell="hooked") == 2
+    assert page.value("orchestro_controller_replicas_ready", orchestro_cell="hooked") == 2
+    assert (
+        page.value(
+            "orchestro_controller_events_total", orchestro_cell="hooked", orchestro_event="scaled"
+        )
+        == 1
+    )
+    controller.signal(signal.SIGTERM)
+    assert await controller.wait() == 0

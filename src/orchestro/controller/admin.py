@@ -3,6 +3,7 @@
 ```
 GET  /cells                      every cell: desired vs actual replicas, each replica's state
 GET  /events?since=SEQ           recent events (scale, restart, back-off, drain, health)
+GET  /metrics                    the controller's metrics (replicas desired/actual/ready, events)
 POST /cells/{cell}/scale         {"replicas": N}: set desired replicas (within min..max)
 POST /cells/{cell}/replicas/{i}/restart
 ```
@@ -105,7 +106,17 @@ class AdminServer:
             supervisor.restart(cell, index)
             return web.json_response(supervisor.groups[cell].as_json())
 
+        async def metrics(request: web.Request) -> web.Response:
+            from prometheus_client.exposition import choose_encoder
+
+            from ..observability.telemetry import get_telemetry
+
+            encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+            body = encoder(get_telemetry().registry)
+            return web.Response(body=body, headers={"Content-Type": content_type})
+
         app = web.Application(middlewares=[problems])
+        app.router.add_get("/metrics", metrics)
         app.router.add_get("/cells", cells)
         app.router.add_get("/events", events)
         app.router.add_post("/cells/{cell}/scale", scale)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -161,6 +162,50 @@ class Supervisor:
         self._reload_requested = False
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
+        from . import event_hooks
+
+        for hook in event_hooks():
+            self.events.hooks.append(functools.partial(_call_hook, hook, self))
+        self._metrics()
+
+    def _metrics(self) -> None:
+        """Replicas (desired, actual, ready) read on collection; events counted by kind."""
+        from ..observability.telemetry import get_telemetry
+
+        producer = get_telemetry().producer
+        groups = self.groups
+
+        def gauge(name: str, description: str, value: Callable[[CellGroup], float]) -> None:
+            family = producer.gauge(name, "{replica}", description)
+            family.observers[self] = lambda: [
+                ({"orchestro.cell": g.name}, value(g)) for g in list(groups.values())
+            ]
+
+        gauge(
+            "orchestro.controller.replicas.desired",
+            "Replicas the controller wants.",
+            lambda g: g.desired,
+        )
+        gauge(
+            "orchestro.controller.replicas.actual",
+            "Replicas running (not draining).",
+            lambda g: len(g.serving),
+        )
+        gauge(
+            "orchestro.controller.replicas.ready",
+            "Replicas answering their pings.",
+            lambda g: sum(1 for r in g.replicas if r.state == "ready"),
+        )
+        events = producer.counter(
+            "orchestro.controller.events",
+            "{event}",
+            "Controller events by kind: crashed (restarts), scaled (scaling decisions), ...",
+        )
+
+        def count(event: Any) -> None:
+            events.add(1, {"orchestro.cell": event.cell, "orchestro.event": event.kind})
+
+        self.events.hooks.insert(0, count)
 
     # The desired state: the only thing signals, the admin API and hooks change -----------
 
@@ -509,6 +554,10 @@ class Supervisor:
                     proc.kill()
             return 1
         return 0 if all(code == 0 for code in codes) else 1
+
+
+def _call_hook(hook: Callable[[Any, Any], Any], actions: Supervisor, event: Any) -> None:
+    hook(event, actions)
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:
