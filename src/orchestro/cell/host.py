@@ -143,9 +143,7 @@ class CellHost:
                 own_routes=own_routes,
             )
             self._listener = Listener(gateway.server(), drain_timeout=self.settings.drain_timeout)
-            self.port = await self._listener.start(
-                self.host, self.port, cell=self.name, shared=self._shared_socket
-            )
+            self.port = await self._listener.start(self.host, self.port, cell=self.name)
             await self._run_on_start()
         except BaseException:
             self.state = CellState.DRAINING
@@ -155,6 +153,8 @@ class CellHost:
             self._stop_telemetry()
             raise
         self.gate.open()
+        if self._shared_socket is not None and self._listener is not None:
+            await self._listener.share(self._shared_socket)  # external traffic once ready
         self.state = CellState.SERVING
         if self._registration is not None:
             # Registered only once ready, so callers never pick an instance still starting.

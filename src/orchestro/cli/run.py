@@ -7,6 +7,7 @@ requests in flight finish, ``on_stop`` runs) and exits 0; a second SIGINT forces
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import dataclasses
 import gc
@@ -288,8 +289,8 @@ def _supervise(
         loop = asyncio.get_running_loop()
 
         def on_signal(signum: int) -> None:
-            _print(f"{signal.Signals(signum).name}: draining every replica")
             supervisor.stop()
+            _print(f"{signal.Signals(signum).name}: draining every replica")
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
@@ -369,7 +370,9 @@ async def _drain(hosts: Sequence[CellHost]) -> bool:
 
 
 def _print(line: str) -> None:
-    print(f"orchestro: {line}", flush=True)
+    # Never let a closed stdout (the terminal or pipe went away) stop a drain.
+    with contextlib.suppress(OSError, ValueError):
+        print(f"orchestro: {line}", flush=True)
 
 
 def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -426,7 +426,8 @@ class Supervisor:
                     )
                 continue
             if line:
-                print(f"[{group.name}:{replica.index}] {line}", flush=True)
+                with contextlib.suppress(OSError, ValueError):  # stdout may be gone
+                    print(f"[{group.name}:{replica.index}] {line}", flush=True)
         await replica.proc.wait()
         self._wake.set()
 

@@ -67,27 +67,25 @@ class Listener:
         self._started = False
         self.port = 0
 
-    async def start(
-        self, host: str, port: int, *, cell: str, shared: socket.socket | None = None
-    ) -> int:
-        """Start listening; returns the bound port (useful when ``port`` is 0).
-
-        ``shared`` is a listening socket this process shares with other replicas of the cell
-        (inherited from the controller): it is served too, and closing this process's copy on
-        drain leaves the connections queued on it to the other replicas.
-        """
+    async def start(self, host: str, port: int, *, cell: str) -> int:
+        """Start listening; returns the bound port (useful when ``port`` is 0)."""
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         try:
             await site.start()
-            if shared is not None:
-                await web.SockSite(self._runner, shared).start()
         except OSError as exc:
             await self._runner.cleanup()
             raise StartupError(_bind_error(exc, host, port, cell)) from exc
         self._started = True
         self.port = int(self._runner.addresses[0][1])
         return self.port
+
+    async def share(self, shared: socket.socket) -> None:
+        """Also accept from ``shared``, a listening socket this process shares with the other
+        replicas of its cell (inherited from the controller). Called once the cell is ready:
+        a replica takes external traffic only then. Closing this process's copy on drain
+        leaves the connections queued on it to the other replicas."""
+        await web.SockSite(self._runner, shared).start()
 
     async def drain(self) -> None:
         """Stop accepting, finish requests in flight (bounded), close. Idempotent."""
