@@ -171,7 +171,13 @@ class CellHost:
             self.state = CellState.STOPPED
             return
         self.state = CellState.DRAINING
-        self.gate.close("draining")
+        replica = self._shared_socket is not None
+        if replica and self._listener is not None:
+            # First, no new external connections: the other replicas accept them.
+            await self._listener.unshare()
+        # Not ready any more. A replica still answers on its open connections until its
+        # listener closes them, rather than refusing what its peers would have served.
+        self.gate.close("draining", admit=replica)
         if self._mesh is not None:
             self._mesh.detach(self)
         _log.info("cell %s draining", self.name)

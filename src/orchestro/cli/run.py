@@ -7,8 +7,8 @@ requests in flight finish, ``on_stop`` runs) and exits 0; a second SIGINT forces
 from __future__ import annotations
 
 import argparse
-import contextlib
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import logging

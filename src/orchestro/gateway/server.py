@@ -65,6 +65,7 @@ class Listener:
         )
         self._drain_timeout = drain_timeout
         self._started = False
+        self._shared: web.SockSite | None = None
         self.port = 0
 
     async def start(self, host: str, port: int, *, cell: str) -> int:
@@ -85,7 +86,15 @@ class Listener:
         replicas of its cell (inherited from the controller). Called once the cell is ready:
         a replica takes external traffic only then. Closing this process's copy on drain
         leaves the connections queued on it to the other replicas."""
-        await web.SockSite(self._runner, shared).start()
+        self._shared = web.SockSite(self._runner, shared)
+        await self._shared.start()
+
+    async def unshare(self) -> None:
+        """Stop accepting from the shared socket: new connections go to the other replicas
+        (connections already accepted here carry on)."""
+        if self._shared is not None:
+            site, self._shared = self._shared, None
+            await site.stop()
 
     async def drain(self) -> None:
         """Stop accepting, finish requests in flight (bounded), close. Idempotent."""

@@ -22,20 +22,24 @@ class Gate:
     admission step and ``/readyz`` read it.
     """
 
-    __slots__ = ("admitted", "in_flight", "is_open", "reason")
+    __slots__ = ("admits", "admitted", "in_flight", "is_open", "reason")
 
     def __init__(self) -> None:
-        self.is_open = False
+        self.is_open = False  # ready (what /readyz says)
+        self.admits = False  # lets service requests in
         self.reason = "starting"
         self.in_flight = 0
         self.admitted = 0  # requests let in since start (a replica's load report)
 
     def open(self) -> None:
-        self.is_open = True
+        self.is_open = self.admits = True
         self.reason = "serving"
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, *, admit: bool = False) -> None:
+        """Not ready any more; ``admit``: still answer requests on connections already open
+        (a replica whose listener is about to close them, whose peers take new ones)."""
         self.is_open = False
+        self.admits = admit
         self.reason = reason
 
 
@@ -56,7 +60,7 @@ class AdmissionStep:
         busy = f"cell {cell!r} is answering its limit of {self._limit} concurrent requests"
 
         def admit(request: web.BaseRequest) -> None:
-            if not gate.is_open:
+            if not gate.admits:
                 raise HTTPError(
                     503, f"cell {cell!r} is {gate.reason}", headers={"Retry-After": "1"}
                 )
