@@ -326,3 +326,24 @@ async def test_a_hook_requests_an_action_and_metrics_count_events(
     )
     controller.signal(signal.SIGTERM)
     assert await controller.wait() == 0
+
+
+async def test_events_stream_as_they_happen(cli_processes: list[Cli]) -> None:
+    controller = await start_controller("examples/hello.py", "--port", "0", "--replicas", "1")
+    cli_processes.append(controller)
+    admin = admin_url(controller)
+    async with aiohttp.ClientSession() as session:
+        await until(lambda: _ready(session, admin, "greeter", 1))
+        async with session.get(f"{admin}/events", params={"follow": "1"}) as stream:
+            seen = [json.loads(await stream.content.readline()) for _ in range(2)]
+            assert [e["kind"] for e in seen] == ["started", "ready"]
+            code, _, err = await run_cli("scale", "greeter", "2")
+            assert code == 0, err
+            async with asyncio.timeout(10):
+                while True:
+                    event = json.loads(await stream.content.readline())
+                    if event["kind"] == "scaled":
+                        break
+    assert event["data"] == {"previous": 1, "desired": 2, "source": "manual"}
+    controller.signal(signal.SIGTERM)
+    assert await controller.wait() == 0

@@ -141,6 +141,7 @@ class CellHost:
                 identity=self._identity,
                 telemetry=self._telemetry,
                 own_routes=own_routes,
+                load=self._telemetry.latency_p95 if self._telemetry is not None else None,
             )
             self._listener = Listener(gateway.server(), drain_timeout=self.settings.drain_timeout)
             self.port = await self._listener.start(self.host, self.port, cell=self.name)

@@ -3,6 +3,7 @@
 ```
 GET  /cells                      every cell: desired vs actual replicas, each replica's state
 GET  /events?since=SEQ           recent events (scale, restart, back-off, drain, health)
+GET  /events?follow              the events as they happen (one JSON object per line)
 GET  /metrics                    the controller's metrics (replicas desired/actual/ready, events)
 POST /cells/{cell}/scale         {"replicas": N}: set desired replicas (within min..max)
 POST /cells/{cell}/replicas/{i}/restart
@@ -14,6 +15,7 @@ Each controller writes ``controllers/<pid>.json`` (its admin URL) next to the lo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -74,12 +76,26 @@ class AdminServer:
         async def cells(request: web.Request) -> web.Response:
             return web.json_response([g.as_json() for g in supervisor.groups.values()])
 
-        async def events(request: web.Request) -> web.Response:
+        async def events(request: web.Request) -> web.StreamResponse:
             try:
                 since = int(request.query.get("since", "0"))
             except ValueError:
                 raise HTTPError(400, "since must be an event number") from None
-            return web.json_response([e.as_json() for e in supervisor.events.since(since)])
+            if "follow" not in request.query:
+                return web.json_response([e.as_json() for e in supervisor.events.since(since)])
+            # A stream: one JSON event per line, as they happen, until the client leaves.
+            stream = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await stream.prepare(request)
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            supervisor.events.hooks.append(queue.put_nowait)
+            try:
+                for event in supervisor.events.since(since):
+                    await stream.write(json.dumps(event.as_json()).encode() + b"\n")
+                while True:
+                    event = await queue.get()
+                    await stream.write(json.dumps(event.as_json()).encode() + b"\n")
+            finally:
+                supervisor.events.hooks.remove(queue.put_nowait)
 
         async def scale(request: web.Request) -> web.Response:
             cell = request.match_info["cell"]

@@ -71,6 +71,7 @@ class Replica:
     in_flight: int = 0
     admitted: int = 0
     cpu: float = 0.0
+    p95: float | None = None
     term_sent: float | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -468,6 +469,8 @@ class Supervisor:
             replica.in_flight = int(report.get("in_flight", 0))
             replica.admitted = int(report.get("admitted", 0))
             replica.cpu = float(report.get("cpu", 0.0))
+            p95 = report.get("p95")
+            replica.p95 = float(p95) if isinstance(p95, int | float) else None
             if report.get("ready") and replica.state != "ready":
                 previous = replica.state
                 replica.state = "ready"
@@ -515,8 +518,12 @@ class Supervisor:
         elif metric == "cpu":
             previous_cpu = group.last_cpu
             value = (cpu - previous_cpu) / elapsed if previous_cpu is not None and elapsed else 0.0
-        else:  # latency: not reported by the ping yet; keep the current scale
-            value = group.scaling.per_replica
+        else:  # latency: the worst p95 the replicas saw since their last report
+            latencies = [r.p95 for r in ready if r.p95 is not None]
+            if not latencies:
+                group.last_admitted, group.last_cpu = admitted, cpu
+                return  # no request since the last tick: no latency to judge
+            value = max(latencies)
         group.last_admitted, group.last_cpu = admitted, cpu
         if not ready:
             return
@@ -538,13 +545,17 @@ class Supervisor:
 
     async def _shutdown(self) -> int:
         """Drain every replica under one deadline; SIGKILL what is left after it."""
+        serving: set[int] = set()  # replicas that were serving: their exit code counts
         for group in self.groups.values():
             self.events.emit("stopping", group.name, detail="controller stopping")
             for replica in list(group.replicas):
+                if replica.ready_since is not None:
+                    serving.add(id(replica))
                 if replica.state != "draining":
                     self._drain(group, replica, "controller stopping")
         await asyncio.sleep(0.5)  # replicas still spawning are signalled once they exist
-        procs = [r.proc for g in self.groups.values() for r in g.replicas if r.proc is not None]
+        replicas = [r for g in self.groups.values() for r in g.replicas if r.proc is not None]
+        procs = [r.proc for r in replicas if r.proc is not None]
         deadline = self.settings.drain_timeout * 2 + 5
         try:
             async with asyncio.timeout(deadline):
@@ -554,7 +565,9 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
             return 1
-        return 0 if all(code == 0 for code in codes) else 1
+        # A replica stopped while it was still starting may exit with any code: no failure.
+        failed = [r for r, code in zip(replicas, codes, strict=True) if code and id(r) in serving]
+        return 1 if failed else 0
 
 
 def _call_hook(hook: Callable[[Any, Any], Any], actions: Supervisor, event: Any) -> None:

@@ -91,6 +91,7 @@ def build_gateway(
     identity: IdentityResolver = anonymous,
     telemetry: ServerTelemetry | None = None,
     own_routes: Mapping[str, Handler] | None = None,
+    load: Callable[[], dict[str, float]] | None = None,
 ) -> Gateway:
     """The gateway serving ``instance``, a started or starting ``spec.cls``.
 
@@ -108,7 +109,7 @@ def build_gateway(
     router: Router[CompiledRoute] = Router()
 
     openapi = build_openapi(spec)
-    handlers = health_handlers(spec, gate, json.dumps(openapi).encode())
+    handlers = health_handlers(spec, gate, json.dumps(openapi).encode(), load)
     handlers.update(own_routes or {})
     for path, handler in handlers.items():
         own = compose([], Route(spec, path), Endpoint.of_handler(handler))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -23,7 +24,12 @@ from .steps import Gate
 __all__ = ["health_handlers"]
 
 
-def health_handlers(spec: CellSpec, gate: Gate, openapi: bytes) -> dict[str, Handler]:
+def health_handlers(
+    spec: CellSpec,
+    gate: Gate,
+    openapi: bytes,
+    load: Callable[[], dict[str, float]] | None = None,
+) -> dict[str, Handler]:
     name = spec.name
     alive = json.dumps({"status": "ok", "cell": name}).encode()
     ready = json.dumps({"status": "ready", "cell": name}).encode()
@@ -38,6 +44,7 @@ def health_handlers(spec: CellSpec, gate: Gate, openapi: bytes) -> dict[str, Han
                 "in_flight": gate.in_flight,
                 "admitted": gate.admitted,
                 "cpu": sum(os.times()[:2]),
+                **(load() if load is not None else {}),
             }
             return web.Response(body=json.dumps(report).encode(), content_type="application/json")
         return web.Response(body=alive, content_type="application/json")

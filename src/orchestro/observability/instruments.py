@@ -152,6 +152,9 @@ class HistogramFamily(_Family):
         for series in list(self._series.values()):
             series.fold()
 
+    def all_series(self) -> list[HistogramSeries]:
+        return list(self._series.values())
+
     def metric(self, now: int) -> Metric | None:
         points = []
         for series in list(self._series.values()):

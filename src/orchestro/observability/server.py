@@ -53,6 +53,7 @@ class ServerTelemetry:
         self._gate = gate
         self._access_log = access_log
         self._timer: asyncio.TimerHandle | None = None
+        self._reported: list[int] | None = None
         self._cell = cell
         self._instance = instance
         producer = telemetry.producer
@@ -80,6 +81,31 @@ class ServerTelemetry:
         )
         labels = {CELL_ATTRIBUTE: cell, url_attributes.URL_SCHEME: "http"}
         active.observers[gate] = lambda: [(labels, gate.in_flight)]
+
+    def latency_p95(self) -> dict[str, float]:
+        """The p95 duration of this cell's requests since the previous call (the upper bound
+        of the bucket holding it), for the controller's load report."""
+        family = self._duration
+        family.fold()
+        bounds = family.bounds
+        totals = [0] * (len(bounds) + 1)
+        for series in family.all_series():
+            if series.attributes.get(CELL_ATTRIBUTE) == self._cell:
+                for i, n in enumerate(series.counts):
+                    totals[i] += n
+        previous, self._reported = self._reported, totals
+        delta = [
+            now - before for now, before in zip(totals, previous or [0] * len(totals), strict=True)
+        ]
+        count = sum(delta)
+        if not count:
+            return {}
+        seen = 0
+        for i, n in enumerate(delta):
+            seen += n
+            if seen >= 0.95 * count:
+                return {"p95": bounds[i] if i < len(bounds) else bounds[-1] * 2}
+        return {}
 
     def start(self) -> None:
         """Fold the measurements buffered by the hot path every second (bounded memory
