@@ -34,6 +34,30 @@ def require(binary: str, package: str) -> str:
     return found
 
 
+def wait_until_answering(url: str, timeout: float = 30.0) -> bool:
+    """Poll ``url`` until it answers 200 (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM the process we started, SIGKILL it after 10 s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Etcd:
     """A real etcd on loopback, which a test may stop and start again (same data, ports)."""
 
@@ -80,25 +104,12 @@ class Etcd:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{client}/health", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("etcd did not become healthy within 30 s")
+        if not wait_until_answering(f"{client}/health"):
+            self.stop()
+            raise RuntimeError("etcd did not become healthy within 30 s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
     def close(self) -> None:
@@ -132,24 +143,11 @@ class Prometheus:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.close()
-        raise RuntimeError("prometheus did not become ready within 30 s")
+        if not wait_until_answering(f"{self.url}/-/ready"):
+            self.close()
+            raise RuntimeError("prometheus did not become ready within 30 s")
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
         shutil.rmtree(self.data, ignore_errors=True)

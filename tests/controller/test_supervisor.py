@@ -347,3 +347,81 @@ async def test_events_stream_as_they_happen(cli_processes: list[Cli]) -> None:
     assert event["data"] == {"previous": 1, "desired": 2, "source": "manual"}
     controller.signal(signal.SIGTERM)
     assert await controller.wait() == 0
+
+
+HANGING = """
+import time
+
+from orchestro import cell, service
+
+
+@cell("hanger", port=0)
+class Hanger:
+    @service.get("/hang")
+    async def hang(self) -> int:
+        time.sleep(60)  # blocks the event loop: the replica stops answering pings
+        return 1
+"""
+
+
+async def test_a_hung_replica_is_killed_and_replaced(
+    tmp_path: Path, cli_processes: list[Cli]
+) -> None:
+    module = tmp_path / "hanger.py"
+    module.write_text(textwrap.dedent(HANGING))
+    controller = await start_controller(str(module), "--replicas", "1")
+    cli_processes.append(controller)
+    admin = admin_url(controller)
+    public = controller.urls["hanger"]
+    async with aiohttp.ClientSession() as session:
+        await until(lambda: _ready(session, admin, "hanger", 1))
+        (first,) = (await cells(session, admin))["hanger"]["replicas"]
+        hang = asyncio.create_task(session.get(f"{public}/hang"))
+
+        async def replaced() -> bool:
+            state = (await cells(session, admin))["hanger"]
+            return any(
+                r["state"] == "ready" and r["pid"] != first["pid"] for r in state["replicas"]
+            )
+
+        await until(replaced, timeout=30)  # a replacement serves at once,
+        hang.cancel()
+
+        async def killed() -> bool:  # and the hung one gets SIGKILL after the grace period
+            async with session.get(f"{admin}/events") as response:
+                return any(
+                    (e["kind"], e["replica"], e["detail"]) == ("crashed", 0, "killed by SIGKILL")
+                    for e in await response.json()
+                )
+
+        await until(killed, timeout=30)
+        async with session.get(f"{admin}/events") as response:
+            kinds = [(e["kind"], e["replica"]) for e in await response.json()]
+    assert kinds.index(("hung", 0)) < kinds.index(("ready", 1)) < kinds.index(("crashed", 0))
+    controller.signal(signal.SIGTERM)
+    assert await controller.wait() == 0
+
+
+async def test_replicas_leave_with_a_killed_controller(cli_processes: list[Cli]) -> None:
+    import os
+
+    controller = await start_controller("examples/hello.py", "--port", "0", "--replicas", "2")
+    cli_processes.append(controller)
+    admin = admin_url(controller)
+    async with aiohttp.ClientSession() as session:
+        await until(lambda: _ready(session, admin, "greeter", 2))
+        pids = [r["pid"] for r in (await cells(session, admin))["greeter"]["replicas"]]
+    controller.proc.kill()
+    await controller.wait()
+
+    async def gone() -> bool:
+        alive = 0
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                alive += 1
+            except ProcessLookupError:
+                pass
+        return alive == 0
+
+    await until(gone, timeout=30)  # drained and exited: no orphans serving stale code

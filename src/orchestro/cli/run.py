@@ -194,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
             service_name=first.name, instance_id=first.instance_id, version=first.spec.version
         )
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_serve_registered(hosts, registration, calls))
+        controller = os.getppid() if shared is not None else None
+        return runner.run(_serve_registered(hosts, registration, calls, controller))
 
 
 def cell_scalings(specs: Sequence[CellSpec], file: ConfigFile) -> dict[str, Scaling]:
@@ -305,12 +306,12 @@ def _supervise(
 
 
 async def _serve_registered(
-    hosts: Sequence[CellHost], registration: Registration, calls: Mesh
+    hosts: Sequence[CellHost], registration: Registration, calls: Mesh, controller: int | None
 ) -> int:
     registry = registration.registry
     await calls.start()
     try:
-        return await serve(hosts)
+        return await serve(hosts, controller=controller)
     finally:
         await registration.aclose()
         await calls.aclose()
@@ -318,11 +319,30 @@ async def _serve_registered(
         await registry.aclose()
 
 
-async def serve(hosts: Sequence[CellHost], *, announce: Callable[[str], None] | None = None) -> int:
-    """Start ``hosts``, serve until SIGTERM/SIGINT, drain them all; the exit code."""
+async def serve(
+    hosts: Sequence[CellHost],
+    *,
+    announce: Callable[[str], None] | None = None,
+    controller: int | None = None,
+) -> int:
+    """Start ``hosts``, serve until SIGTERM/SIGINT, drain them all; the exit code.
+
+    ``controller``: the pid of the controller this process is a replica of; if it goes away
+    (even SIGKILLed), the replica drains and exits rather than living on as an orphan.
+    """
     say = announce or _print
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    if controller is not None:
+
+        def watch() -> None:
+            if os.getppid() != controller:
+                say("the controller is gone: draining")
+                stop.set()
+            else:
+                loop.call_later(0.5, watch)
+
+        loop.call_later(0.5, watch)
 
     def on_signal(signum: int) -> None:
         if not stop.is_set():
