@@ -21,7 +21,7 @@ from opentelemetry.semconv.attributes import (
 )
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from .context import TRACEPARENT, TRACESTATE, current_request
+from .context import TRACEPARENT, TRACESTATE, current_cell, current_request
 from .instruments import HistogramSeries, Observation
 from .server import CELL_ATTRIBUTE
 from .telemetry import Telemetry
@@ -104,8 +104,7 @@ class MeshTelemetry:
         self._instances.observers.pop(key, None)
 
     def caller(self) -> str | None:
-        request = current_request()
-        return request.cell if request is not None else self._caller
+        return current_cell() or self._caller
 
     def record(self, cell: str, method: str, outcome: Any, seconds: float) -> None:
         """One attempt: ``outcome`` is the status code, or the error's type name."""

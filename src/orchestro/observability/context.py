@@ -178,6 +178,14 @@ def current_request() -> RequestContext | None:
     return made
 
 
+def current_cell() -> str | None:
+    """The cell serving the current request (without making its context whole)."""
+    found = _current.get()
+    if found is None:
+        return None
+    return str(found[0]) if type(found) is tuple else found.cell
+
+
 def trace_ids() -> tuple[str, str] | None:
     """``(trace_id, span_id)`` in hex for log lines: the current span's, else the request's."""
     span = trace.get_current_span().get_span_context()
