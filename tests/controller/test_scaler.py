@@ -101,3 +101,11 @@ def test_settings_are_validated() -> None:
         Scaling(utilization=1.5)
     assert Scaling().per_replica == 70.0  # Knative: 100 at 70%
     assert not Scaling().autoscales
+
+
+def test_a_crashed_replica_is_not_scaled_away() -> None:
+    # 7 desired; one crashes: 6 ready carry 60 in flight, just what 6 are meant to carry.
+    samples = [Sample(t, 60) for t in range(1, 121)]
+    decision = Scaler(TEN).decide(samples, ready=6, now=120, current=7)
+    assert decision.desired == 7  # holding still keeps 7: the replacement stays wanted
+    assert Scaler(TEN).decide(samples, ready=6, now=120).desired == 6  # ready was desired

@@ -148,26 +148,35 @@ class Scaler:
         self._panic_desired = 0
         self._recommendations: deque[tuple[float, int]] = deque()
 
-    def decide(self, samples: Sequence[Sample], ready: int, now: float) -> Decision:
-        """Desired replicas given ``samples`` (oldest first) and ``ready`` replicas at ``now``."""
+    def decide(
+        self, samples: Sequence[Sample], ready: int, now: float, current: int | None = None
+    ) -> Decision:
+        """Desired replicas given ``samples`` (oldest first) and ``ready`` replicas at ``now``.
+
+        ``current`` is the desired count so far (default: ``ready``): holding still means
+        keeping it, so a replica that crashed (fewer ready for a moment) is replaced rather
+        than scaled away.
+        """
+        if current is None:
+            current = ready
         s = self.scaling
         stable_window = s.stable_window
         panic_window = stable_window * s.panic_window
         stable = _average(samples, now - stable_window, now)
         panic = _average(samples, now - panic_window, now)
         if stable is None or panic is None:
-            desired = max(s.min, min(s.max, ready or s.min))
+            desired = max(s.min, min(s.max, current or s.min))
             return Decision(desired, "no load measured yet", False, 0.0, 0.0)
         want_stable = self._replicas(stable, ready)
         want_panic = self._replicas(panic, ready)
-        current = max(ready, 1)
+        base = max(ready, 1)
         # Knative's rate limits, from the ready replicas.
-        up_cap = math.ceil(s.max_scale_up_rate * current)
-        down_floor = math.floor(current / s.max_scale_down_rate)
+        up_cap = math.ceil(s.max_scale_up_rate * base)
+        down_floor = math.floor(base / s.max_scale_down_rate)
         want_stable = min(max(want_stable, down_floor), up_cap)
         want_panic = min(max(want_panic, down_floor), up_cap)
 
-        if want_panic / current >= s.panic_threshold and ready > 0:
+        if want_panic / base >= s.panic_threshold and ready > 0:
             if self.panic_since is None:
                 self._panic_desired = ready
             self.panic_since = now
@@ -177,11 +186,11 @@ class Scaler:
 
         if panicking:
             # Scale on the panic window, never down while panicking.
-            desired = max(want_panic, self._panic_desired, ready)
+            desired = max(want_panic, self._panic_desired, current)
             self._panic_desired = desired
             reason = f"panic: {panic:.1f} over the last {panic_window:g} s"
         elif abs(self._ratio(stable, ready) - 1.0) <= s.tolerance and ready > 0:
-            desired = ready
+            desired = current
             reason = f"within {s.tolerance:.0%} of the target"
         else:
             desired = want_stable
@@ -191,10 +200,10 @@ class Scaler:
         self._recommendations.append((now, desired))
         while self._recommendations and self._recommendations[0][0] < now - s.scale_down_delay:
             self._recommendations.popleft()
-        if desired < ready:
+        if desired < current:
             held = max(r for _, r in self._recommendations)
             if held > desired:
-                desired = min(held, ready)
+                desired = min(held, current)
                 reason += f"; scale-down held for {s.scale_down_delay:g} s"
         bounded = max(s.min, min(s.max, desired))
         if bounded != desired:

@@ -528,7 +528,7 @@ class Supervisor:
         if not ready:
             return
         group.samples.append(Sample(now, max(0.0, value)))
-        decision = group.scaler.decide(list(group.samples), len(ready), now)
+        decision = group.scaler.decide(list(group.samples), len(ready), now, group.desired)
         if decision.desired != group.desired and not self._stopping:
             self.events.emit(
                 "scaled",
