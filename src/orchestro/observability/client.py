@@ -22,6 +22,7 @@ from opentelemetry.semconv.attributes import (
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .context import TRACEPARENT, TRACESTATE, current_cell, current_request
+from .context import get_current as _get_current
 from .instruments import HistogramSeries, Observation
 from .server import CELL_ATTRIBUTE
 from .telemetry import Telemetry
@@ -108,7 +109,14 @@ class MeshTelemetry:
 
     def record(self, cell: str, method: str, outcome: Any, seconds: float) -> None:
         """One attempt: ``outcome`` is the status code, or the error's type name."""
-        caller = self.caller()
+        # The calling cell, inline (this runs on every call, the in-process ones included).
+        found = _get_current()
+        if found is None:
+            caller = self._caller
+        elif type(found) is tuple:
+            caller = found[0]
+        else:
+            caller = found.cell
         key = (cell, method, outcome, caller)
         series = self._series.get(key)
         if series is None:

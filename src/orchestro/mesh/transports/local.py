@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["call_in_process"]
 
 _log = logging.getLogger("orchestro.mesh")
+_clock = time.perf_counter
 
 
 async def call_in_process(
@@ -53,9 +54,9 @@ async def call_in_process(
         task.cancel()
 
     spans = None
-    if obs is not None and obs.recording:
+    if obs is not None and obs.telemetry.recording:
         spans = obs.start_local(cell, method, operation)
-    started = time.perf_counter()
+    started = _clock()
     outcome: int | str = 200
     timer = loop.call_at(loop.time() + timeout, expire)
     gate.in_flight += 1
@@ -89,7 +90,7 @@ async def call_in_process(
         timer.cancel()
         gate.in_flight -= 1
         if obs is not None:
-            obs.record(cell, method, outcome, time.perf_counter() - started)
+            obs.record(cell, method, outcome, _clock() - started)
             if spans is not None:
                 obs.end_local(spans, outcome)
 
