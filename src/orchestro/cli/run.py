@@ -280,6 +280,7 @@ def _supervise(
         command,
         host=host or specs[0].host,
         settings=SupervisorSettings(drain_timeout=drain_timeout),
+        say=_print,
         reload=reload,
     )
 

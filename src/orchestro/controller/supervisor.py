@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import os
 import re
@@ -601,7 +600,3 @@ def _url_host(host: str) -> str:
     if host in ("", "0.0.0.0"):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
-
-
-def state_json(supervisor: Supervisor) -> str:
-    return json.dumps([g.as_json() for g in supervisor.groups.values()])
