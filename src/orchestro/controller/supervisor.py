@@ -24,114 +24,24 @@ import logging
 import os
 import re
 import signal
-import socket
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 from ..cell.spec import CellSpec
-from ..errors import ConfigurationError, StartupError
+from ..errors import ConfigurationError
 from .events import EventLog
-from .scaler import Sample, Scaler, Scaling
+from .metrics import instrument
+from .replicas import CellGroup, Replica, SupervisorSettings, listen, url_host
+from .scaler import Scaler, Scaling
 
 __all__ = ["CellGroup", "Replica", "Supervisor", "SupervisorSettings"]
 
 _log = logging.getLogger("orchestro.controller")
 _SERVING = re.compile(r"cell (\S+) serving on (http://\S+)")
-
-
-@dataclass(frozen=True, slots=True)
-class SupervisorSettings:
-    ping_interval: float = 0.5
-    ping_timeout: float = 1.0
-    hung_after: int = 3  # failed pings in a row of a replica that was ready
-    kill_grace: float = 5.0  # SIGTERM -> SIGKILL for a hung replica
-    healthy_period: float = 10.0  # ready this long: the crash back-off starts over
-    backoff_base: float = 0.5
-    backoff_max: float = 30.0
-    drain_timeout: float = 30.0
-
-
-@dataclass(eq=False)
-class Replica:
-    cell: str
-    index: int
-    started: float
-    proc: asyncio.subprocess.Process | None = None  # None while it is being spawned
-    state: str = "starting"  # starting, ready, unhealthy, draining, hung
-    url: str | None = None
-    ready_since: float | None = None
-    failed_pings: int = 0
-    in_flight: int = 0
-    admitted: int = 0
-    cpu: float = 0.0
-    p95: float | None = None
-    term_sent: float | None = None
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    def signal(self, signum: int) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signum)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "pid": self.pid,
-            "state": self.state,
-            "url": self.url,
-            "in_flight": self.in_flight,
-            "uptime": round(time.monotonic() - self.started, 1),
-        }
-
-
-@dataclass(eq=False)
-class CellGroup:
-    spec: CellSpec
-    scaling: Scaling
-    desired: int
-    sock: socket.socket
-    replicas: list[Replica] = field(default_factory=list)
-    crashes: int = 0  # in a row, without a healthy period between
-    next_start: float = 0.0
-    next_index: int = 0
-    scaler: Scaler | None = None
-    samples: deque[Sample] = field(default_factory=lambda: deque(maxlen=4096))
-    last_tick: float = 0.0
-    last_admitted: int | None = None
-    last_cpu: float | None = None
-    to_roll: list[Replica] = field(default_factory=list)  # replicas a rolling restart replaces
-    surge: Replica | None = None  # the new replica started for the next one of to_roll
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def serving(self) -> list[Replica]:
-        return [r for r in self.replicas if r.state not in ("draining", "hung")]
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "cell": self.name,
-            "desired": self.desired,
-            "actual": len(self.serving),
-            "ready": sum(1 for r in self.replicas if r.state == "ready"),
-            "min": self.scaling.min,
-            "max": self.scaling.max,
-            "autoscaling": self.scaler is not None,
-            "port": self.sock.getsockname()[1],
-            "replicas": [r.as_json() for r in self.replicas],
-        }
 
 
 class Supervisor:
@@ -166,46 +76,7 @@ class Supervisor:
 
         for hook in event_hooks():
             self.events.hooks.append(functools.partial(_call_hook, hook, self))
-        self._metrics()
-
-    def _metrics(self) -> None:
-        """Replicas (desired, actual, ready) read on collection; events counted by kind."""
-        from ..observability.telemetry import get_telemetry
-
-        producer = get_telemetry().producer
-        groups = self.groups
-
-        def gauge(name: str, description: str, value: Callable[[CellGroup], float]) -> None:
-            family = producer.gauge(name, "{replica}", description)
-            family.observers[self] = lambda: [
-                ({"orchestro.cell": g.name}, value(g)) for g in list(groups.values())
-            ]
-
-        gauge(
-            "orchestro.controller.replicas.desired",
-            "Replicas the controller wants.",
-            lambda g: g.desired,
-        )
-        gauge(
-            "orchestro.controller.replicas.actual",
-            "Replicas running (not draining).",
-            lambda g: len(g.serving),
-        )
-        gauge(
-            "orchestro.controller.replicas.ready",
-            "Replicas answering their pings.",
-            lambda g: sum(1 for r in g.replicas if r.state == "ready"),
-        )
-        events = producer.counter(
-            "orchestro.controller.events",
-            "{event}",
-            "Controller events by kind: crashed (restarts), scaled (scaling decisions), ...",
-        )
-
-        def count(event: Any) -> None:
-            events.add(1, {"orchestro.cell": event.cell, "orchestro.event": event.kind})
-
-        self.events.hooks.insert(0, count)
+        instrument(self, self.groups, self.events)
 
     # The desired state: the only thing signals, the admin API and hooks change -----------
 
@@ -281,13 +152,13 @@ class Supervisor:
 
     async def run(self) -> int:
         for spec, scaling, replicas, autoscaled in self._cells:
-            sock = _listen(self._host, spec.port, spec.name)
+            sock = listen(self._host, spec.port, spec.name)
             group = CellGroup(spec, scaling, max(scaling.min, min(scaling.max, replicas)), sock)
             if autoscaled:
                 group.scaler = Scaler(scaling)
             self.groups[spec.name] = group
             self._say(
-                f"cell {spec.name} serving on http://{_url_host(self._host)}:"
+                f"cell {spec.name} serving on http://{url_host(self._host)}:"
                 f"{sock.getsockname()[1]} ({group.desired} replica"
                 f"{'s' if group.desired != 1 else ''}"
                 f"{f', auto-scaling {scaling.min}..{scaling.max}' if group.scaler else ''})"
@@ -502,32 +373,10 @@ class Supervisor:
 
     def _autoscale(self, group: CellGroup, now: float) -> None:
         assert group.scaler is not None
-        ready = [r for r in group.replicas if r.state == "ready"]
-        metric = group.scaling.metric
-        elapsed = now - group.last_tick if group.last_tick else 0.0
-        group.last_tick = now
-        admitted = sum(r.admitted for r in ready)
-        cpu = sum(r.cpu for r in ready)
-        value: float
-        if metric == "concurrency":
-            value = float(sum(r.in_flight for r in ready))
-        elif metric == "rps":
-            previous = group.last_admitted
-            value = (admitted - previous) / elapsed if previous is not None and elapsed else 0.0
-        elif metric == "cpu":
-            previous_cpu = group.last_cpu
-            value = (cpu - previous_cpu) / elapsed if previous_cpu is not None and elapsed else 0.0
-        else:  # latency: the worst p95 the replicas saw since their last report
-            latencies = [r.p95 for r in ready if r.p95 is not None]
-            if not latencies:
-                group.last_admitted, group.last_cpu = admitted, cpu
-                return  # no request since the last tick: no latency to judge
-            value = max(latencies)
-        group.last_admitted, group.last_cpu = admitted, cpu
-        if not ready:
+        ready = sum(1 for r in group.replicas if r.state == "ready")
+        if group.sample(now) is None or not ready:
             return
-        group.samples.append(Sample(now, max(0.0, value)))
-        decision = group.scaler.decide(list(group.samples), len(ready), now, group.desired)
+        decision = group.scaler.decide(list(group.samples), ready, now, group.desired)
         if decision.desired != group.desired and not self._stopping:
             self.events.emit(
                 "scaled",
@@ -576,27 +425,3 @@ def _call_hook(hook: Callable[[Any, Any], Any], actions: Supervisor, event: Any)
 def _log_failure(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         _log.error("could not start a replica", exc_info=future.exception())
-
-
-def _listen(host: str, port: int, cell: str) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise StartupError(
-            f"cannot start cell {cell!r}: port {port} on {host} is not available "
-            f"({exc.strerror}); choose another with --port or @cell(port=...)"
-        ) from exc
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    sock.setblocking(False)
-    return sock
-
-
-def _url_host(host: str) -> str:
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
