@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import logging
 import os
@@ -149,16 +148,16 @@ def run(args: argparse.Namespace) -> int:
             f"--port sets one cell's port, but {args.target!r} has {len(cells)} cells: add "
             "--cell NAME, or set each cell's port in @cell(port=...)"
         )
-    supervised = args.shared_fd is None and (
-        args.replicas is not None
-        or any(
-            s.min > 1 or s.autoscales
-            for s in cell_scalings([spec_of(c) for c in cells], file).values()
-        )
-    )
-    if supervised:
-        configure_logging(run_settings.log_level, observing.log_format)
-        return _supervise(args, cells, run_settings.host, loop_factory, gateway.drain_timeout, file)
+    if args.shared_fd is None:
+        specs = [spec_of(c) for c in cells]
+        declared = cell_scalings(specs, file)
+        if args.replicas is not None or any(s.min > 1 or s.autoscales for s in declared.values()):
+            from .supervise import supervise
+
+            configure_logging(run_settings.log_level, observing.log_format)
+            return supervise(
+                args, specs, declared, run_settings.host, loop_factory, gateway.drain_timeout
+            )
     shared = socket.socket(fileno=args.shared_fd) if args.shared_fd is not None else None
     registry = open_registry(discovery.registry, ttl=discovery.registry_ttl)
     registration = Registration(registry)
@@ -209,103 +208,6 @@ def cell_scalings(specs: Sequence[CellSpec], file: ConfigFile) -> dict[str, Scal
     }
 
 
-def _supervise(
-    args: argparse.Namespace,
-    cells: Sequence[type[Any]],
-    host: str | None,
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
-    drain_timeout: float,
-    file: ConfigFile,
-) -> int:
-    """The cell controller: replicas of each cell, supervised and scaled."""
-    from ..controller.admin import AdminServer
-    from ..controller.supervisor import Supervisor, SupervisorSettings
-
-    def scalings(source: ConfigFile) -> dict[str, Scaling]:
-        return cell_scalings(specs, source)
-
-    def reload() -> dict[str, Scaling]:
-        return fixed(scalings(ConfigFile.load(args.config)))
-
-    passed: list[str] = []
-    if args.config is not None:
-        passed += ["--config", str(args.config)]
-    for model in (RunSettings, GatewaySettings, RegistrySettings, TelemetrySettings):
-        for name, value in settings_flags(args, model).items():
-            passed += ["--" + name.replace("_", "-"), str(value)]
-
-    def command(spec: CellSpec, fd: int) -> list[str]:
-        return [
-            "run",
-            args.target,
-            "--cell",
-            spec.name,
-            "--port",
-            "0",
-            "--shared-fd",
-            str(fd),
-            *passed,
-        ]
-
-    specs = [spec_of(c) for c in cells]
-    if args.port is not None:  # one cell (checked by run): its public port
-        specs = [dataclasses.replace(specs[0], port=args.port)]
-
-    def fixed(found: dict[str, Scaling]) -> dict[str, Scaling]:
-        """A cell that does not auto-scale: `orchestro scale` may still set 1..MAX_REPLICAS."""
-        return {
-            name: scaling
-            if scaling.autoscales
-            else scaling.model_copy(update={"min": 1, "max": MAX_REPLICAS})
-            for name, scaling in found.items()
-        }
-
-    declared = scalings(file)
-    plan = []
-    for spec in specs:
-        scaling = declared[spec.name]
-        if (
-            args.replicas is not None
-            and scaling.autoscales
-            and not (scaling.min <= args.replicas <= scaling.max)
-        ):
-            raise ConfigurationError(
-                f"--replicas {args.replicas}: cell {spec.name!r} scales between "
-                f"{scaling.min} and {scaling.max} (its Scaling)"
-            )
-        initial = args.replicas or scaling.min or 1
-        plan.append((spec, fixed({spec.name: scaling})[spec.name], initial, scaling.autoscales))
-    supervisor = Supervisor(
-        plan,
-        command,
-        host=host or specs[0].host,
-        settings=SupervisorSettings(drain_timeout=drain_timeout),
-        say=_print,
-        reload=reload,
-    )
-
-    async def main() -> int:
-        admin = AdminServer(supervisor, args.target)
-        url = await admin.start(args.admin_port)
-        _print(f"controller admin API on {url} (python -m orchestro status)")
-        loop = asyncio.get_running_loop()
-
-        def on_signal(signum: int) -> None:
-            supervisor.stop()
-            _print(f"{signal.Signals(signum).name}: draining every replica")
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
-        loop.add_signal_handler(signal.SIGHUP, supervisor.request_reload)
-        try:
-            return await supervisor.run()
-        finally:
-            await admin.aclose()
-
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(main())
-
-
 async def _serve_registered(
     hosts: Sequence[CellHost], registration: Registration, calls: Mesh, controller: int | None
 ) -> int:
@@ -331,7 +233,7 @@ async def serve(
     ``controller``: the pid of the controller this process is a replica of; if it goes away
     (even SIGKILLed), the replica drains and exits rather than living on as an orphan.
     """
-    say = announce or _print
+    say = announce or print_line
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     if controller is not None:
@@ -390,7 +292,7 @@ async def _drain(hosts: Sequence[CellHost]) -> bool:
     return ok
 
 
-def _print(line: str) -> None:
+def print_line(line: str) -> None:
     # Never let a closed stdout (the terminal or pipe went away) stop a drain.
     with contextlib.suppress(OSError, ValueError):
         print(f"orchestro: {line}", flush=True)

@@ -1,0 +1,116 @@
+"""``orchestro run`` as the cell controller: replicas of each cell behind its one port,
+supervised and scaled (see :mod:`orchestro.controller`).
+
+Each replica is ``orchestro run TARGET --cell NAME --shared-fd FD`` with the flags the
+controller was given; the controller serves its admin API on loopback, drains every replica
+on SIGTERM/SIGINT, and reloads the configuration and rolls the replicas on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import signal
+from collections.abc import Callable, Sequence
+
+from ..cell.spec import CellSpec
+from ..config import ConfigFile, GatewaySettings, RegistrySettings, RunSettings, TelemetrySettings
+from ..controller.admin import AdminServer
+from ..controller.scaler import Scaling
+from ..controller.supervisor import Supervisor, SupervisorSettings
+from ..errors import ConfigurationError
+from .options import settings_flags
+from .run import MAX_REPLICAS, cell_scalings, print_line
+
+__all__ = ["supervise"]
+
+
+def supervise(
+    args: argparse.Namespace,
+    specs: Sequence[CellSpec],
+    declared: dict[str, Scaling],
+    host: str | None,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+    drain_timeout: float,
+) -> int:
+    """Run ``specs`` (with their ``declared`` scaling) as supervised, scaled replicas."""
+
+    def reload() -> dict[str, Scaling]:
+        return fixed(cell_scalings(specs, ConfigFile.load(args.config)))
+
+    passed: list[str] = []
+    if args.config is not None:
+        passed += ["--config", str(args.config)]
+    for model in (RunSettings, GatewaySettings, RegistrySettings, TelemetrySettings):
+        for name, value in settings_flags(args, model).items():
+            passed += ["--" + name.replace("_", "-"), str(value)]
+
+    def command(spec: CellSpec, fd: int) -> list[str]:
+        return [
+            "run",
+            args.target,
+            "--cell",
+            spec.name,
+            "--port",
+            "0",
+            "--shared-fd",
+            str(fd),
+            *passed,
+        ]
+
+    if args.port is not None:  # one cell (checked by run): its public port
+        specs = [dataclasses.replace(specs[0], port=args.port)]
+
+    def fixed(found: dict[str, Scaling]) -> dict[str, Scaling]:
+        """A cell that does not auto-scale: `orchestro scale` may still set 1..MAX_REPLICAS."""
+        return {
+            name: scaling
+            if scaling.autoscales
+            else scaling.model_copy(update={"min": 1, "max": MAX_REPLICAS})
+            for name, scaling in found.items()
+        }
+
+    plan = []
+    for spec in specs:
+        scaling = declared[spec.name]
+        if (
+            args.replicas is not None
+            and scaling.autoscales
+            and not (scaling.min <= args.replicas <= scaling.max)
+        ):
+            raise ConfigurationError(
+                f"--replicas {args.replicas}: cell {spec.name!r} scales between "
+                f"{scaling.min} and {scaling.max} (its Scaling)"
+            )
+        initial = args.replicas or scaling.min or 1
+        plan.append((spec, fixed({spec.name: scaling})[spec.name], initial, scaling.autoscales))
+    supervisor = Supervisor(
+        plan,
+        command,
+        host=host or specs[0].host,
+        settings=SupervisorSettings(drain_timeout=drain_timeout),
+        say=print_line,
+        reload=reload,
+    )
+
+    async def main() -> int:
+        admin = AdminServer(supervisor, args.target)
+        url = await admin.start(args.admin_port)
+        print_line(f"controller admin API on {url} (python -m orchestro status)")
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            supervisor.stop()
+            print_line(f"{signal.Signals(signum).name}: draining every replica")
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, supervisor.request_reload)
+        try:
+            return await supervisor.run()
+        finally:
+            await admin.aclose()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main())
