@@ -25,6 +25,8 @@ from aiohttp import web
 
 from ..errors import ConfigurationError, HTTPError
 from ..gateway.problem import problem_response
+from ..observability.prometheus import exposition
+from ..observability.telemetry import get_telemetry
 from ..registry.local import default_path
 from .supervisor import Supervisor
 
@@ -123,13 +125,7 @@ class AdminServer:
             return web.json_response(supervisor.groups[cell].as_json())
 
         async def metrics(request: web.Request) -> web.Response:
-            from prometheus_client.exposition import choose_encoder
-
-            from ..observability.telemetry import get_telemetry
-
-            encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-            body = encoder(get_telemetry().registry)
-            return web.Response(body=body, headers={"Content-Type": content_type})
+            return exposition(request, get_telemetry().registry)
 
         app = web.Application(middlewares=[problems])
         app.router.add_get("/metrics", metrics)

@@ -25,7 +25,7 @@ from prometheus_client.metrics_core import Metric as Family
 from ..registry.base import Instance
 from .telemetry import Telemetry
 
-__all__ = ["CELL_LABEL", "metrics_handler", "sd_handler", "sd_targets"]
+__all__ = ["CELL_LABEL", "exposition", "metrics_handler", "sd_handler", "sd_targets"]
 
 CELL_LABEL = "orchestro_cell"
 
@@ -54,12 +54,17 @@ class _CellView:
                 yield family
 
 
+def exposition(request: web.BaseRequest, source: Any) -> web.Response:
+    """``source``'s metrics (anything with ``collect()``) in the format ``Accept`` asks for:
+    OpenMetrics, or the Prometheus text format."""
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return web.Response(body=encoder(source), headers={"Content-Type": content_type})
+
+
 def metrics_handler(telemetry: Telemetry, cell: str) -> Callable[[web.BaseRequest], Any]:
     async def metrics(request: web.BaseRequest) -> web.StreamResponse:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         primary = telemetry.primary_cell in (None, cell)
-        body = encoder(_CellView(telemetry.registry, cell, primary))
-        return web.Response(body=body, headers={"Content-Type": content_type})
+        return exposition(request, _CellView(telemetry.registry, cell, primary))
 
     return metrics
 
