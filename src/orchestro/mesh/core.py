@@ -21,30 +21,26 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
-from tenacity import RetryCallState, wait_random_exponential
+from tenacity import RetryCallState
 
 from ..errors import (
     CallError,
     CircuitOpenError,
     DeadlineExceeded,
     NoInstancesError,
-    RemoteError,
     RetryBudgetExhausted,
-    TransportError,
 )
 from ..registry import Instance, Registry, RegistryView, open_registry
-from .balancers import Balancer, EndpointStats, make_balancer
-from .breaker import OutlierDetector
-from .budget import RetryBudget
 from .clock import Clock, MonotonicClock
 from .deadline import ATTEMPT_HEADER, CALLER_HEADER, DEADLINE_HEADER, current_deadline
+from .outcomes import remote_error, retry_after, retryable
 from .policy import CallPolicy, Policies
 from .raw import RawClient
+from .target import Pick, Target
 from .transports.base import CallRequest, CallResponse, Transport
 from .transports.http import HttpTransport
 from .transports.local import call_in_process
@@ -58,55 +54,6 @@ T = TypeVar("T")
 Fallback = Callable[..., Any]
 
 _log = logging.getLogger("orchestro.mesh")
-_RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
-
-
-class _Target:
-    """What the mesh keeps per target cell: load statistics, balancer, ejection, budget."""
-
-    def __init__(self, policy: CallPolicy, clock: Clock) -> None:
-        self.policy = policy
-        self.balancer: Balancer = make_balancer(policy.balancer)
-        self.detector = OutlierDetector(
-            consecutive_failures=policy.consecutive_failures,
-            base_ejection=policy.base_ejection,
-            max_ejection=policy.max_ejection,
-            max_ejected_share=policy.max_ejected_share,
-            interval=policy.success_rate_interval,
-            min_requests=policy.success_rate_min_requests,
-            min_hosts=policy.success_rate_min_hosts,
-            stdev_factor=policy.success_rate_stdev_factor,
-            clock=clock,
-        )
-        self.budget = RetryBudget(
-            ratio=policy.retry_budget_ratio,
-            min_per_second=policy.retry_budget_min_per_second,
-            window=policy.retry_budget_window,
-            clock=clock,
-        )
-        self.stats: dict[str, EndpointStats] = {}
-        self.latencies: deque[float] = deque(maxlen=256)  # recent successful attempts
-        # The last view of the cell's instances, indexed (rebuilt when the view changes).
-        self.seen: tuple[Instance, ...] | None = None
-        self.by_id: dict[str, Instance] = {}
-        self.ids: list[str] = []
-        self.all_stats: list[EndpointStats] = []
-        self.wait = wait_random_exponential(multiplier=policy.backoff_base, max=policy.backoff_max)
-
-    def hedge_delay(self) -> float | None:
-        """When to send a backup request, or None while there is too little history."""
-        if self.policy.hedge_delay is not None:
-            return self.policy.hedge_delay
-        if len(self.latencies) < 20:
-            return None
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(self.policy.hedge_percentile * len(ordered)))]
-
-    def stat(self, instance_id: str) -> EndpointStats:
-        found = self.stats.get(instance_id)
-        if found is None:
-            found = self.stats[instance_id] = EndpointStats(instance_id)
-        return found
 
 
 class Mesh:
@@ -153,7 +100,7 @@ class Mesh:
         self._clock = clock or MonotonicClock()
         self._hostname = socket.gethostname()
         self._zone = zone
-        self._targets: dict[tuple[str, int], _Target] = {}
+        self._targets: dict[tuple[str, int], Target] = {}
         self._external: dict[str, tuple[Instance, ...]] = {}
         self._stubs: dict[Any, Any] = {}
         self._local: dict[str, list[Any]] = {}  # cell -> CellHosts serving in this process
@@ -321,20 +268,20 @@ class Mesh:
             return self.policies.for_cell(cell)
         return self.policies.for_operation(cell, operation)
 
-    def _target(self, cell: str, policy: CallPolicy) -> _Target:
+    def _target(self, cell: str, policy: CallPolicy) -> Target:
         # One state (statistics, ejections, budget) per target cell and policy: the policy
         # configures the balancer and the detector.
         # Keyed by the policy's identity: hashing a pydantic model costs microseconds a call.
         key = (cell, id(policy))
         target = self._targets.get(key)
         if target is None or target.policy is not policy:
-            target = self._targets[key] = _Target(policy, self._clock)
+            target = self._targets[key] = Target(policy, self._clock)
             obs = self._obs if self._obs is not None else self._observe()
             if obs is not None:
                 obs.new_target(cell, target.detector)
         return target
 
-    def target_state(self, cell: str) -> _Target | None:
+    def target_state(self, cell: str) -> Target | None:
         """The state kept for calls to ``cell`` under its cell-level policy (for tests)."""
         return self._targets.get((cell, id(self.policy_for(cell))))
 
@@ -413,7 +360,7 @@ class Mesh:
                     response = self._settle(cell, target, pick, sent)
                     break
                 except CallError as exc:
-                    if attempt >= policy.max_attempts or not _retryable(exc, request):
+                    if attempt >= policy.max_attempts or not retryable(exc, request):
                         raise
                     if not target.budget.try_spend():
                         if obs is not None:
@@ -424,7 +371,7 @@ class Mesh:
                         ) from exc
                     state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
                     state.attempt_number = attempt
-                    pause = max(target.wait(state), _retry_after(exc))
+                    pause = max(target.wait(state), retry_after(exc))
                     if self._clock.now() + pause >= deadline:
                         raise DeadlineExceeded(
                             f"call to {cell!r} failed ({exc}) and its deadline leaves no time "
@@ -444,7 +391,7 @@ class Mesh:
         return response if decode is None else decode(response)
 
     async def _hedged(
-        self, cell: str, target: _Target, request: CallRequest, deadline: float, tried: list[str]
+        self, cell: str, target: Target, request: CallRequest, deadline: float, tried: list[str]
     ) -> CallResponse:
         """The first attempt, and a backup to another instance if it is slow (from the budget)."""
         delay = target.hedge_delay()
@@ -481,7 +428,7 @@ class Mesh:
     async def _attempt(
         self,
         cell: str,
-        target: _Target,
+        target: Target,
         request: CallRequest,
         deadline: float,
         attempt: int,
@@ -506,12 +453,12 @@ class Mesh:
     def _choose(
         self,
         cell: str,
-        target: _Target,
+        target: Target,
         request: CallRequest,
         deadline: float,
         attempt: int,
         tried: list[str],
-    ) -> _Pick:
+    ) -> Pick:
         """Resolve, skip ejected instances, balance, and stamp the deadline: no I/O."""
         instances = self.resolve(cell)
         if not instances:
@@ -547,7 +494,7 @@ class Mesh:
         if self._caller:
             headers[CALLER_HEADER] = self._caller
         instance = by_id[chosen.id]
-        pick = _Pick(chosen, instance, request, headers, now, remaining, ids)
+        pick = Pick(chosen, instance, request, headers, now, remaining, ids)
         obs = self._obs
         if obs is not None:
             pick.span = obs.start_attempt(
@@ -558,8 +505,8 @@ class Mesh:
     def _done(
         self,
         cell: str,
-        target: _Target,
-        pick: _Pick,
+        target: Target,
+        pick: Pick,
         outcome: CallResponse | BaseException,
     ) -> None:
         """An attempt ended: load statistics, failure accounting, telemetry."""
@@ -580,87 +527,12 @@ class Mesh:
                 obs.end_attempt(pick.span, result)
 
     def _settle(
-        self, cell: str, target: _Target, pick: _Pick, response: CallResponse
+        self, cell: str, target: Target, pick: Pick, response: CallResponse
     ) -> CallResponse:
         status = response.status
         target.detector.record(pick.stats.id, status < 500, pick.ids)
         if status < 500:
             target.latencies.append(pick.ended - pick.started)
         if status >= 400:
-            raise _remote_error(cell, pick.instance, response)
+            raise remote_error(cell, pick.instance, response)
         return response
-
-
-class _Pick:
-    """One attempt's choices: the instance, its statistics, the request to send."""
-
-    __slots__ = (
-        "ended",
-        "headers",
-        "ids",
-        "instance",
-        "remaining",
-        "request",
-        "span",
-        "started",
-        "stats",
-    )
-
-    def __init__(
-        self,
-        stats: EndpointStats,
-        instance: Instance,
-        request: CallRequest,
-        headers: dict[str, str],
-        started: float,
-        remaining: float,
-        ids: list[str],
-    ) -> None:
-        self.stats = stats
-        self.instance = instance
-        self.request = request
-        self.headers = headers
-        self.started = started
-        self.remaining = remaining
-        self.ids = ids
-        self.ended = started
-        self.span: Any = None
-
-
-def _retryable(exc: CallError, request: CallRequest) -> bool:
-    if isinstance(exc, TransportError):
-        return exc.connect or request.idempotent  # nothing was sent: safe for any method
-    if isinstance(exc, RemoteError):
-        return request.idempotent and exc.status in _RETRYABLE_STATUS
-    return False
-
-
-def _retry_after(exc: CallError) -> float:
-    if isinstance(exc, RemoteError):
-        value = exc.problem.get("_retry_after")
-        if isinstance(value, int | float):
-            return float(value)
-    return 0.0
-
-
-def _remote_error(cell: str, instance: Instance, response: CallResponse) -> RemoteError:
-    import json
-
-    problem: dict[str, Any]
-    try:
-        parsed = json.loads(response.body) if response.body else {}
-        problem = parsed if isinstance(parsed, dict) else {"detail": parsed}
-    except ValueError:
-        problem = {"detail": response.body[:500].decode(errors="replace")}
-    retry_after = response.headers.get("Retry-After")
-    if retry_after is not None:
-        with contextlib.suppress(ValueError):
-            problem["_retry_after"] = min(float(retry_after), 60.0)
-    detail = problem.get("detail") or problem.get("title") or ""
-    return RemoteError(
-        f"cell {cell!r} ({instance.url}) answered {response.status}"
-        + (f": {detail}" if detail else ""),
-        cell=cell,
-        status=response.status,
-        problem=problem,
-    )

@@ -1,0 +1,54 @@
+"""How a mesh attempt's outcome is judged: which failures may be retried, how long the
+callee asked to wait, and the error a failed answer becomes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from ..errors import CallError, RemoteError, TransportError
+from ..registry import Instance
+from .transports.base import CallRequest, CallResponse
+
+__all__ = ["remote_error", "retry_after", "retryable"]
+
+# Statuses an idempotent call is retried on (429 after its Retry-After).
+_RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+
+
+def retryable(exc: CallError, request: CallRequest) -> bool:
+    if isinstance(exc, TransportError):
+        return exc.connect or request.idempotent  # nothing was sent: safe for any method
+    if isinstance(exc, RemoteError):
+        return request.idempotent and exc.status in _RETRYABLE_STATUS
+    return False
+
+
+def retry_after(exc: CallError) -> float:
+    if isinstance(exc, RemoteError):
+        value = exc.problem.get("_retry_after")
+        if isinstance(value, int | float):
+            return float(value)
+    return 0.0
+
+
+def remote_error(cell: str, instance: Instance, response: CallResponse) -> RemoteError:
+    problem: dict[str, Any]
+    try:
+        parsed = json.loads(response.body) if response.body else {}
+        problem = parsed if isinstance(parsed, dict) else {"detail": parsed}
+    except ValueError:
+        problem = {"detail": response.body[:500].decode(errors="replace")}
+    retry_after = response.headers.get("Retry-After")
+    if retry_after is not None:
+        with contextlib.suppress(ValueError):
+            problem["_retry_after"] = min(float(retry_after), 60.0)
+    detail = problem.get("detail") or problem.get("title") or ""
+    return RemoteError(
+        f"cell {cell!r} ({instance.url}) answered {response.status}"
+        + (f": {detail}" if detail else ""),
+        cell=cell,
+        status=response.status,
+        problem=problem,
+    )

@@ -1,0 +1,107 @@
+"""What the mesh keeps per target cell, and what one attempt chose.
+
+A :class:`Target` holds a cell's load statistics, balancer, outlier detector, retry budget
+and recent latencies (for hedging), under one call policy; a :class:`Pick` is one attempt's
+instance, request and headers.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from tenacity import wait_random_exponential
+
+from ..registry import Instance
+from .balancers import Balancer, EndpointStats, make_balancer
+from .breaker import OutlierDetector
+from .budget import RetryBudget
+from .clock import Clock
+from .policy import CallPolicy
+from .transports.base import CallRequest
+
+__all__ = ["Pick", "Target"]
+
+
+class Target:
+    """What the mesh keeps per target cell: load statistics, balancer, ejection, budget."""
+
+    def __init__(self, policy: CallPolicy, clock: Clock) -> None:
+        self.policy = policy
+        self.balancer: Balancer = make_balancer(policy.balancer)
+        self.detector = OutlierDetector(
+            consecutive_failures=policy.consecutive_failures,
+            base_ejection=policy.base_ejection,
+            max_ejection=policy.max_ejection,
+            max_ejected_share=policy.max_ejected_share,
+            interval=policy.success_rate_interval,
+            min_requests=policy.success_rate_min_requests,
+            min_hosts=policy.success_rate_min_hosts,
+            stdev_factor=policy.success_rate_stdev_factor,
+            clock=clock,
+        )
+        self.budget = RetryBudget(
+            ratio=policy.retry_budget_ratio,
+            min_per_second=policy.retry_budget_min_per_second,
+            window=policy.retry_budget_window,
+            clock=clock,
+        )
+        self.stats: dict[str, EndpointStats] = {}
+        self.latencies: deque[float] = deque(maxlen=256)  # recent successful attempts
+        # The last view of the cell's instances, indexed (rebuilt when the view changes).
+        self.seen: tuple[Instance, ...] | None = None
+        self.by_id: dict[str, Instance] = {}
+        self.ids: list[str] = []
+        self.all_stats: list[EndpointStats] = []
+        self.wait = wait_random_exponential(multiplier=policy.backoff_base, max=policy.backoff_max)
+
+    def hedge_delay(self) -> float | None:
+        """When to send a backup request, or None while there is too little history."""
+        if self.policy.hedge_delay is not None:
+            return self.policy.hedge_delay
+        if len(self.latencies) < 20:
+            return None
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(self.policy.hedge_percentile * len(ordered)))]
+
+    def stat(self, instance_id: str) -> EndpointStats:
+        found = self.stats.get(instance_id)
+        if found is None:
+            found = self.stats[instance_id] = EndpointStats(instance_id)
+        return found
+
+
+class Pick:
+    """One attempt's choices: the instance, its statistics, the request to send."""
+
+    __slots__ = (
+        "ended",
+        "headers",
+        "ids",
+        "instance",
+        "remaining",
+        "request",
+        "span",
+        "started",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        stats: EndpointStats,
+        instance: Instance,
+        request: CallRequest,
+        headers: dict[str, str],
+        started: float,
+        remaining: float,
+        ids: list[str],
+    ) -> None:
+        self.stats = stats
+        self.instance = instance
+        self.request = request
+        self.headers = headers
+        self.started = started
+        self.remaining = remaining
+        self.ids = ids
+        self.ended = started
+        self.span: Any = None
