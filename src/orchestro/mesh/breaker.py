@@ -84,6 +84,8 @@ class OutlierDetector:
 
     def on_pick(self, instance_id: str) -> None:
         """A request is about to go to ``instance_id``; a half-open instance is now probing."""
+        if not self._ejected:
+            return  # none is ejected or half-open: the common case
         health = self._health.get(instance_id)
         if (
             health is not None
@@ -92,18 +94,24 @@ class OutlierDetector:
         ):
             health.probing = True
 
-    def record(self, instance_id: str, success: bool, peers: Sequence[str]) -> None:
-        """The outcome of a request to ``instance_id``, one of ``peers`` (the cell's instances)."""
-        if self._clock.now() >= self._window_ends:
+    def record(
+        self, instance_id: str, success: bool, peers: Sequence[str], now: float | None = None
+    ) -> None:
+        """The outcome of a request to ``instance_id``, one of ``peers`` (the cell's
+        instances), known at ``now`` (read from the clock when not given)."""
+        if (self._clock.now() if now is None else now) >= self._window_ends:
             self._judge_success_rates(peers)
-        health = self._health.setdefault(instance_id, _Health())
+        health = self._health.get(instance_id)
+        if health is None:
+            health = self._health[instance_id] = _Health()
         health.window_total += 1
-        health.window_ok += success
         if success:
-            health.failures = 0
-            health.ejected_until = 0.0
-            health.probing = False
-            self._ejected.discard(instance_id)
+            health.window_ok += 1
+            if health.failures or health.ejected_until or health.probing:
+                health.failures = 0
+                health.ejected_until = 0.0
+                health.probing = False
+                self._ejected.discard(instance_id)
             return
         health.failures += 1
         if health.probing or (

@@ -35,19 +35,28 @@ class RetryBudget:
         self.window = window
         self._clock = clock or MonotonicClock()
         self._buckets: deque[list[int]] = deque()  # [second, requests, retries]
+        self._current: list[int] = [0, 0, 0]
+        self._current_ends = -math.inf  # when the newest bucket's second is over
 
-    def _bucket(self) -> list[int]:
-        second = math.floor(self._clock.now())
+    def _bucket(self, now: float | None = None) -> list[int]:
+        if now is None:
+            now = self._clock.now()
+        second = math.floor(now)
         horizon = second - math.ceil(self.window)
         while self._buckets and self._buckets[0][0] <= horizon:
             self._buckets.popleft()
         if not self._buckets or self._buckets[-1][0] != second:
             self._buckets.append([second, 0, 0])
-        return self._buckets[-1]
+        current = self._current = self._buckets[-1]
+        self._current_ends = second + 1
+        return current
 
-    def record_request(self) -> None:
-        """A first attempt was sent: it earns the budget ``ratio`` of a retry."""
-        self._bucket()[1] += 1
+    def record_request(self, now: float | None = None) -> None:
+        """A first attempt was sent (at ``now``): it earns the budget ``ratio`` of a retry."""
+        if now is not None and now < self._current_ends:
+            self._current[1] += 1  # the common case: the newest bucket is still this second's
+        else:
+            self._bucket(now)[1] += 1
 
     def try_spend(self) -> bool:
         """Spend one retry if the budget allows it."""

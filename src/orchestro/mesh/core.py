@@ -37,6 +37,7 @@ from ..errors import (
 from ..registry import Instance, Registry, RegistryView, open_registry
 from .clock import Clock, MonotonicClock
 from .deadline import ATTEMPT_HEADER, CALLER_HEADER, DEADLINE_HEADER, current_deadline
+from .deadline import _deadline as _inbound_deadline
 from .outcomes import remote_error, retry_after, retryable
 from .policy import CallPolicy, Policies
 from .raw import RawClient
@@ -98,6 +99,8 @@ class Mesh:
         self._caller = caller
         self.transport: Transport = transport or HttpTransport()
         self._clock = clock or MonotonicClock()
+        self._now = self._clock.now  # bound once: read several times on every call
+        self._view_loaded = False
         self._hostname = socket.gethostname()
         self._zone = zone
         self._targets: dict[tuple[str, int], Target] = {}
@@ -259,7 +262,7 @@ class Mesh:
         returns that call's coroutine, adding no coroutine layer of its own."""
         deadline = current_deadline()
         if deadline is not None:
-            seconds = min(seconds, deadline - self._clock.now())
+            seconds = min(seconds, deadline - self._now())
         obs = self._obs if self._obs is not None else self._observe()
         return call_in_process(cell, host, operation, arguments, seconds, decode, obs, method)
 
@@ -321,25 +324,35 @@ class Mesh:
     ) -> Any:
         """Send ``request`` to an instance of ``cell`` under the resilience pipeline; the
         answer, or ``decode(answer)``."""
-        policy = policy or self.policy_for(cell)
-        target = self._target(cell, policy)
+        # The hot path of every remote call: one coroutine for the whole call, attempts
+        # inline, one clock read before the first attempt and one after each. Each coroutine
+        # layer, object and call here costs on every call, and the client-side benchmark
+        # (bench/mesh.py) sees it.
+        if policy is None:
+            policy = self.policy_for(cell)
+        target = self._targets.get((cell, id(policy)))
+        if target is None or target.policy is not policy:
+            target = self._target(cell, policy)
         obs = self._obs if self._obs is not None else self._observe()
         traced = None
-        if obs is not None and obs.recording:
+        if obs is not None and obs.telemetry.recording:
             traced = obs.start_call(cell, request.operation or f"{request.method} {request.path}")
-        # One coroutine for the whole call, attempts inline (not through _attempt): each
-        # coroutine layer costs every call time the client-side benchmark can see.
         try:
-            deadline = self._clock.now() + policy.timeout
-            inherited = current_deadline()
+            now = self._now()
+            deadline = now + policy.timeout
+            inherited = _inbound_deadline.get()
             if inherited is not None and inherited < deadline:
                 deadline = inherited
-            target.budget.record_request()
-            if not self.view.loaded and cell not in self._external:
-                # Just started: wait (within the deadline) for the registry's first snapshot.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, deadline - self._clock.now())):
-                        await self.view.wait_ready()
+            target.budget.record_request(now)
+            if not self._view_loaded and cell not in self._external:
+                if not self.view.loaded:
+                    # Just started: wait (within the deadline) for the registry's first
+                    # snapshot.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(max(0.0, deadline - self._now())):
+                            await self.view.wait_ready()
+                    now = self._now()
+                self._view_loaded = self.view.loaded  # once loaded, a view stays loaded
             attempt = 1
             tried: list[str] = []
             while True:
@@ -347,17 +360,16 @@ class Mesh:
                     if attempt == 1 and policy.hedge and request.idempotent:
                         response = await self._hedged(cell, target, request, deadline, tried)
                         break
-                    pick = self._choose(cell, target, request, deadline, attempt, tried)
+                    pick = self._choose(cell, target, request, deadline, attempt, tried, now)
                     pick.stats.in_flight += 1
                     try:
                         sent = await self.transport.send(
                             pick.instance, pick.request, pick.remaining, pick.headers
                         )
                     except BaseException as exc:
-                        self._done(cell, target, pick, exc)
+                        self._failed(cell, target, pick, exc)
                         raise
-                    self._done(cell, target, pick, sent)
-                    response = self._settle(cell, target, pick, sent)
+                    response = self._answered(cell, target, pick, sent)
                     break
                 except CallError as exc:
                     if attempt >= policy.max_attempts or not retryable(exc, request):
@@ -372,7 +384,7 @@ class Mesh:
                     state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
                     state.attempt_number = attempt
                     pause = max(target.wait(state), retry_after(exc))
-                    if self._clock.now() + pause >= deadline:
+                    if self._now() + pause >= deadline:
                         raise DeadlineExceeded(
                             f"call to {cell!r} failed ({exc}) and its deadline leaves no time "
                             "to retry",
@@ -380,6 +392,7 @@ class Mesh:
                         ) from exc
                     await asyncio.sleep(pause)
                     attempt += 1
+                    now = self._now()
                     if obs is not None:
                         obs.count(obs.retries, cell)
         except BaseException as exc:
@@ -435,20 +448,16 @@ class Mesh:
         tried: list[str],
     ) -> CallResponse:
         """One attempt: choose an instance, send, record the outcome, classify the answer."""
-        pick = self._choose(cell, target, request, deadline, attempt, tried)
+        pick = self._choose(cell, target, request, deadline, attempt, tried, self._now())
         pick.stats.in_flight += 1
         try:
             response = await self.transport.send(
                 pick.instance, pick.request, pick.remaining, pick.headers
             )
-        except CallError as exc:
-            self._done(cell, target, pick, exc)
+        except BaseException as exc:  # also cancelled: the caller gave up, or a hedge won
+            self._failed(cell, target, pick, exc)
             raise
-        except BaseException as exc:  # cancelled: the caller gave up, or a hedge won
-            self._done(cell, target, pick, exc)
-            raise
-        self._done(cell, target, pick, response)
-        return self._settle(cell, target, pick, response)
+        return self._answered(cell, target, pick, response)
 
     def _choose(
         self,
@@ -458,10 +467,13 @@ class Mesh:
         deadline: float,
         attempt: int,
         tried: list[str],
+        now: float,
     ) -> Pick:
         """Resolve, skip ejected instances, balance, and stamp the deadline: no I/O."""
-        instances = self.resolve(cell)
-        if not instances:
+        instances = self._external.get(cell) or self.view.ready(cell)
+        if len(instances) > 1:
+            instances = self.resolve(cell)  # prefer this host, then this zone
+        elif not instances:
             raise NoInstancesError(f"no ready instance of cell {cell!r}", cell=cell)
         if instances is not target.seen:
             # The view changed (its tuples are replaced, never mutated): index it once.
@@ -469,7 +481,7 @@ class Mesh:
             target.by_id = {i.id: i for i in instances}
             target.ids = list(target.by_id)
             target.all_stats = [target.stat(i) for i in target.ids]
-        by_id, ids = target.by_id, target.ids
+        ids = target.ids
         available = target.detector.available(ids)
         if not available:
             raise CircuitOpenError(
@@ -480,59 +492,75 @@ class Mesh:
             # fast-failing instance looks cheap to a latency-based balancer.
             fresh = [i for i in available if i not in tried]
             available = fresh or available
-        now = self._clock.now()
         remaining = deadline - now
         if remaining <= 0:
             raise DeadlineExceeded(f"the deadline of the call to {cell!r} passed", cell=cell)
-        candidates = target.all_stats if available is ids else [target.stat(i) for i in available]
-        chosen = target.balancer.pick(candidates, request.key, now)
+        if available is ids:
+            candidates = target.all_stats
+            chosen = (
+                candidates[0]
+                if len(candidates) == 1
+                else target.balancer.pick(candidates, request.key, now)
+            )
+        else:
+            chosen = target.balancer.pick([target.stat(i) for i in available], request.key, now)
         tried.append(chosen.id)
         target.detector.on_pick(chosen.id)
-        headers = dict(request.headers)
-        headers[DEADLINE_HEADER] = str(int(remaining * 1000))
-        headers[ATTEMPT_HEADER] = str(attempt)
+        # The request's own headers, then the mesh's (which win).
+        headers = {
+            **request.headers,
+            DEADLINE_HEADER: str(int(remaining * 1000)),
+            ATTEMPT_HEADER: str(attempt),
+        }
         if self._caller:
             headers[CALLER_HEADER] = self._caller
-        instance = by_id[chosen.id]
+        instance = target.by_id[chosen.id]
         pick = Pick(chosen, instance, request, headers, now, remaining, ids)
         obs = self._obs
         if obs is not None:
-            pick.span = obs.start_attempt(
-                cell, request.method, instance.url + request.path, attempt, headers
-            )
+            if obs.telemetry.recording:
+                pick.span = obs.start_attempt(
+                    cell, request.method, instance.url + request.path, attempt, headers
+                )
+            else:
+                obs.propagate(headers)
         return pick
 
-    def _done(
-        self,
-        cell: str,
-        target: Target,
-        pick: Pick,
-        outcome: CallResponse | BaseException,
-    ) -> None:
-        """An attempt ended: load statistics, failure accounting, telemetry."""
+    def _failed(self, cell: str, target: Target, pick: Pick, error: BaseException) -> None:
+        """An attempt raised (could not connect, timed out, was cancelled)."""
         pick.stats.in_flight -= 1
-        end = pick.ended = self._clock.now()
+        end = pick.ended = self._now()
         pick.stats.observe(end - pick.started, end)
-        if isinstance(outcome, CallResponse):
-            result: int | str = outcome.status
-        else:
-            result = type(outcome).__name__
-            if isinstance(outcome, CallError):
-                target.detector.record(pick.stats.id, False, pick.ids)
-                outcome.cell = cell
+        result = type(error).__name__
+        if isinstance(error, CallError):
+            target.detector.record(pick.stats.id, False, pick.ids, end)
+            error.cell = cell
         obs = self._obs
         if obs is not None:
             obs.record(cell, pick.request.method, result, end - pick.started)
             if pick.span is not None:
                 obs.end_attempt(pick.span, result)
 
-    def _settle(
+    def _answered(
         self, cell: str, target: Target, pick: Pick, response: CallResponse
     ) -> CallResponse:
+        """An attempt got an answer: load statistics, failure accounting, telemetry; raise
+        the remote error for a 4xx or 5xx."""
+        stats = pick.stats
+        stats.in_flight -= 1
+        end = pick.ended = self._now()
+        took = end - pick.started
+        stats.observe(took, end)
         status = response.status
-        target.detector.record(pick.stats.id, status < 500, pick.ids)
+        target.detector.record(stats.id, status < 500, pick.ids, end)
+        obs = self._obs
+        if obs is not None:
+            obs.record(cell, pick.request.method, status, took)
+            if pick.span is not None:
+                obs.end_attempt(pick.span, status)
+        if status < 400:
+            target.latencies.append(took)
+            return response
         if status < 500:
-            target.latencies.append(pick.ended - pick.started)
-        if status >= 400:
-            raise remote_error(cell, pick.instance, response)
-        return response
+            target.latencies.append(took)
+        raise remote_error(cell, pick.instance, response)

@@ -100,13 +100,16 @@ def _method(
     # Not a coroutine function: it returns the mesh's own coroutine, which decodes the answer
     # itself, so awaiting a stub method adds no coroutine layer of its own (each layer costs
     # on every suspension inside the HTTP client).
+    local = mesh._local  # cell -> hosts of this process: looked up on every call
+    plain: list[CallRequest] = []  # the request of a call with no arguments, made once
+
     def call(_stub: Any, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         # Keyword calls skip Signature.bind (microseconds) when the names are right.
         if not args and names.issuperset(kwargs):
             bound = kwargs
         else:
             bound = signature.bind(None, *args, **kwargs).arguments
-        host = mesh.local_host(cell)
+        host = mesh.local_host(cell) if local.get(cell) else None
         if host is not None:
             # In this process: validated with the callee's types, called directly.
             arguments = {
@@ -117,6 +120,8 @@ def _method(
             return mesh.call_local(
                 cell, host, op.name, arguments, local_timeout, decode_local, svc.method
             )
+        if not bound and plain:
+            return mesh.call(cell, plain[0], policy, decode)
         path = svc.path
         query: list[tuple[str, str]] = []
         headers: dict[str, str] = {}
@@ -139,6 +144,8 @@ def _method(
                 values = value if isinstance(value, list | tuple | set | frozenset) else [value]
                 query.extend((p.alias, _text(v)) for v in values)
         request = CallRequest(svc.method, path, query, headers, body, svc.idempotent, None, op.name)
+        if not bound:
+            plain.append(request)  # nothing in it varies from call to call
         return mesh.call(cell, request, policy, decode)
 
     call.__name__ = op.name

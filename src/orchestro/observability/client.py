@@ -170,11 +170,7 @@ class MeshTelemetry:
     ) -> Any:
         """Stamp ``headers`` with the trace context; the attempt's span when recording."""
         if not self.telemetry.recording:
-            request = current_request()
-            if request is not None:
-                headers[TRACEPARENT] = request.outgoing()
-                if request.tracestate:
-                    headers[TRACESTATE] = request.tracestate
+            self.propagate(headers)
             return None
         attributes: dict[str, Any] = {
             _METHOD: method,
@@ -186,6 +182,17 @@ class MeshTelemetry:
         span = self._tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
         propagate.inject(headers, context=trace.set_span_in_context(span))
         return span
+
+    @staticmethod
+    def propagate(headers: MutableMapping[str, str]) -> None:
+        """Spans not recorded: pass on the trace of the request being served, if any."""
+        if _get_current() is None:
+            return
+        request = current_request()
+        if request is not None:
+            headers[TRACEPARENT] = request.outgoing()
+            if request.tracestate:
+                headers[TRACESTATE] = request.tracestate
 
     @staticmethod
     def end_attempt(span: Any, outcome: Any) -> None:

@@ -21,7 +21,11 @@ class HttpTransport:
         self._limit = limit
         self._limit_per_host = limit_per_host
         self._session: aiohttp.ClientSession | None = None
-        self._urls: dict[tuple[str, str], URL] = {}  # (instance, path) -> parsed URL
+        # (id(instance), path) -> (instance, parsed URL). Keyed by identity: the registry view
+        # replaces instances, never mutates them, and hashing one (a pydantic model) or
+        # formatting its URL would cost microseconds a call.
+        self._urls: dict[tuple[int, str], tuple[Instance, URL]] = {}
+        self._timeouts: dict[int, aiohttp.ClientTimeout] = {}  # by whole milliseconds
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -42,28 +46,45 @@ class HttpTransport:
         seconds: float,
         headers: Mapping[str, str] | None = None,
     ) -> CallResponse:
-        key = (instance.url, request.path)
-        url = self._urls.get(key)
-        if url is None:
+        key = (id(instance), request.path)
+        cached = self._urls.get(key)
+        if cached is not None and cached[0] is instance:
+            url = cached[1]
+        else:
             if len(self._urls) > 10_000:  # paths with ids in them: keep the cache bounded
                 self._urls.clear()
-            url = self._urls[key] = URL(instance.url).with_path(request.path, encoded=True)
+            url = URL(instance.url).with_path(request.path, encoded=True)
+            self._urls[key] = (instance, url)
         if request.query:
             url = url.with_query(list(request.query))
+        # Rounded up to the millisecond and shared: a ClientTimeout costs as much to make as
+        # the rest of this method (aiohttp itself rounds timeouts over 5 s up to the second).
+        whole_ms = int(seconds * 1000) + 1
+        timeout = self._timeouts.get(whole_ms)
+        if timeout is None:
+            if len(self._timeouts) > 10_000:
+                self._timeouts.clear()
+            timeout = self._timeouts[whole_ms] = aiohttp.ClientTimeout(total=whole_ms / 1000)
+        session = self._session or self._client()
         try:
-            async with self._client().request(
+            # Awaited and released by hand rather than through ``async with``: the same
+            # steps, without the four coroutines the context managers add to every call.
+            response = await session.request(
                 request.method,
                 url,
                 data=request.body,
                 headers=request.headers if headers is None else headers,
-                timeout=aiohttp.ClientTimeout(total=seconds),
+                timeout=timeout,
                 allow_redirects=False,
-            ) as response:
+            )
+            try:
                 body = await response.read()
-                encoding = response.headers.get("Content-Encoding")
-                if encoding is not None and body:
-                    body = _decompress(body, encoding)
-                return CallResponse(response.status, response.headers, body)
+            finally:
+                response.release()
+            encoding = response.headers.get("Content-Encoding")
+            if encoding is not None and body:
+                body = _decompress(body, encoding)
+            return CallResponse(response.status, response.headers, body)
         except aiohttp.ClientConnectorError as exc:
             raise TransportError(
                 f"cannot connect to {instance.url}: {exc.os_error}", connect=True
