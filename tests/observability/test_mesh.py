@@ -182,3 +182,30 @@ async def test_ejections_are_counted_per_target() -> None:
     detector.record("a", False, peers)
     assert detector.state("a") == "open"
     assert read_metrics().value(name, **labels) == 1
+
+
+async def test_a_process_that_only_calls_keeps_its_measurements_bounded() -> None:
+    """No gateway folds the buffered durations every second here: the mesh folds them
+    itself, so plain application code making many calls holds a bounded buffer."""
+    from orchestro.testing import MockTransport
+
+    calls = 10_000
+    transport = MockTransport(lambda instance, request: {"ok": True})
+    async with Mesh(
+        "static://tm-only-calls=http://127.0.0.1:9", transport=transport, caller="tm-script"
+    ) as only_calls:
+        client = only_calls.client("tm-only-calls")
+        for _ in range(calls):
+            await client.get("/ok")
+        obs = only_calls._obs
+        assert obs is not None
+        buffered = [len(series.pending) for series in obs._series.values()]
+    assert buffered
+    assert max(buffered) < 4096
+    count = read_metrics().value(
+        "http_client_request_duration_seconds_count",
+        server_address="tm-only-calls",
+        orchestro_cell="tm-script",
+        http_response_status_code=200,
+    )
+    assert count == calls

@@ -37,6 +37,7 @@ from opentelemetry import trace
 from ..cell.spec import CellSpec, OperationSpec
 from ..errors import HTTPError
 from ..mesh.deadline import DEADLINE_HEADER, parse_deadline, set_deadline
+from ..timer import DeadlineTimer, timer_for
 from .binding import Binder
 from .problem import problem_response
 from .responses import renderer
@@ -162,6 +163,7 @@ class Pipeline:
         self._id_counter = itertools.count(1)
         self._not_found = not_found
         self._not_allowed = not_allowed
+        self._timer: DeadlineTimer | None = None  # the loop's, found on first use
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = request.headers.get(REQUEST_ID_HEADER)
@@ -188,13 +190,35 @@ class Pipeline:
                 call = endpoint.method(**(await endpoint.bind_async(request, match.params)))
             else:
                 call = endpoint.method(request)
-            deadline_header = request.headers.get(DEADLINE_HEADER)
-            if deadline_header is not None:
-                result = await _within_deadline(call, deadline_header, endpoint)
-            elif endpoint.timeout is None:
+            # The caller's deadline (which nested calls inherit) or the service's timeout,
+            # whichever comes first, enforced by the loop's deadline timer: inline, since a
+            # coroutine or asyncio.timeout() here would cost every such request.
+            header = request.headers.get(DEADLINE_HEADER)
+            when = None if header is None else parse_deadline(header)
+            if when is not None:
+                set_deadline(when)
+            own = False  # whether the service's own timeout comes first
+            if endpoint.timeout is not None:
+                limit = time.monotonic() + endpoint.timeout
+                if when is None or limit < when:
+                    when, own = limit, True
+            if when is None:
                 result = await call
             else:
-                result = await _with_timeout(call, endpoint.timeout, endpoint.name)
+                timer = self._timer
+                if timer is None:
+                    timer = self._timer = timer_for(asyncio.get_running_loop())
+                task = asyncio.current_task()
+                assert task is not None
+                expiry = timer.start(when, task)
+                try:
+                    result = await call
+                except asyncio.CancelledError:
+                    if timer.expired(expiry):
+                        raise _expired(endpoint, own) from None
+                    raise
+                finally:
+                    timer.stop(expiry)
             response = result if endpoint.render is None else endpoint.render(result)
         except asyncio.CancelledError:
             raise
@@ -211,40 +235,14 @@ class Pipeline:
         return response
 
 
-async def _within_deadline(call: Awaitable[Any], header: str, endpoint: Endpoint) -> Any:
-    """Never work past the caller's deadline, and pass what is left to nested calls."""
-    deadline = parse_deadline(header)
-    if deadline is None:
-        return await (
-            call
-            if endpoint.timeout is None
-            else _with_timeout(call, endpoint.timeout, endpoint.name)
+def _expired(endpoint: Endpoint, own: bool) -> HTTPError:
+    """The 504 for a service stopped at its own timeout, or at its caller's deadline."""
+    if own:
+        return HTTPError(
+            504,
+            f"service {endpoint.name!r} did not answer within its timeout of {endpoint.timeout} s",
         )
-    set_deadline(deadline)
-    remaining = deadline - time.monotonic()
-    if endpoint.timeout is not None and endpoint.timeout < remaining:
-        return await _with_timeout(call, endpoint.timeout, endpoint.name)
-    try:
-        async with asyncio.timeout(max(0.0, remaining)) as scope:
-            return await call
-    except TimeoutError as exc:
-        if scope.expired():
-            raise HTTPError(
-                504, f"service {endpoint.name!r} did not answer before its caller's deadline"
-            ) from exc
-        raise
-
-
-async def _with_timeout(call: Awaitable[Any], seconds: float, name: str) -> Any:
-    try:
-        async with asyncio.timeout(seconds) as scope:
-            return await call
-    except TimeoutError as exc:
-        if scope.expired():
-            raise HTTPError(
-                504, f"service {name!r} did not answer within its timeout of {seconds} s"
-            ) from exc
-        raise
+    return HTTPError(504, f"service {endpoint.name!r} did not answer before its caller's deadline")
 
 
 def error_response(request: web.BaseRequest, exc: Exception, cell: str) -> web.StreamResponse:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
@@ -36,7 +37,7 @@ from ..errors import (
 )
 from ..registry import Instance, Registry, RegistryView, open_registry
 from .clock import Clock, MonotonicClock
-from .deadline import ATTEMPT_HEADER, CALLER_HEADER, DEADLINE_HEADER, current_deadline
+from .deadline import ATTEMPT_HEADER, CALLER_HEADER, DEADLINE_HEADER
 from .deadline import _deadline as _inbound_deadline
 from .outcomes import remote_error, retry_after, retryable
 from .policy import CallPolicy, Policies
@@ -55,6 +56,7 @@ T = TypeVar("T")
 Fallback = Callable[..., Any]
 
 _log = logging.getLogger("orchestro.mesh")
+_ATTEMPTS = tuple(str(n) for n in range(10))  # attempt header values, made once
 
 
 class Mesh:
@@ -99,7 +101,8 @@ class Mesh:
         self._caller = caller
         self.transport: Transport = transport or HttpTransport()
         self._clock = clock or MonotonicClock()
-        self._now = self._clock.now  # bound once: read several times on every call
+        # Read several times on every call: the real clock's function itself, not a method.
+        self._now = time.monotonic if type(self._clock) is MonotonicClock else self._clock.now
         self._view_loaded = False
         self._hostname = socket.gethostname()
         self._zone = zone
@@ -260,9 +263,9 @@ class Mesh:
     ) -> Awaitable[Any]:
         """Call a service of a cell hosted in this process (see :mod:`.transports.local`):
         returns that call's coroutine, adding no coroutine layer of its own."""
-        deadline = current_deadline()
-        if deadline is not None:
-            seconds = min(seconds, deadline - self._now())
+        deadline = _inbound_deadline.get()
+        if deadline is not None and deadline - self._now() < seconds:
+            seconds = deadline - self._now()
         obs = self._obs if self._obs is not None else self._observe()
         return call_in_process(cell, host, operation, arguments, seconds, decode, obs, method)
 
@@ -510,7 +513,7 @@ class Mesh:
         headers = {
             **request.headers,
             DEADLINE_HEADER: str(int(remaining * 1000)),
-            ATTEMPT_HEADER: str(attempt),
+            ATTEMPT_HEADER: _ATTEMPTS[attempt] if attempt < 10 else str(attempt),
         }
         if self._caller:
             headers[CALLER_HEADER] = self._caller

@@ -112,11 +112,15 @@ def _method(
         host = mesh.local_host(cell) if local.get(cell) else None
         if host is not None:
             # In this process: validated with the callee's types, called directly.
-            arguments = {
-                name: adapters[name].validate_python(value)
-                for name, value in bound.items()
-                if name in wire
-            }
+            arguments = (
+                {
+                    name: adapters[name].validate_python(value)
+                    for name, value in bound.items()
+                    if name in wire
+                }
+                if bound
+                else {}
+            )
             return mesh.call_local(
                 cell, host, op.name, arguments, local_timeout, decode_local, svc.method
             )

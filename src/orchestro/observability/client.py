@@ -126,6 +126,10 @@ class MeshTelemetry:
                 attributes[CELL_ATTRIBUTE] = caller
             series = self._series[key] = self._duration.series(attributes)
         series.append(seconds)
+        if len(series.pending) >= 4096:
+            # A process that only calls (no gateway folding every second, no scrape yet)
+            # must not buffer without bound.
+            series.fold()
 
     def new_target(self, cell: str, detector: Any) -> None:
         """Start counting for ``cell``: its counters exist (at zero) from the first call, and

@@ -32,8 +32,8 @@ class EndpointStats:
             if elapsed < 0.001 * self.decay:
                 # exp(-x) ~ 1 - x, off by under 5e-7 here: busy instances see this on
                 # nearly every call, and math.exp costs more than the rest of this method.
-                share = max(0.0, elapsed) / self.decay
-                self.ewma = ewma + (latency - ewma) * share
+                if elapsed > 0.0:
+                    self.ewma = ewma + (latency - ewma) * (elapsed / self.decay)
             else:
                 weight = math.exp(-elapsed / self.decay)
                 self.ewma = ewma * weight + latency * (1.0 - weight)

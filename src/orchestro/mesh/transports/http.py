@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from collections.abc import Mapping
 
@@ -11,9 +12,13 @@ from yarl import URL
 
 from ...errors import DeadlineExceeded, TransportError
 from ...registry.base import Instance
+from ...timer import DeadlineTimer, timer_for
 from .base import CallRequest, CallResponse
 
 __all__ = ["HttpTransport"]
+
+# aiohttp's own timers off: the deadline is enforced around the whole request (see send).
+_NO_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
 
 
 class HttpTransport:
@@ -25,7 +30,7 @@ class HttpTransport:
         # replaces instances, never mutates them, and hashing one (a pydantic model) or
         # formatting its URL would cost microseconds a call.
         self._urls: dict[tuple[int, str], tuple[Instance, URL]] = {}
-        self._timeouts: dict[int, aiohttp.ClientTimeout] = {}  # by whole milliseconds
+        self._timer: DeadlineTimer | None = None  # the session's loop's
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -37,6 +42,7 @@ class HttpTransport:
                 # Decompressed here only when a response is compressed (cells never are).
                 auto_decompress=False,
             )
+            self._timer = timer_for(asyncio.get_running_loop())
         return self._session
 
     async def send(
@@ -57,15 +63,14 @@ class HttpTransport:
             self._urls[key] = (instance, url)
         if request.query:
             url = url.with_query(list(request.query))
-        # Rounded up to the millisecond and shared: a ClientTimeout costs as much to make as
-        # the rest of this method (aiohttp itself rounds timeouts over 5 s up to the second).
-        whole_ms = int(seconds * 1000) + 1
-        timeout = self._timeouts.get(whole_ms)
-        if timeout is None:
-            if len(self._timeouts) > 10_000:
-                self._timeouts.clear()
-            timeout = self._timeouts[whole_ms] = aiohttp.ClientTimeout(total=whole_ms / 1000)
         session = self._session or self._client()
+        timer = self._timer
+        assert timer is not None
+        task = asyncio.current_task()
+        assert task is not None
+        # The deadline is the loop's deadline timer's, not aiohttp's: a ClientTimeout's
+        # timer per request costs this method's own cost again (see orchestro.timer).
+        expiry = timer.start(time.monotonic() + seconds, task)
         try:
             # Awaited and released by hand rather than through ``async with``: the same
             # steps, without the four coroutines the context managers add to every call.
@@ -74,7 +79,7 @@ class HttpTransport:
                 url,
                 data=request.body,
                 headers=request.headers if headers is None else headers,
-                timeout=timeout,
+                timeout=_NO_TIMEOUT,
                 allow_redirects=False,
             )
             try:
@@ -85,14 +90,20 @@ class HttpTransport:
             if encoding is not None and body:
                 body = _decompress(body, encoding)
             return CallResponse(response.status, response.headers, body)
+        except asyncio.CancelledError:
+            if timer.expired(expiry):
+                raise DeadlineExceeded(
+                    f"{instance.url} did not answer within {seconds:.3f} s"
+                ) from None
+            raise
         except aiohttp.ClientConnectorError as exc:
             raise TransportError(
                 f"cannot connect to {instance.url}: {exc.os_error}", connect=True
             ) from exc
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise TransportError(f"{instance.url}: {exc or type(exc).__name__}") from exc
-        except TimeoutError as exc:
-            raise DeadlineExceeded(f"{instance.url} did not answer within {seconds:.3f} s") from exc
+        finally:
+            timer.stop(expiry)
 
     async def aclose(self) -> None:
         if self._session is not None:
