@@ -95,7 +95,7 @@ def build_gateway(
 ) -> Gateway:
     """The gateway serving ``instance``, a started or starting ``spec.cls``.
 
-    ``telemetry`` measures every service request (the outermost step); ``own_routes`` are
+    ``telemetry`` measures every service request (around every step); ``own_routes`` are
     more GET endpoints of the gateway itself (``/metrics``, ``/prometheus/sd``).
     """
     settings = settings or GatewaySettings()
@@ -104,8 +104,6 @@ def build_gateway(
         AdmissionStep(gate, max_concurrency=settings.max_concurrency),
         AccessStep(identity),
     ]
-    if telemetry is not None:
-        steps.insert(0, telemetry)
     router: Router[CompiledRoute] = Router()
 
     openapi = build_openapi(spec)
@@ -119,8 +117,12 @@ def build_gateway(
     for op in spec.operations:
         path = op.service.path
         binder = Binder(op, max_body_size=max_body, identity=identity)
+        route = Route(spec, path, op)
         compiled = compose(
-            steps, Route(spec, path, op), service_endpoint(op, getattr(instance, op.name), binder)
+            steps,
+            route,
+            service_endpoint(op, getattr(instance, op.name), binder),
+            None if telemetry is None else telemetry.meter(route),
         )
         router.add(op.service.method, path, compiled)
         if op.service.method == "GET":

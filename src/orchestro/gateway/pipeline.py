@@ -37,6 +37,7 @@ from opentelemetry import trace
 from ..cell.spec import CellSpec, OperationSpec
 from ..errors import HTTPError
 from ..mesh.deadline import DEADLINE_HEADER, parse_deadline, set_deadline
+from ..observability.context import set_current
 from ..timer import DeadlineTimer, timer_for
 from .binding import Binder
 from .problem import problem_response
@@ -49,6 +50,7 @@ __all__ = [
     "Endpoint",
     "Handler",
     "Hooks",
+    "Meter",
     "Pipeline",
     "Route",
     "Step",
@@ -65,6 +67,7 @@ REQUEST_ID_KEY: Final = web.RequestKey("orchestro.request_id", str)
 REQUEST_ID_HEADER: Final = "x-request-id"
 
 _log = logging.getLogger("orchestro.gateway")
+_clock = time.perf_counter
 
 # A client's request id is echoed only when it is safe to put in logs and headers.
 _safe_id = re.compile(r"[\x21-\x7e]{1,128}").fullmatch
@@ -119,6 +122,24 @@ class Endpoint:
         return cls(method=handler)
 
 
+class Meter(Protocol):
+    """A route's telemetry, run by the pipeline's frame around all of its steps (see
+    :class:`orchestro.observability.server.RouteMeter`): the frame reads the clock and sets
+    the request context itself, inline, and calls :meth:`end` once."""
+
+    cell: str
+    instance: str
+    telemetry: Any  # its ``recording`` says whether spans are recorded
+
+    def begin(self, request: web.BaseRequest, start: float) -> None:
+        """While spans are recorded: set the whole request context and start the span."""
+        ...
+
+    def end(
+        self, request: web.BaseRequest, response: web.StreamResponse | None, start: float
+    ) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledRoute:
     """A route's steps and endpoint, ready to run."""
@@ -126,10 +147,14 @@ class CompiledRoute:
     befores: tuple[Before, ...]
     afters: tuple[tuple[int, After], ...]  # (befores that must have run, hook), in run order
     endpoint: Endpoint
+    meter: Meter | None = None
 
 
-def compose(steps: Sequence[Step], route: Route, endpoint: Endpoint) -> CompiledRoute:
-    """Compile ``steps`` (the first outermost) around ``endpoint`` for ``route``."""
+def compose(
+    steps: Sequence[Step], route: Route, endpoint: Endpoint, meter: Meter | None = None
+) -> CompiledRoute:
+    """Compile ``steps`` (the first outermost) around ``endpoint`` for ``route``, measured
+    by ``meter`` if given."""
     hooks = [h for h in (step.hooks(route) for step in steps) if h is not None]
     befores = tuple(h.before for h in hooks if h.before is not None)
     # An after hook runs only if its step's before ran: count the befores up to its own.
@@ -138,7 +163,7 @@ def compose(steps: Sequence[Step], route: Route, endpoint: Endpoint) -> Compiled
         for i, hook in enumerate(hooks)
         if hook.after is not None
     )[::-1]
-    return CompiledRoute(befores, afters, endpoint)
+    return CompiledRoute(befores, afters, endpoint, meter)
 
 
 class Pipeline:
@@ -178,6 +203,16 @@ class Pipeline:
         if route is None:
             route = self._not_allowed(match.allowed) if match.allowed else self._not_found
         endpoint = route.endpoint
+        meter = route.meter
+        if meter is not None:
+            start = _clock()
+            if meter.telemetry.recording:
+                meter.begin(request, start)
+            else:
+                # The request context in its cheap form, made whole only if something asks
+                # for it. aiohttp serves each request in a task of its own, with a copy of
+                # the context: the variable needs no reset afterwards.
+                set_current((meter.cell, meter.instance, request, start))
         entered = 0
         response: web.StreamResponse | None = None
         try:
@@ -230,6 +265,8 @@ class Pipeline:
             for needed, after in route.afters:
                 if entered >= needed:
                     after(request, response)
+            if meter is not None:
+                meter.end(request, response, start)
         assert response is not None
         response.headers[REQUEST_ID_HEADER] = rid
         return response

@@ -1,9 +1,9 @@
-"""The gateway's telemetry step: request metrics, the server span, the access log.
+"""The gateway's telemetry: request metrics, the server span, the access log.
 
-Outermost of the pipeline's steps, so it also sees the requests admission refuses. Per
-request it costs a request context (a context variable), two clock reads and one histogram
-record; the server span is built only while spans are recorded, and the access line only
-when the ``orchestro.access`` logger is enabled for INFO.
+Run by the pipeline's frame around every step (so it also sees the requests admission
+refuses). Per request it costs a request context (a context variable), two clock reads and
+two buffered histogram values; the server span is built only while spans are recorded, and
+the access line only when the ``orchestro.access`` logger is enabled for INFO.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Final
 
 from aiohttp import web
@@ -24,14 +25,14 @@ from opentelemetry.semconv.attributes import (
 )
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ..gateway.pipeline import REQUEST_ID_KEY, Hooks, Route
+from ..gateway.pipeline import REQUEST_ID_KEY, Route
 from ..gateway.steps import Gate
 from . import context
 from .context import RequestContext
 from .instruments import SIZE_BUCKETS, HistogramSeries
 from .telemetry import Telemetry
 
-__all__ = ["CELL_ATTRIBUTE", "ServerTelemetry"]
+__all__ = ["CELL_ATTRIBUTE", "RouteMeter", "ServerTelemetry"]
 
 CELL_ATTRIBUTE: Final = "orchestro.cell"
 RequestContext.request_id_of = staticmethod(lambda request: request.get(REQUEST_ID_KEY))
@@ -44,7 +45,7 @@ _STATUS = http_attributes.HTTP_RESPONSE_STATUS_CODE
 
 
 class ServerTelemetry:
-    """A pipeline step (see :mod:`orchestro.gateway.pipeline`) measuring each service request."""
+    """Measures each service request of one gateway (see :class:`RouteMeter`)."""
 
     def __init__(
         self, telemetry: Telemetry, cell: str, instance: str, gate: Gate, *, access_log: bool = True
@@ -52,6 +53,11 @@ class ServerTelemetry:
         self._telemetry = telemetry
         self._gate = gate
         self._access_log = access_log
+        # Whether access lines are written: read from the logger at start and every second
+        # (not per request: Logger.isEnabledFor measured ~1 µs a call in the busy gateway),
+        # so a level changed at run time applies within a second.
+        self.access_enabled = False
+        self.telemetry_recording_seen = False  # a span was started: ends must look for one
         self._timer: asyncio.TimerHandle | None = None
         self._reported: list[int] | None = None
         self._cell = cell
@@ -115,8 +121,10 @@ class ServerTelemetry:
 
         def tick() -> None:
             producer.fold()
+            self.access_enabled = self._access_log and _access.isEnabledFor(logging.INFO)
             self._timer = loop.call_later(1.0, tick)
 
+        self.access_enabled = self._access_log and _access.isEnabledFor(logging.INFO)
         self._timer = loop.call_later(1.0, tick)
 
     def close(self) -> None:
@@ -126,95 +134,141 @@ class ServerTelemetry:
             self._timer.cancel()
             self._timer = None
 
-    def hooks(self, route: Route) -> Hooks | None:
-        op = route.operation
-        if op is None:
-            return None  # health, readiness, OpenAPI and metrics are not measured
-        telemetry = self._telemetry
-        tracer = telemetry.tracer
-        cell, instance, template = self._cell, self._instance, route.path
-        route_method = op.service.method
-        # Series per status (per (method, status) for a method other than the route's, i.e.
-        # HEAD on a GET route): one dictionary lookup a request.
-        durations: dict[object, HistogramSeries] = {}
-        response_sizes: dict[object, HistogramSeries] = {}
-        request_sizes: dict[str, HistogramSeries] = {}
-        has_body = route_method not in ("GET", "HEAD", "DELETE")
-        duration_family = self._duration
-        request_size_family = self._request_size
-        response_size_family = self._response_size
-        perf_counter = time.perf_counter
-        set_current, get_current = context.set_current, context.get_current
-        access_log = self._access_log
-        is_logged = _access.isEnabledFor
+    def meter(self, route: Route) -> RouteMeter | None:
+        """What measures ``route``'s requests, or None for the gateway's own routes (health,
+        readiness, OpenAPI and metrics are not measured)."""
+        if route.operation is None:
+            return None
+        return RouteMeter(self, route)
 
-        def attributes(method: str, status: int | None = None) -> dict[str, str | int]:
-            found: dict[str, str | int] = {CELL_ATTRIBUTE: cell, _METHOD: method, _ROUTE: template}
-            if status is not None:
-                found[_STATUS] = status
-            return found
 
-        def before(request: web.BaseRequest) -> None:
-            # The request context in its cheap form (made whole only if something asks for
-            # it). aiohttp serves each request in a task of its own, with a copy of the
-            # context: the variable needs no reset afterwards.
-            if telemetry.recording:
-                rc = RequestContext(cell, instance, request)
-                set_current(rc)
-                _start_span(rc, request, tracer, template)
-                rc.start = perf_counter()
-            else:
-                set_current((cell, instance, request, perf_counter()))
+class RouteMeter:
+    """The telemetry of one route, run by the pipeline's frame itself.
 
-        def after(request: web.BaseRequest, response: web.StreamResponse | None) -> None:
-            now = perf_counter()
-            rc = get_current()
-            elapsed = now - (rc[3] if type(rc) is tuple else rc.start)
-            method = request.method
-            status = response.status if response is not None else 499
-            key: object = status if method == route_method else (method, status)
-            series = durations.get(key)
-            if series is None:
-                series = durations[key] = duration_family.series(attributes(method, status))
-            series.append(elapsed)
-            if has_body:
-                length = request.content_length
-                if length is not None:
-                    size = request_sizes.get(method)
-                    if size is None:
-                        size = request_sizes[method] = request_size_family.series(
-                            attributes(method)
-                        )
-                    size.append(length)
-            body = getattr(response, "body", None)
+    The frame reads the clock when a request arrives and sets the request context (the
+    cheap tuple form, or with :meth:`begin` a whole context and a server span while spans
+    are recorded); :meth:`end` records the duration and sizes, writes the access line and
+    ends the span. No hook calls: each function call per request costs the gateway's
+    throughput (see ``docs/architecture.md``).
+    """
+
+    __slots__ = (
+        "_by_status",
+        "_has_body",
+        "_method",
+        "_owner",
+        "_request_sizes",
+        "_series",
+        "_template",
+        "cell",
+        "instance",
+        "telemetry",
+    )
+
+    def __init__(self, owner: ServerTelemetry, route: Route) -> None:
+        assert route.operation is not None
+        self._owner = owner
+        self.telemetry = owner._telemetry
+        self.cell = owner._cell
+        self.instance = owner._instance
+        self._template = route.path
+        self._method = route.operation.service.method
+        self._has_body = self._method not in ("GET", "HEAD", "DELETE")
+        # (duration, response size) appends per status of the route's method — one
+        # dictionary lookup a request — and per (method, status) for another method (HEAD
+        # on a GET route).
+        self._by_status: dict[int, tuple[Append, Append]] = {}
+        self._series: dict[object, tuple[Append, Append]] = {}
+        self._request_sizes: dict[str, HistogramSeries] = {}
+
+    def _attributes(self, method: str, status: int | None = None) -> dict[str, str | int]:
+        found: dict[str, str | int] = {
+            CELL_ATTRIBUTE: self.cell,
+            _METHOD: method,
+            _ROUTE: self._template,
+        }
+        if status is not None:
+            found[_STATUS] = status
+        return found
+
+    def begin(self, request: web.BaseRequest, start: float) -> None:
+        """Spans are recorded: a whole request context and the server span."""
+        self._owner.telemetry_recording_seen = True
+        rc = RequestContext(self.cell, self.instance, request)
+        context.set_current(rc)
+        _start_span(rc, request, self.telemetry.tracer, self._template)
+        rc.start = start
+
+    def end(
+        self, request: web.BaseRequest, response: web.StreamResponse | None, start: float
+    ) -> None:
+        """The request is answered (``response``), or was cancelled (None: status 499)."""
+        elapsed = _clock() - start
+        status = response.status if response is not None else 499
+        method = request.method
+        # The common case in one lookup: the route's own method, a status seen before.
+        found = self._by_status.get(status) if method == self._method else None
+        if found is None:
+            found = self._series_for(method, status)
+        found[0](elapsed)
+        if type(response) is web.Response:
+            body = response.body
             if type(body) is bytes:
-                size = response_sizes.get(key)
+                found[1](len(body))
+        if self._has_body:
+            length = request.content_length
+            if length is not None:
+                size = self._request_sizes.get(method)
                 if size is None:
-                    size = response_sizes[key] = response_size_family.series(
-                        attributes(method, status)
+                    size = self._request_sizes[method] = self._owner._request_size.series(
+                        self._attributes(method)
                     )
-                size.append(len(body))
-            if access_log and is_logged(logging.INFO):
-                _access.info(
-                    '%s %s %d %.1fms "%s"',
-                    method,
-                    request.rel_url,
-                    status,
-                    elapsed * 1000,
-                    request.headers.get("User-Agent", "-"),
-                    extra={
-                        "http.request.method": method,
-                        "url.path": request.path,
-                        "http.route": template,
-                        "http.response.status_code": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "client.address": request.remote,
-                    },
-                )
+                size.append(length)
+        if self._owner.access_enabled:
+            _log_access(request, method, status, elapsed, self._template)
+        if self._owner.telemetry_recording_seen:
+            rc = context.get_current()
             if type(rc) is RequestContext and rc.span is not None:
                 _end_span(rc, status)
 
-        return Hooks(before, after)
+    def _series_for(self, method: str, status: int) -> tuple[Append, Append]:
+        """The (duration, response size) appends of ``method`` and ``status``."""
+        key: object = status if method == self._method else (method, status)
+        found = self._series.get(key)
+        if found is None:
+            attributes = self._attributes(method, status)
+            found = self._series[key] = (
+                self._owner._duration.series(attributes).append,
+                self._owner._response_size.series(attributes).append,
+            )
+            if method == self._method:
+                self._by_status[status] = found
+        return found
+
+
+Append = Callable[[float], None]
+_clock = time.perf_counter
+
+
+def _log_access(
+    request: web.BaseRequest, method: str, status: int, elapsed: float, template: str
+) -> None:
+    _access.info(
+        '%s %s %d %.1fms "%s"',
+        method,
+        request.rel_url,
+        status,
+        elapsed * 1000,
+        request.headers.get("User-Agent", "-"),
+        extra={
+            "http.request.method": method,
+            "url.path": request.path,
+            "http.route": template,
+            "http.response.status_code": status,
+            "duration_ms": round(elapsed * 1000, 3),
+            "client.address": request.remote,
+        },
+    )
 
 
 def _start_span(
