@@ -36,7 +36,7 @@ from opentelemetry import trace
 
 from ..cell.spec import CellSpec, OperationSpec
 from ..errors import HTTPError
-from ..mesh.deadline import DEADLINE_HEADER, parse_deadline, set_deadline
+from ..mesh.deadline import DEADLINE_HEADER, EXPIRED_HEADER, parse_deadline, set_deadline
 from ..observability.context import set_current
 from ..timer import DeadlineTimer, timer_for
 from .binding import Binder
@@ -279,7 +279,11 @@ def _expired(endpoint: Endpoint, own: bool) -> HTTPError:
             504,
             f"service {endpoint.name!r} did not answer within its timeout of {endpoint.timeout} s",
         )
-    return HTTPError(504, f"service {endpoint.name!r} did not answer before its caller's deadline")
+    return HTTPError(
+        504,
+        f"service {endpoint.name!r} did not answer before its caller's deadline",
+        headers={EXPIRED_HEADER: "1"},
+    )
 
 
 def error_response(request: web.BaseRequest, exc: Exception, cell: str) -> web.StreamResponse:

@@ -16,6 +16,9 @@ __all__ = ["DEADLINE_HEADER", "current_deadline", "parse_deadline"]
 DEADLINE_HEADER: Final = "x-orchestro-deadline-ms"
 ATTEMPT_HEADER: Final = "x-orchestro-attempt"
 CALLER_HEADER: Final = "x-orchestro-caller"  # informational: never trusted for access
+# On a 504 from a gateway that stopped a service at its caller's deadline: the caller reports
+# DeadlineExceeded, whichever of its own timer and this answer comes first.
+EXPIRED_HEADER: Final = "x-orchestro-deadline-exceeded"
 
 # The deadline (time.monotonic) of the inbound request being served, if it brought one.
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(

@@ -7,8 +7,9 @@ import contextlib
 import json
 from typing import Any
 
-from ..errors import CallError, RemoteError, TransportError
+from ..errors import CallError, DeadlineExceeded, RemoteError, TransportError
 from ..registry import Instance
+from .deadline import EXPIRED_HEADER
 from .transports.base import CallRequest, CallResponse
 
 __all__ = ["remote_error", "retry_after", "retryable"]
@@ -33,7 +34,14 @@ def retry_after(exc: CallError) -> float:
     return 0.0
 
 
-def remote_error(cell: str, instance: Instance, response: CallResponse) -> RemoteError:
+def remote_error(cell: str, instance: Instance, response: CallResponse) -> CallError:
+    """The error a 4xx or 5xx answer becomes: a :class:`RemoteError` with the callee's
+    problem, or :class:`DeadlineExceeded` when the callee stopped at this call's deadline
+    (its answer can arrive just before the caller's own timer fires)."""
+    if response.status == 504 and response.headers.get(EXPIRED_HEADER):
+        return DeadlineExceeded(
+            f"cell {cell!r} ({instance.url}) stopped at the call's deadline", cell=cell
+        )
     problem: dict[str, Any]
     try:
         parsed = json.loads(response.body) if response.body else {}
