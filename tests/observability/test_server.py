@@ -128,6 +128,35 @@ async def test_prometheus_sd_lists_the_instance() -> None:
     assert group["labels"]["instance"] == client.host.instance_id
 
 
+async def test_requests_no_route_matched_are_counted_without_a_route() -> None:
+    async with CellClient(make_shop("unmatched")) as client:
+        assert (await client.get("/nothing/here")).status == 404
+        assert (await client.delete("/items/1")).status == 405
+        assert (await client.request("PROPFIND", "/coffee")).status == 404
+    metrics = read_metrics()
+    name = "http_server_request_duration_seconds_count"
+    found = metrics.find(name, orchestro_cell="unmatched")
+    # No http.route (the Prometheus exporter shows a label other series have as empty).
+    assert found
+    assert all(labels.get("http_route", "") == "" for labels, _ in found)
+    assert metrics.value(name, orchestro_cell="unmatched", http_response_status_code=404) == 2
+    assert metrics.value(name, orchestro_cell="unmatched", http_request_method="DELETE") == 1
+    # An unknown method is "_OTHER", as the semantic conventions say: bounded cardinality.
+    assert metrics.value(name, orchestro_cell="unmatched", http_request_method="_OTHER") == 1
+    assert metrics.value(name, orchestro_cell="unmatched", http_request_method="PROPFIND") == 0
+
+
+async def test_a_request_no_route_matched_has_a_span_named_by_its_method(
+    spans: CapturedSpans,
+) -> None:
+    async with CellClient(make_shop("unmatched-traced")) as client:
+        await client.get("/nothing/here")
+    (span,) = spans.named("GET")
+    attributes = dict(span.attributes or {})
+    assert "http.route" not in attributes
+    assert attributes["http.response.status_code"] == 404
+
+
 async def test_server_span_continues_the_callers_trace(spans: CapturedSpans) -> None:
     async with CellClient(make_shop("traced")) as client:
         await client.get("/items/7", headers={"traceparent": PARENT, "x-request-id": "r-1"})

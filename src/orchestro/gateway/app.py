@@ -129,13 +129,18 @@ def build_gateway(
             router.add("HEAD", path, compiled)
     router.freeze()
 
+    # Answers to requests no route matched are measured too (without http.route): a burst
+    # of 404s is something to see.
+    unmatched = Route(spec, "")
+    meter = None if telemetry is None else telemetry.meter(unmatched, unmatched=True)
+
     def not_allowed(allowed: tuple[str, ...]) -> CompiledRoute:
-        return compose([], Route(spec, ""), Endpoint.of_handler(_not_allowed(allowed)))
+        return compose([], unmatched, Endpoint.of_handler(_not_allowed(allowed)), meter)
 
     pipeline = Pipeline(
         router,
         spec.name,
-        not_found=compose([], Route(spec, ""), Endpoint.of_handler(_not_found)),
+        not_found=compose([], unmatched, Endpoint.of_handler(_not_found), meter),
         not_allowed=not_allowed,
     )
     return Gateway(spec, pipeline, openapi, max_body)

@@ -134,10 +134,11 @@ class ServerTelemetry:
             self._timer.cancel()
             self._timer = None
 
-    def meter(self, route: Route) -> RouteMeter | None:
+    def meter(self, route: Route, *, unmatched: bool = False) -> RouteMeter | None:
         """What measures ``route``'s requests, or None for the gateway's own routes (health,
-        readiness, OpenAPI and metrics are not measured)."""
-        if route.operation is None:
+        readiness, OpenAPI and metrics are not measured). ``unmatched`` measures the answers
+        to requests no route matched (404, 405), without ``http.route``."""
+        if route.operation is None and not unmatched:
             return None
         return RouteMeter(self, route)
 
@@ -166,14 +167,14 @@ class RouteMeter:
     )
 
     def __init__(self, owner: ServerTelemetry, route: Route) -> None:
-        assert route.operation is not None
+        op = route.operation
         self._owner = owner
         self.telemetry = owner._telemetry
         self.cell = owner._cell
         self.instance = owner._instance
-        self._template = route.path
-        self._method = route.operation.service.method
-        self._has_body = self._method not in ("GET", "HEAD", "DELETE")
+        self._template = route.path if op is not None else ""  # "": no route matched
+        self._method = op.service.method if op is not None else ""
+        self._has_body = op is not None and self._method not in ("GET", "HEAD", "DELETE")
         # (duration, response size) appends per status of the route's method — one
         # dictionary lookup a request — and per (method, status) for another method (HEAD
         # on a GET route).
@@ -182,11 +183,9 @@ class RouteMeter:
         self._request_sizes: dict[str, HistogramSeries] = {}
 
     def _attributes(self, method: str, status: int | None = None) -> dict[str, str | int]:
-        found: dict[str, str | int] = {
-            CELL_ATTRIBUTE: self.cell,
-            _METHOD: method,
-            _ROUTE: self._template,
-        }
+        found: dict[str, str | int] = {CELL_ATTRIBUTE: self.cell, _METHOD: method}
+        if self._template:
+            found[_ROUTE] = self._template
         if status is not None:
             found[_STATUS] = status
         return found
@@ -233,6 +232,8 @@ class RouteMeter:
 
     def _series_for(self, method: str, status: int) -> tuple[Append, Append]:
         """The (duration, response size) appends of ``method`` and ``status``."""
+        if method != self._method and method not in _KNOWN_METHODS:
+            method = "_OTHER"  # as the semantic conventions say: a bounded set of values
         key: object = status if method == self._method else (method, status)
         found = self._series.get(key)
         if found is None:
@@ -248,6 +249,9 @@ class RouteMeter:
 
 Append = Callable[[float], None]
 _clock = time.perf_counter
+_KNOWN_METHODS: Final = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"}
+)
 
 
 def _log_access(
@@ -275,22 +279,28 @@ def _start_span(
     rc: RequestContext, request: web.BaseRequest, tracer: trace.Tracer, route: str
 ) -> None:
     parent = propagate.extract(request.headers)
-    method = request.method
+    method = request.method if request.method in _KNOWN_METHODS else "_OTHER"
     host, _, port = (request.host or "").partition(":")
     attributes: dict[str, str | int] = {
         _METHOD: method,
-        _ROUTE: route,
         url_attributes.URL_PATH: request.path,
         url_attributes.URL_SCHEME: request.scheme,
         server_attributes.SERVER_ADDRESS: host,
         CELL_ATTRIBUTE: rc.cell,
     }
+    if route:
+        attributes[_ROUTE] = route
+    if method == "_OTHER":
+        attributes[http_attributes.HTTP_REQUEST_METHOD_ORIGINAL] = request.method
     if port.isdigit():
         attributes[server_attributes.SERVER_PORT] = int(port)
     if rc.request_id:
         attributes["orchestro.request_id"] = rc.request_id
     span = tracer.start_span(
-        f"{method} {route}", context=parent, kind=SpanKind.SERVER, attributes=attributes
+        f"{method} {route}" if route else method,  # no route matched: the method alone
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes=attributes,
     )
     rc.span = (span, otel_context.attach(trace.set_span_in_context(span, parent)))
 
