@@ -24,8 +24,8 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from opentelemetry import metrics, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -218,6 +218,9 @@ def _set_global_providers(meters: MeterProvider, tracers: TracerProvider) -> Non
         trace.set_tracer_provider(tracers)
 
 
+T = TypeVar("T")
+
+
 def _names(variable: str) -> list[str]:
     return [v.strip().lower() for v in os.environ.get(variable, "").split(",") if v.strip()]
 
@@ -229,36 +232,42 @@ def _span_exporters() -> list[SpanExporter]:
         or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     ):
         names = ["otlp"]
-    exporters: list[SpanExporter] = []
-    for name in names:
-        if name == "none":
-            continue
-        if name == "console":
-            exporters.append(ConsoleSpanExporter())
-        elif name == "otlp":
-            exporters.append(_otlp("trace")())
-        else:
-            raise ConfigurationError(
-                f"OTEL_TRACES_EXPORTER={name!r} is not supported: use otlp, console or none"
-            )
-    return exporters
+    return _chosen(
+        "OTEL_TRACES_EXPORTER",
+        names,
+        {"otlp": lambda: _otlp("trace")(), "console": ConsoleSpanExporter, "none": None},
+    )
 
 
 def _metric_exporters() -> list[MetricExporter]:
-    exporters: list[MetricExporter] = []
-    for name in _names("OTEL_METRICS_EXPORTER"):
-        if name in ("none", "prometheus"):
-            continue
-        if name == "console":
-            exporters.append(ConsoleMetricExporter())
-        elif name == "otlp":
-            exporters.append(_otlp("metric")())
-        else:
+    # "prometheus": every cell serves /metrics anyway.
+    return _chosen(
+        "OTEL_METRICS_EXPORTER",
+        _names("OTEL_METRICS_EXPORTER"),
+        {
+            "prometheus": None,
+            "otlp": lambda: _otlp("metric")(),
+            "console": ConsoleMetricExporter,
+            "none": None,
+        },
+    )
+
+
+def _chosen(
+    variable: str, names: list[str], makers: Mapping[str, Callable[[], T] | None]
+) -> list[T]:
+    """The exporters ``names`` ask for (a maker of None: nothing to make)."""
+    made: list[T] = []
+    for name in names:
+        if name not in makers:
+            *others, last = makers
             raise ConfigurationError(
-                f"OTEL_METRICS_EXPORTER={name!r} is not supported: use prometheus, otlp, "
-                "console or none"
+                f"{variable}={name!r} is not supported: use {', '.join(others)} or {last}"
             )
-    return exporters
+        make = makers[name]
+        if make is not None:
+            made.append(make())
+    return made
 
 
 def _otlp(signal: str) -> Any:
