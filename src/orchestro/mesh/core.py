@@ -37,8 +37,7 @@ from ..errors import (
 )
 from ..registry import Instance, Registry, RegistryView, open_registry
 from .clock import Clock, MonotonicClock
-from .deadline import ATTEMPT_HEADER, CALLER_HEADER, DEADLINE_HEADER
-from .deadline import _deadline as _inbound_deadline
+from .deadline import ATTEMPT_HEADER, CALLER_HEADER, DEADLINE_HEADER, current_deadline
 from .outcomes import remote_error, retry_after, retryable
 from .policy import CallPolicy, Policies
 from .raw import RawClient
@@ -263,9 +262,9 @@ class Mesh:
     ) -> Awaitable[Any]:
         """Call a service of a cell hosted in this process (see :mod:`.transports.local`):
         returns that call's coroutine, adding no coroutine layer of its own."""
-        deadline = _inbound_deadline.get()
-        if deadline is not None and deadline - self._now() < seconds:
-            seconds = deadline - self._now()
+        deadline = current_deadline()
+        if deadline is not None:
+            seconds = min(seconds, deadline - self._now())
         obs = self._obs if self._obs is not None else self._observe()
         return call_in_process(cell, host, operation, arguments, seconds, decode, obs, method)
 
@@ -293,7 +292,10 @@ class Mesh:
 
     def resolve(self, cell: str) -> tuple[Instance, ...]:
         """Ready instances of ``cell``, those on this host first, then this zone."""
-        found = self._external.get(cell) or self.view.ready(cell)
+        return self._nearest(self._external.get(cell) or self.view.ready(cell))
+
+    def _nearest(self, found: tuple[Instance, ...]) -> tuple[Instance, ...]:
+        """Of ``found``, those on this host if any, else those in this zone if any."""
         if len(found) > 1:
             here = tuple(i for i in found if i.hostname == self._hostname)
             if here:
@@ -343,7 +345,7 @@ class Mesh:
         try:
             now = self._now()
             deadline = now + policy.timeout
-            inherited = _inbound_deadline.get()
+            inherited = current_deadline()
             if inherited is not None and inherited < deadline:
                 deadline = inherited
             target.budget.record_request(now)
@@ -475,7 +477,7 @@ class Mesh:
         """Resolve, skip ejected instances, balance, and stamp the deadline: no I/O."""
         instances = self._external.get(cell) or self.view.ready(cell)
         if len(instances) > 1:
-            instances = self.resolve(cell)  # prefer this host, then this zone
+            instances = self._nearest(instances)
         elif not instances:
             raise NoInstancesError(f"no ready instance of cell {cell!r}", cell=cell)
         if instances is not target.seen:
@@ -521,12 +523,9 @@ class Mesh:
         pick = Pick(chosen, instance, request, headers, now, remaining, ids)
         obs = self._obs
         if obs is not None:
-            if obs.telemetry.recording:
-                pick.span = obs.start_attempt(
-                    cell, request.method, instance.url + request.path, attempt, headers
-                )
-            else:
-                obs.propagate(headers)
+            pick.span = obs.start_attempt(
+                cell, request.method, instance, request.path, attempt, headers
+            )
         return pick
 
     def _failed(self, cell: str, target: Target, pick: Pick, error: BaseException) -> None:

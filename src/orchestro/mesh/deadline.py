@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import time
+from collections.abc import Callable
 from typing import Final
 
 __all__ = ["DEADLINE_HEADER", "current_deadline", "parse_deadline"]
@@ -26,8 +27,9 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
-def current_deadline() -> float | None:
-    return _deadline.get()
+# The deadline of the request being served, or None: the variable's own getter (no wrapper
+# function: the mesh reads it on every call).
+current_deadline: Callable[[], float | None] = _deadline.get
 
 
 def set_deadline(deadline: float | None) -> contextvars.Token[float | None]:

@@ -100,7 +100,6 @@ def _method(
     # Not a coroutine function: it returns the mesh's own coroutine, which decodes the answer
     # itself, so awaiting a stub method adds no coroutine layer of its own (each layer costs
     # on every suspension inside the HTTP client).
-    local = mesh._local  # cell -> hosts of this process: looked up on every call
     plain: list[CallRequest] = []  # the request of a call with no arguments, made once
 
     def call(_stub: Any, *args: Any, **kwargs: Any) -> Awaitable[Any]:
@@ -109,7 +108,7 @@ def _method(
             bound = kwargs
         else:
             bound = signature.bind(None, *args, **kwargs).arguments
-        host = mesh.local_host(cell) if local.get(cell) else None
+        host = mesh.local_host(cell)
         if host is not None:
             # In this process: validated with the callee's types, called directly.
             arguments = (

@@ -21,6 +21,7 @@ from opentelemetry.semconv.attributes import (
 )
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from ..registry.base import Instance
 from .context import TRACEPARENT, TRACESTATE, current_cell, current_request
 from .context import get_current as _get_current
 from .instruments import HistogramSeries, Observation
@@ -170,7 +171,13 @@ class MeshTelemetry:
         otel_context.detach(token)
 
     def start_attempt(
-        self, cell: str, method: str, url: str, attempt: int, headers: MutableMapping[str, str]
+        self,
+        cell: str,
+        method: str,
+        instance: Instance,
+        path: str,
+        attempt: int,
+        headers: MutableMapping[str, str],
     ) -> Any:
         """Stamp ``headers`` with the trace context; the attempt's span when recording."""
         if not self.telemetry.recording:
@@ -179,7 +186,7 @@ class MeshTelemetry:
         attributes: dict[str, Any] = {
             _METHOD: method,
             _TARGET: cell,
-            url_attributes.URL_FULL: url,
+            url_attributes.URL_FULL: instance.url + path,  # made only for a recorded span
         }
         if attempt > 1:
             attributes[http_attributes.HTTP_REQUEST_RESEND_COUNT] = attempt - 1

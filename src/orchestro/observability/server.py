@@ -121,11 +121,14 @@ class ServerTelemetry:
 
         def tick() -> None:
             producer.fold()
-            self.access_enabled = self._access_log and _access.isEnabledFor(logging.INFO)
+            self._read_access_level()
             self._timer = loop.call_later(1.0, tick)
 
-        self.access_enabled = self._access_log and _access.isEnabledFor(logging.INFO)
+        self._read_access_level()
         self._timer = loop.call_later(1.0, tick)
+
+    def _read_access_level(self) -> None:
+        self.access_enabled = self._access_log and _access.isEnabledFor(logging.INFO)
 
     def close(self) -> None:
         """The cell stopped: its active-requests series leaves the metrics."""
