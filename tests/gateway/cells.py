@@ -9,7 +9,7 @@ import uuid
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from orchestro import Body, Caller, Header, HTTPError, Query, Response, cell, service
 
@@ -82,9 +82,23 @@ class Binder:
     async def optional(self, basket: Basket | None = None) -> Echo:
         return Echo(values={"basket": basket.model_dump() if basket else None})
 
+    @service.get("/defaults")
+    async def defaults(self, request: web.Request, limit: int = 10, tag: str | None = None) -> Echo:
+        return Echo(values={"limit": limit, "tag": tag, "path": request.path})
+
     @service.get("/raw")
     async def raw(self, request: web.Request) -> Echo:
         return Echo(values={"path": request.path, "method": request.method})
+
+
+class Aliased(BaseModel):
+    model_config = ConfigDict(serialize_by_alias=True)
+    unit_price: int = Field(alias="unitPrice")
+
+
+class Deferred(BaseModel):
+    model_config = ConfigDict(defer_build=True, serialize_by_alias=True)
+    unit_price: int = Field(alias="unitPrice")
 
 
 @cell("answers")
@@ -92,6 +106,14 @@ class Answers:
     @service.get("/model")
     async def model(self) -> Line:
         return Line(sku="tea", quantity=2)
+
+    @service.get("/aliased")
+    async def aliased(self) -> Aliased:
+        return Aliased(unitPrice=3)
+
+    @service.get("/deferred")
+    async def deferred(self) -> Deferred:
+        return Deferred(unitPrice=4)
 
     @service.get("/plain")
     async def plain(self) -> dict[str, Any]:

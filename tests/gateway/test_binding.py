@@ -200,6 +200,19 @@ async def test_non_model_body_with_marker(client: CellClient) -> None:
     assert response.json()["errors"][0]["loc"] == ["body"]
 
 
+async def test_optional_query_parameters_without_a_query_string(client: CellClient) -> None:
+    # No query string at all: every parameter takes its default (the binder's quick path),
+    # the request parameter is still bound; the same answers with a query, or an empty one.
+    defaults = {"limit": 10, "tag": None, "path": "/defaults"}
+    assert (await client.get("/defaults")).json()["values"] == defaults
+    assert (await client.get("/defaults?")).json()["values"] == defaults
+    given = await client.get("/defaults", params={"limit": "3", "tag": "x"})
+    assert given.json()["values"] == {"limit": 3, "tag": "x", "path": "/defaults"}
+    bad = await client.get("/defaults", params={"limit": "many"})
+    assert bad.status == 422
+    assert bad.json()["errors"][0]["loc"] == ["query", "limit"]
+
+
 async def test_raw_request_parameter(client: CellClient) -> None:
     assert (await client.get("/raw")).json() == {"values": {"path": "/raw", "method": "GET"}}
 

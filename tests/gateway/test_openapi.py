@@ -28,6 +28,7 @@ def test_document_shape() -> None:
         "/baskets",
         "/numbers",
         "/optional",
+        "/defaults",
         "/raw",
     }
     assert {"Basket", "Line", "Problem", "Echo"} <= set(doc["components"]["schemas"])

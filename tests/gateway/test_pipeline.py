@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from orchestro import HTTPError, cell, service, spec_of
+from orchestro.gateway.admission import Admission, Gate
 from orchestro.gateway.pipeline import (
     REQUEST_ID_KEY,
     CompiledRoute,
@@ -20,7 +21,7 @@ from orchestro.gateway.pipeline import (
     error_response,
 )
 from orchestro.gateway.router import Router
-from orchestro.gateway.steps import AccessStep, AdmissionStep, Gate
+from orchestro.gateway.steps import AccessStep
 from orchestro.security import ANONYMOUS, Caller, fixed_identity
 from orchestro.security.identity import CALLER_KEY
 
@@ -137,30 +138,68 @@ def test_error_response_translates_each_kind() -> None:
     assert b"request id r1" in (crash.body or b"")
 
 
-async def test_admission_step_follows_the_gate_and_counts() -> None:
+async def test_admission_follows_the_gate_and_counts() -> None:
     gate = Gate()
-    hooks = AdmissionStep(gate, max_concurrency=1).hooks(PUBLIC)
-    assert hooks.before is not None
-    assert hooks.after is not None
-    with pytest.raises(HTTPError) as info:
-        hooks.before(get())
-    assert (info.value.status, info.value.detail) == (503, "cell 'steps' is starting")
-    assert info.value.headers == {"Retry-After": "1"}
+    release = asyncio.Event()
+    seen: list[int] = []
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        seen.append(gate.in_flight)
+        await release.wait()
+        return web.Response(text="ok")
+
+    log: list[str] = []
+    handler = serve(
+        compose(
+            [Recorder("a", log)],
+            PUBLIC,
+            Endpoint.of_handler(held),
+            admission=Admission(gate, "steps", max_concurrency=1),
+        )
+    )
+    starting = await handler(get())
+    assert starting.status == 503
+    assert starting.headers["Retry-After"] == "1"
+    assert b"cell 'steps' is starting" in starting.body  # type: ignore[operator]
+    assert log == []  # refused before every step
     gate.open()
-    hooks.before(get())
-    assert gate.in_flight == 1
-    with pytest.raises(HTTPError, match="limit of 1 concurrent requests"):
-        hooks.before(get())
-    hooks.after(get(), None)
-    assert gate.in_flight == 0
+    first = asyncio.create_task(handler(get()))
+    await asyncio.sleep(0)
+    assert seen == [1]
+    busy = await handler(get())
+    assert busy.status == 503
+    assert b"limit of 1 concurrent requests" in busy.body  # type: ignore[operator]
+    release.set()
+    assert (await first).status == 200
+    assert (gate.in_flight, gate.admitted) == (0, 1)
     gate.close("draining")
-    with pytest.raises(HTTPError, match="is draining"):
-        hooks.before(get())
+    draining = await handler(get())
+    assert b"is draining" in draining.body  # type: ignore[operator]
+    assert gate.in_flight == 0
+
+
+async def test_admission_counts_a_cancelled_request_out() -> None:
+    gate = Gate()
+    gate.open()
+
+    async def hang(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(60)
+        raise AssertionError("unreachable")
+
+    handler = serve(
+        compose([], PUBLIC, Endpoint.of_handler(hang), admission=Admission(gate, "steps"))
+    )
+    task = asyncio.create_task(handler(get()))
+    await asyncio.sleep(0)
+    assert gate.in_flight == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert gate.in_flight == 0
 
 
 def test_steps_skip_routes_they_do_not_apply_to() -> None:
-    # Gateway paths bypass admission and access: nothing runs for them.
-    assert AdmissionStep(Gate()).hooks(SYSTEM) is None
+    # Gateway paths bypass access: nothing runs for them.
     assert AccessStep(fixed_identity("x")).hooks(SYSTEM) is None
 
 

@@ -25,6 +25,13 @@ async def test_model_is_json_200(client: CellClient) -> None:
     assert response.json() == {"sku": "tea", "quantity": 2}
 
 
+async def test_models_keep_their_serialisation_config(client: CellClient) -> None:
+    # Rendered by the model's own serializer, with its configuration; a model whose
+    # schema build is deferred renders the same.
+    assert (await client.get("/aliased")).json() == {"unitPrice": 3}
+    assert (await client.get("/deferred")).json() == {"unitPrice": 4}
+
+
 async def test_plain_values_are_serialised_by_pydantic(client: CellClient) -> None:
     assert (await client.get("/plain")).json() == {"when": "2024-05-06", "n": [1, 2]}
     assert (await client.get("/untyped")).json() == [{"sku": "a", "quantity": 1}]

@@ -21,9 +21,9 @@ from typing import Any, Self
 
 from ..config import GatewaySettings, TelemetrySettings
 from ..errors import StartupError
+from ..gateway.admission import Gate
 from ..gateway.app import build_gateway
 from ..gateway.server import Listener
-from ..gateway.steps import Gate
 from ..mesh import MESH_ATTR, Mesh
 from ..observability.prometheus import metrics_handler, sd_handler
 from ..observability.server import ServerTelemetry

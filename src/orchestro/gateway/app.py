@@ -28,6 +28,7 @@ from ..config import GatewaySettings
 from ..errors import HTTPError
 from ..observability.server import ServerTelemetry
 from ..security.identity import IdentityResolver, anonymous
+from .admission import Admission, Gate
 from .binding import Binder
 from .health import health_handlers
 from .openapi import build_openapi
@@ -43,7 +44,7 @@ from .pipeline import (
 )
 from .router import Router
 from .server import ProblemServer
-from .steps import AccessStep, AdmissionStep, Gate
+from .steps import AccessStep
 
 __all__ = ["Gateway", "build_gateway"]
 
@@ -100,10 +101,8 @@ def build_gateway(
     """
     settings = settings or GatewaySettings()
     max_body = int(settings.max_body_size)
-    steps: list[Step] = [
-        AdmissionStep(gate, max_concurrency=settings.max_concurrency),
-        AccessStep(identity),
-    ]
+    steps: list[Step] = [AccessStep(identity)]
+    admission = Admission(gate, spec.name, max_concurrency=settings.max_concurrency)
     router: Router[CompiledRoute] = Router()
 
     openapi = build_openapi(spec)
@@ -123,6 +122,7 @@ def build_gateway(
             route,
             service_endpoint(op, getattr(instance, op.name), binder),
             None if telemetry is None else telemetry.meter(route),
+            admission,
         )
         router.add(op.service.method, path, compiled)
         if op.service.method == "GET":

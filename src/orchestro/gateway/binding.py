@@ -58,6 +58,13 @@ class Binder:
         for param in op.params:
             if param.source in (ParamSource.PATH, ParamSource.QUERY, ParamSource.HEADER):
                 self._simple.append((param, _raw_reader(param), TypeAdapter(_value_type(param))))
+        # A request without a query string, to an operation whose simple parameters are all
+        # optional query parameters (a common GET), binds to their defaults without reading
+        # the query.
+        self._absent: dict[str, Any] | None = None
+        if all(p.source is ParamSource.QUERY and not p.required for p, _, _ in self._simple):
+            self._absent = {p.name: p.default for p, _, _ in self._simple}
+        self._plain = not self._request_params and not self._caller_params
 
     @property
     def needs_body(self) -> bool:
@@ -65,6 +72,9 @@ class Binder:
 
     def bind(self, request: web.BaseRequest, path: Mapping[str, str]) -> dict[str, Any]:
         """The arguments of an operation without a body (no I/O, so no coroutine)."""
+        if self._absent is not None and "?" not in request.raw_path:
+            defaults = self._absent.copy()
+            return defaults if self._plain else self._finish(request, defaults, [])
         values: dict[str, Any] = {}
         errors: list[dict[str, Any]] = []
         self._bind_simple(request, path, values, errors)

@@ -18,8 +18,8 @@ from aiohttp import web
 
 from ..cell.spec import CellSpec
 from ..errors import HTTPError
+from .admission import Gate
 from .pipeline import Handler
-from .steps import Gate
 
 __all__ = ["health_handlers"]
 

@@ -7,8 +7,10 @@ answer  ◄─ x-request-id ◄─ admission ◄──────────�
 ```
 
 Every route gets the pipeline's frame: a request id (the client's ``x-request-id`` when it
-sent a sane one) that goes on every answer, and the translation of whatever escapes into
-problem+json (:func:`error_response`). Between them run the **steps**: an object whose
+sent a sane one) that goes on every answer, the route's telemetry (:class:`Meter`), its
+admission (:class:`~orchestro.gateway.admission.Admission`, service routes only) and the
+translation of whatever escapes into problem+json (:func:`error_response`). Inside them run
+the **steps**: an object whose
 ``hooks(route)`` returns what it does on that route — a ``before`` hook, which may raise
 :class:`~orchestro.errors.HTTPError` to answer instead of the service, and an ``after`` hook,
 which sees every answer once its ``before`` ran — or ``None`` when it has nothing to do there
@@ -39,6 +41,7 @@ from ..errors import HTTPError
 from ..mesh.deadline import DEADLINE_HEADER, EXPIRED_HEADER, parse_deadline, set_deadline
 from ..observability.context import set_current
 from ..timer import DeadlineTimer, timer_for
+from .admission import Admission
 from .binding import Binder
 from .problem import problem_response
 from .responses import renderer
@@ -148,13 +151,18 @@ class CompiledRoute:
     afters: tuple[tuple[int, After], ...]  # (befores that must have run, hook), in run order
     endpoint: Endpoint
     meter: Meter | None = None
+    admission: Admission | None = None
 
 
 def compose(
-    steps: Sequence[Step], route: Route, endpoint: Endpoint, meter: Meter | None = None
+    steps: Sequence[Step],
+    route: Route,
+    endpoint: Endpoint,
+    meter: Meter | None = None,
+    admission: Admission | None = None,
 ) -> CompiledRoute:
     """Compile ``steps`` (the first outermost) around ``endpoint`` for ``route``, measured
-    by ``meter`` if given."""
+    by ``meter`` and let in by ``admission`` if given (both outside every step)."""
     hooks = [h for h in (step.hooks(route) for step in steps) if h is not None]
     befores = tuple(h.before for h in hooks if h.before is not None)
     # An after hook runs only if its step's before ran: count the befores up to its own.
@@ -163,7 +171,7 @@ def compose(
         for i, hook in enumerate(hooks)
         if hook.after is not None
     )[::-1]
-    return CompiledRoute(befores, afters, endpoint, meter)
+    return CompiledRoute(befores, afters, endpoint, meter, admission)
 
 
 class Pipeline:
@@ -213,9 +221,18 @@ class Pipeline:
                 # for it. aiohttp serves each request in a task of its own, with a copy of
                 # the context: the variable needs no reset afterwards.
                 set_current((meter.cell, meter.instance, request, start))
+        admission = route.admission
+        admitted = False
         entered = 0
         response: web.StreamResponse | None = None
         try:
+            if admission is not None:
+                gate = admission.gate
+                if not gate.admits or gate.in_flight >= admission.limit:
+                    raise admission.refusal()
+                gate.in_flight += 1
+                gate.admitted += 1
+                admitted = True
             for before in route.befores:
                 before(request)
                 entered += 1
@@ -265,6 +282,8 @@ class Pipeline:
             for needed, after in route.afters:
                 if entered >= needed:
                     after(request, response)
+            if admitted:
+                gate.in_flight -= 1
             if meter is not None:
                 meter.end(request, response, start)
         assert response is not None

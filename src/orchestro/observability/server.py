@@ -25,8 +25,8 @@ from opentelemetry.semconv.attributes import (
 )
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from ..gateway.admission import Gate
 from ..gateway.pipeline import REQUEST_ID_KEY, Route
-from ..gateway.steps import Gate
 from . import context
 from .context import RequestContext
 from .instruments import SIZE_BUCKETS, HistogramSeries
