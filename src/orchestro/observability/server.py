@@ -58,6 +58,8 @@ class ServerTelemetry:
         # so a level changed at run time applies within a second.
         self.access_enabled = False
         self.telemetry_recording_seen = False  # a span was started: ends must look for one
+        # Either of the two: the one flag a request's end reads.
+        self.extras = False
         self._timer: asyncio.TimerHandle | None = None
         self._reported: list[int] | None = None
         self._cell = cell
@@ -129,6 +131,7 @@ class ServerTelemetry:
 
     def _read_access_level(self) -> None:
         self.access_enabled = self._access_log and _access.isEnabledFor(logging.INFO)
+        self.extras = self.access_enabled or self.telemetry_recording_seen
 
     def close(self) -> None:
         """The cell stopped: its active-requests series leaves the metrics."""
@@ -195,7 +198,7 @@ class RouteMeter:
 
     def begin(self, request: web.BaseRequest, start: float) -> None:
         """Spans are recorded: a whole request context and the server span."""
-        self._owner.telemetry_recording_seen = True
+        self._owner.telemetry_recording_seen = self._owner.extras = True
         rc = RequestContext(self.cell, self.instance, request)
         context.set_current(rc)
         _start_span(rc, request, self.telemetry.tracer, self._template)
@@ -206,17 +209,27 @@ class RouteMeter:
     ) -> None:
         """The request is answered (``response``), or was cancelled (None: status 499)."""
         elapsed = _clock() - start
-        status = response.status if response is not None else 499
+        body: object = None
+        if type(response) is web.Response:
+            # aiohttp's own fields of a plain response: its `status` and `body` properties
+            # are a Python call each.
+            status = response._status
+            body = response._body
+        else:
+            status = response.status if response is not None else 499
         method = request.method
         # The common case in one lookup: the route's own method, a status seen before.
         found = self._by_status.get(status) if method == self._method else None
         if found is None:
             found = self._series_for(method, status)
         found[0](elapsed)
-        if type(response) is web.Response:
-            body = response.body
-            if type(body) is bytes:
-                found[1](len(body))
+        if type(body) is bytes:
+            found[1](len(body))
+        if self._has_body or self._owner.extras:
+            self._rest(request, method, status, elapsed)
+
+    def _rest(self, request: web.BaseRequest, method: str, status: int, elapsed: float) -> None:
+        """What only some requests need: the request's size, the access line, the span."""
         if self._has_body:
             length = request.content_length
             if length is not None:
