@@ -8,7 +8,9 @@ Servers measured, each against the same bare aiohttp handler:
 - ``orchestro``: the default — metrics, and tracing with no exporter (the trace context is
   continued and propagated, no span is recorded);
 - ``orchestro-otlp``: spans recorded and sent by a batch OTLP/HTTP exporter to a local sink
-  (``bench/otlp_sink.py``).
+  (``bench/otlp_sink.py``);
+- ``orchestro-otlp-1%``: the same exporter, with 1% of the traces sampled
+  (``parentbased_traceidratio``; every request here starts a trace).
 
 The access log is off in every run (``--log-level warning``): a log line per request is a
 choice, not a cost of telemetry. Each round runs every (loop, server) pair in turn, the
@@ -47,7 +49,7 @@ def pin(core: int) -> list[str]:
     return []
 
 
-KINDS = ("bare", "orchestro-off", "orchestro", "orchestro-otlp")
+KINDS = ("bare", "orchestro-off", "orchestro", "orchestro-otlp-1%", "orchestro-otlp")
 
 
 def start_server(kind: str, loop: str, port: int, sink: int) -> subprocess.Popen[bytes]:
@@ -70,8 +72,11 @@ def start_server(kind: str, loop: str, port: int, sink: int) -> subprocess.Popen
         ]
         if kind == "orchestro-off":
             cmd += ["--metrics", "false"]
-        if kind == "orchestro-otlp":
+        if kind.startswith("orchestro-otlp"):
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink}"
+        if kind == "orchestro-otlp-1%":
+            env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+            env["OTEL_TRACES_SAMPLER_ARG"] = "0.01"
     else:
         cmd = [
             sys.executable,
@@ -177,19 +182,19 @@ def run_rounds(
                     stop_server(proc)
                 results.setdefault((kind, loop), []).append((rps, p99))
                 print(
-                    f"round {round_no} {loop:8} {kind:15} {rps:10.0f} req/s  p99 {p99:6.2f} ms",
+                    f"round {round_no} {loop:8} {kind:18} {rps:10.0f} req/s  p99 {p99:6.2f} ms",
                     flush=True,
                 )
 
 
 def report(loops: list[str], results: dict[tuple[str, str], list[tuple[float, float]]]) -> None:
     print()
-    print(f"{'loop':8} {'server':15} {'median req/s':>12} {'median p99 ms':>14}")
+    print(f"{'loop':8} {'server':18} {'median req/s':>12} {'median p99 ms':>14}")
     for loop in loops:
         for kind in KINDS:
             runs = results[(kind, loop)]
             print(
-                f"{loop:8} {kind:15} {statistics.median(r for r, _ in runs):12.0f} "
+                f"{loop:8} {kind:18} {statistics.median(r for r, _ in runs):12.0f} "
                 f"{statistics.median(p for _, p in runs):14.2f}"
             )
     print()

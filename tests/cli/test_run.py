@@ -184,6 +184,23 @@ ERROR_CASES = {
         ["run", "examples/hello.py", "ENV:ORCHESTRO_DRAIN_TIMEOUT=-1"],
         "--drain-timeout / ORCHESTRO_DRAIN_TIMEOUT: Input should be greater than 0",
     ),
+    "bad sampler": (
+        ["run", "examples/hello.py", "ENV:OTEL_TRACES_SAMPLER=sometimes"],
+        "OTEL_TRACES_SAMPLER='sometimes' is not supported: use parentbased_always_on, ",
+    ),
+    "bad sampler ratio": (
+        [
+            "run",
+            "examples/hello.py",
+            "ENV:OTEL_TRACES_SAMPLER=traceidratio",
+            "ENV:OTEL_TRACES_SAMPLER_ARG=10%",
+        ],
+        "OTEL_TRACES_SAMPLER_ARG='10%' is not a ratio: use a number from 0 to 1",
+    ),
+    "bad exporter": (
+        ["run", "examples/hello.py", "ENV:OTEL_TRACES_EXPORTER=jaeger"],
+        "OTEL_TRACES_EXPORTER='jaeger' is not supported: use otlp, console or none",
+    ),
     "failing on_start": (
         ["run", "{failing}"],
         "cell 'failing' failed to start: on_start raised ConnectionError: database down (at ",

@@ -340,7 +340,7 @@ class Mesh:
             target = self._target(cell, policy)
         obs = self._obs if self._obs is not None else self._observe()
         traced = None
-        if obs is not None and obs.telemetry.recording:
+        if obs is not None and obs.records():
             traced = obs.start_call(cell, request.operation or f"{request.method} {request.path}")
         try:
             now = self._now()

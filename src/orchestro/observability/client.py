@@ -22,7 +22,7 @@ from opentelemetry.semconv.attributes import (
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ..registry.base import Instance
-from .context import TRACEPARENT, TRACESTATE, current_cell, current_request
+from .context import TRACEPARENT, TRACESTATE, RequestContext, current_cell, current_request
 from .context import get_current as _get_current
 from .instruments import HistogramSeries, Observation
 from .server import CELL_ATTRIBUTE
@@ -154,6 +154,15 @@ class MeshTelemetry:
 
     # Spans -----------------------------------------------------------------------------
 
+    def records(self) -> bool:
+        """Whether a call made now gets spans: spans are recorded in this process, and the
+        request being served, if any, was sampled (a request its sampling dropped has a
+        request context without a server span; its calls pass on its trace, unsampled)."""
+        if not self.telemetry.recording:
+            return False
+        found = _get_current()
+        return found is None or (type(found) is RequestContext and found.span is not None)
+
     def start_call(self, cell: str, operation: str) -> tuple[Any, Any]:
         span = self._tracer.start_span(
             f"call {cell}.{operation}" if operation else f"call {cell}",
@@ -180,7 +189,7 @@ class MeshTelemetry:
         headers: MutableMapping[str, str],
     ) -> Any:
         """Stamp ``headers`` with the trace context; the attempt's span when recording."""
-        if not self.telemetry.recording:
+        if not self.records():
             self.propagate(headers)
             return None
         attributes: dict[str, Any] = {

@@ -31,7 +31,8 @@ __all__ = [
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 
-# A RequestContext, or the gateway's cheap form of one: (cell, instance, request, start).
+# A RequestContext, or the gateway's cheap form of one: (cell, instance, request, start),
+# plus the trace id for a request starting a trace that its sampling dropped.
 _current: ContextVar[Any] = ContextVar("orchestro_request", default=None)
 set_current = _current.set
 get_current = _current.get
@@ -153,6 +154,11 @@ class RequestContext:
             self._ids()
         return self._span_id
 
+    def start_trace(self, trace_id: int, flags: int) -> None:
+        """This request starts trace ``trace_id`` (whatever its caller sent), with these
+        trace flags (0: not sampled)."""
+        self._trace_id, self._span_id, self.flags = trace_id, _bits(64), flags
+
     def outgoing(self) -> str:
         """A ``traceparent`` for a call made while serving this request: same trace, a new
         span id (the caller's attempt), same flags."""
@@ -170,10 +176,13 @@ def current_request() -> RequestContext | None:
     found = _current.get()
     if found is None or type(found) is RequestContext:
         return found
-    # The gateway's cheap form, (cell, instance, request, start): made whole on first use.
-    cell, instance, request, start = found
-    made = RequestContext(cell, instance, request)
-    made.start = start
+    # The gateway's cheap form, (cell, instance, request, start), or with a fifth item the
+    # trace id of a request that starts a trace its sampling dropped: made whole on first
+    # use.
+    made = RequestContext(found[0], found[1], found[2])
+    made.start = found[3]
+    if len(found) == 5:
+        made.start_trace(found[4], 0)
     _current.set(made)
     return made
 

@@ -28,8 +28,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from ..gateway.admission import Gate
 from ..gateway.pipeline import REQUEST_ID_KEY, Route
 from . import context
-from .context import RequestContext
+from .context import TRACEPARENT, RequestContext, parse_traceparent
 from .instruments import SIZE_BUCKETS, HistogramSeries
+from .sampling import new_trace_id
 from .telemetry import Telemetry
 
 __all__ = ["CELL_ATTRIBUTE", "RouteMeter", "ServerTelemetry"]
@@ -197,11 +198,32 @@ class RouteMeter:
         return found
 
     def begin(self, request: web.BaseRequest, start: float) -> None:
-        """Spans are recorded: a whole request context and the server span."""
+        """Spans are recorded: if the request is sampled, a whole request context and the
+        server span; if not, the request context as when nothing records (see
+        :mod:`.sampling`)."""
+        telemetry = self.telemetry
+        parent = parse_traceparent(request.headers.get(TRACEPARENT))
+        if parent is None:
+            trace_id, flags = new_trace_id(), None
+        else:
+            trace_id, _, flags = parent
+        if not telemetry.sampled(flags, trace_id):
+            # The cheap form of the request context: the caller's flags, or those of the
+            # trace started here, say "not sampled" to the cells it calls.
+            if parent is not None:
+                context.set_current((self.cell, self.instance, request, start))
+            else:
+                context.set_current((self.cell, self.instance, request, start, trace_id))
+            return
         self._owner.telemetry_recording_seen = self._owner.extras = True
         rc = RequestContext(self.cell, self.instance, request)
         context.set_current(rc)
-        _start_span(rc, request, self.telemetry.tracer, self._template)
+        if parent is None:
+            telemetry.ids.hand(trace_id)  # the trace id the decision was taken on
+        try:
+            _start_span(rc, request, telemetry.tracer, self._template)
+        finally:
+            telemetry.ids.hand(0)
         rc.start = start
 
     def end(

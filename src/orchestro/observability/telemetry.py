@@ -10,8 +10,10 @@ Standard ``OTEL_*`` variables configure it:
   ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set, nowhere otherwise;
 - ``OTEL_METRICS_EXPORTER``: ``otlp`` and/or ``console`` push metrics besides ``/metrics``
   (``prometheus`` and ``none`` add nothing: every cell always serves ``/metrics``);
-- ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``, ``OTEL_BSP_*``,
-  ``OTEL_METRIC_EXPORT_INTERVAL``, ``OTEL_EXPORTER_OTLP_*``: read by the SDK itself.
+- ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``: one of the specification's six
+  samplers, whose decision orchestro takes before any span is made (:mod:`.sampling`);
+- ``OTEL_BSP_*``, ``OTEL_METRIC_EXPORT_INTERVAL``, ``OTEL_EXPORTER_OTLP_*``: read by the SDK
+  itself.
 
 Spans are *recorded* only when something exports them (:attr:`Telemetry.recording`).
 Otherwise tracing still runs in its cheap form: the caller's ``traceparent`` is continued,
@@ -50,6 +52,7 @@ from .._version import __version__
 from ..errors import ConfigurationError
 from .instruments import Producer
 from .process import instrument_process
+from .sampling import RequestIds, Sampling
 
 __all__ = ["SCOPE", "Telemetry", "configure", "get_telemetry"]
 
@@ -168,7 +171,12 @@ class Telemetry:
         instrument_process(self.meter_provider.get_meter(SCOPE, __version__))
         self.recording = False
         self._switchboard = _Switchboard(self._update_recording)
-        self.tracer_provider = TracerProvider(resource=self.resource)
+        self.sampling = Sampling.from_environment()
+        self.sampled = self.sampling.decider()
+        self.ids = RequestIds()
+        self.tracer_provider = TracerProvider(
+            resource=self.resource, sampler=self.sampling.sampler(), id_generator=self.ids
+        )
         self.tracer_provider.add_span_processor(self._switchboard)
         exporters = _span_exporters() if span_exporters is None else list(span_exporters)
         for exporter in exporters:

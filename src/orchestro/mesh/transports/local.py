@@ -48,7 +48,7 @@ async def call_in_process(
     task = asyncio.current_task()
     assert task is not None
     spans = None
-    if obs is not None and obs.telemetry.recording:
+    if obs is not None and obs.records():
         spans = obs.start_local(cell, method, operation)
     started = _clock()
     outcome: int | str = 200
