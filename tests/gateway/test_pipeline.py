@@ -11,15 +11,14 @@ from aiohttp.test_utils import make_mocked_request
 from orchestro import HTTPError, cell, service, spec_of
 from orchestro.gateway.admission import Admission, Gate
 from orchestro.gateway.pipeline import (
-    REQUEST_ID_KEY,
     CompiledRoute,
     Endpoint,
     Hooks,
     Pipeline,
     Route,
     compose,
-    error_response,
 )
+from orchestro.gateway.problem import REQUEST_ID_KEY, error_response
 from orchestro.gateway.router import Router
 from orchestro.gateway.steps import AccessStep
 from orchestro.security import ANONYMOUS, Caller, fixed_identity

@@ -9,12 +9,12 @@ answer  ◄─ x-request-id ◄─ admission ◄──────────�
 Every route gets the pipeline's frame: a request id (the client's ``x-request-id`` when it
 sent a sane one) that goes on every answer, the route's telemetry (:class:`Meter`), its
 admission (:class:`~orchestro.gateway.admission.Admission`, service routes only) and the
-translation of whatever escapes into problem+json (:func:`error_response`). Inside them run
-the **steps**: an object whose
-``hooks(route)`` returns what it does on that route — a ``before`` hook, which may raise
-:class:`~orchestro.errors.HTTPError` to answer instead of the service, and an ``after`` hook,
-which sees every answer once its ``before`` ran — or ``None`` when it has nothing to do there
-and so costs nothing.
+translation of whatever escapes into problem+json
+(:func:`~orchestro.gateway.problem.error_response`). Inside them run the **steps**: an
+object whose ``hooks(route)`` returns what it does on that route — a ``before`` hook, which
+may raise :class:`~orchestro.errors.HTTPError` to answer instead of the service, and an
+``after`` hook, which sees every answer once its ``before`` ran — or ``None`` when it has
+nothing to do there and so costs nothing.
 
 The handler :func:`compose` builds awaits the service method's coroutine itself and calls the
 hooks as plain functions: each extra coroutine layer or call per request costs throughput that
@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
-from opentelemetry import trace
 
 from ..cell.spec import CellSpec, OperationSpec
 from ..errors import HTTPError
@@ -43,12 +41,11 @@ from ..observability.context import set_current
 from ..timer import DeadlineTimer, timer_for
 from .admission import Admission
 from .binding import Binder
-from .problem import problem_response
+from .problem import REQUEST_ID_HEADER, REQUEST_ID_KEY, error_response
 from .responses import renderer
 from .router import Router
 
 __all__ = [
-    "REQUEST_ID_KEY",
     "CompiledRoute",
     "Endpoint",
     "Handler",
@@ -58,7 +55,6 @@ __all__ = [
     "Route",
     "Step",
     "compose",
-    "error_response",
     "service_endpoint",
 ]
 
@@ -66,10 +62,7 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 Before = Callable[[web.BaseRequest], None]
 After = Callable[[web.BaseRequest, web.StreamResponse | None], None]
 
-REQUEST_ID_KEY: Final = web.RequestKey("orchestro.request_id", str)
-REQUEST_ID_HEADER: Final = "x-request-id"
 
-_log = logging.getLogger("orchestro.gateway")
 _clock = time.perf_counter
 
 # A client's request id is echoed only when it is safe to put in logs and headers.
@@ -303,49 +296,6 @@ def _expired(endpoint: Endpoint, own: bool) -> HTTPError:
         f"service {endpoint.name!r} did not answer before its caller's deadline",
         headers={EXPIRED_HEADER: "1"},
     )
-
-
-def error_response(request: web.BaseRequest, exc: Exception, cell: str) -> web.StreamResponse:
-    """The problem+json answer for an error that escaped a route.
-
-    ``HTTPError`` keeps its status; aiohttp's HTTP exceptions keep theirs (a redirect raised on
-    purpose stays a redirect); anything else is a 500 whose body names the request id and
-    whose traceback goes to the log, never to the body.
-    """
-    rid = request.get(REQUEST_ID_KEY)
-    if isinstance(exc, HTTPError):
-        return problem_response(exc, instance=request.path, request_id=rid)
-    if isinstance(exc, web.HTTPException):
-        if exc.status < 400:
-            return web.Response(status=exc.status, headers=exc.headers, body=exc.body)
-        headers = {k: v for k, v in exc.headers.items() if k.lower() not in _ENTITY_HEADERS}
-        detail = exc.text if exc.text and exc.text != f"{exc.status}: {exc.reason}" else None
-        return problem_response(
-            HTTPError(exc.status, detail), instance=request.path, request_id=rid, headers=headers
-        )
-    # On the server span, when spans are recorded (a no-op otherwise).
-    trace.get_current_span().record_exception(exc)
-    _log.error(
-        "cell %s: %s %s failed (request id %s)",
-        cell,
-        request.method,
-        request.path,
-        rid,
-        exc_info=exc,
-        extra={"cell": cell, "request_id": rid},
-    )
-    return problem_response(
-        HTTPError(
-            500,
-            f"the service failed unexpectedly ({type(exc).__name__}); the cause is in the "
-            f"cell's log under request id {rid}",
-        ),
-        instance=request.path,
-        request_id=rid,
-    )
-
-
-_ENTITY_HEADERS: Final = frozenset({"content-type", "content-length"})
 
 
 def service_endpoint(

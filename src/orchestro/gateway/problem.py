@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
 from aiohttp import web
+from opentelemetry import trace
 
 from ..errors import HTTPError
 
-__all__ = ["PROBLEM_JSON", "PROBLEM_SCHEMA", "problem_response"]
+__all__ = [
+    "PROBLEM_JSON",
+    "PROBLEM_SCHEMA",
+    "REQUEST_ID_HEADER",
+    "REQUEST_ID_KEY",
+    "error_response",
+    "problem_response",
+]
+
+# The request id the pipeline gives every request, and the header that carries it.
+REQUEST_ID_KEY: Final = web.RequestKey("orchestro.request_id", str)
+REQUEST_ID_HEADER: Final = "x-request-id"
+
+_log = logging.getLogger("orchestro.gateway")
 
 PROBLEM_JSON: Final = "application/problem+json"
 
@@ -64,3 +79,46 @@ def problem_response(
         body=json.dumps(body, ensure_ascii=False, default=str).encode(),
         headers=all_headers,
     )
+
+
+def error_response(request: web.BaseRequest, exc: Exception, cell: str) -> web.StreamResponse:
+    """The problem+json answer for an error that escaped a route.
+
+    ``HTTPError`` keeps its status; aiohttp's HTTP exceptions keep theirs (a redirect raised on
+    purpose stays a redirect); anything else is a 500 whose body names the request id and
+    whose traceback goes to the log, never to the body.
+    """
+    rid = request.get(REQUEST_ID_KEY)
+    if isinstance(exc, HTTPError):
+        return problem_response(exc, instance=request.path, request_id=rid)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            return web.Response(status=exc.status, headers=exc.headers, body=exc.body)
+        headers = {k: v for k, v in exc.headers.items() if k.lower() not in _ENTITY_HEADERS}
+        detail = exc.text if exc.text and exc.text != f"{exc.status}: {exc.reason}" else None
+        return problem_response(
+            HTTPError(exc.status, detail), instance=request.path, request_id=rid, headers=headers
+        )
+    # On the server span, when spans are recorded (a no-op otherwise).
+    trace.get_current_span().record_exception(exc)
+    _log.error(
+        "cell %s: %s %s failed (request id %s)",
+        cell,
+        request.method,
+        request.path,
+        rid,
+        exc_info=exc,
+        extra={"cell": cell, "request_id": rid},
+    )
+    return problem_response(
+        HTTPError(
+            500,
+            f"the service failed unexpectedly ({type(exc).__name__}); the cause is in the "
+            f"cell's log under request id {rid}",
+        ),
+        instance=request.path,
+        request_id=rid,
+    )
+
+
+_ENTITY_HEADERS: Final = frozenset({"content-type", "content-length"})

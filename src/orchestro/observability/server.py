@@ -26,7 +26,8 @@ from opentelemetry.semconv.attributes import (
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ..gateway.admission import Gate
-from ..gateway.pipeline import REQUEST_ID_KEY, Route
+from ..gateway.pipeline import Route
+from ..gateway.problem import REQUEST_ID_KEY
 from . import context
 from .context import TRACEPARENT, RequestContext, parse_traceparent
 from .instruments import SIZE_BUCKETS, HistogramSeries
