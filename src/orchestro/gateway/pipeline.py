@@ -120,7 +120,7 @@ class Endpoint:
 
 class Meter(Protocol):
     """A route's telemetry, run by the pipeline's frame around all of its steps (see
-    :class:`orchestro.observability.server.RouteMeter`): the frame reads the clock and sets
+    :class:`orchestro.observability.route_meter.RouteMeter`): the frame reads the clock and sets
     the request context itself, inline, and calls :meth:`end` once."""
 
     cell: str

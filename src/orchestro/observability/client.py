@@ -25,7 +25,7 @@ from ..registry.base import Instance
 from .context import TRACEPARENT, TRACESTATE, RequestContext, current_cell, current_request
 from .context import get_current as _get_current
 from .instruments import HistogramSeries, Observation
-from .server import CELL_ATTRIBUTE
+from .route_meter import CELL_ATTRIBUTE
 from .telemetry import Telemetry
 
 __all__ = ["BREAKER_STATES", "MeshTelemetry"]
