@@ -1,0 +1,60 @@
+"""Background tasks: a failing loop is logged, counted and restarted; aclose stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from orchestro.background import Background, BackoffPolicy
+from orchestro.observability.telemetry import get_telemetry
+
+
+async def test_a_failing_loop_is_logged_counted_and_restarted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs: list[int] = []
+    restarted = asyncio.Event()
+
+    async def loop() -> None:
+        runs.append(1)
+        if len(runs) < 3:
+            raise RuntimeError(f"bug number {len(runs)}")
+        restarted.set()
+        await asyncio.Event().wait()
+
+    tasks = Background("test-owner", backoff=BackoffPolicy(base=0.001, cap=0.01))
+    with caplog.at_level(logging.ERROR, "orchestro.background"):
+        tasks.start("keep-alive", loop)
+        await asyncio.wait_for(restarted.wait(), 5)
+    assert len(runs) == 3
+    assert tasks.failures == {"keep-alive": 2}
+    assert tasks.running("keep-alive")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("keep-alive failed (RuntimeError: bug number 1)" in m for m in messages)
+    family = get_telemetry().producer.counter("orchestro.background.failures", "", "")
+    series = family.series({"orchestro.component": "test-owner", "orchestro.task": "keep-alive"})
+    assert series.value == 2
+    await tasks.aclose()
+    assert not tasks.running("keep-alive")
+    with pytest.raises(RuntimeError, match="closed"):
+        tasks.start("again", loop)
+
+
+async def test_a_loop_that_returns_is_not_restarted() -> None:
+    runs: list[int] = []
+
+    async def once() -> None:
+        runs.append(1)
+
+    tasks = Background("test-once")
+    await tasks.start("once", once)
+    assert runs == [1]
+    assert not tasks.running("once")
+    await tasks.aclose()
+
+
+def test_backoff_doubles_to_its_cap() -> None:
+    policy = BackoffPolicy(base=0.1, cap=1.0)
+    assert [policy.delay(n) for n in range(1, 6)] == [0.1, 0.2, 0.4, 0.8, 1.0]
