@@ -199,7 +199,10 @@ def read_certificates(path: Path, what: str = "certificate") -> list[x509.Certif
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise IdentityError(f"{what} file {path}: cannot read it ({exc.strerror})") from exc
+        raise IdentityError(
+            f"{what} file {path}: cannot read it ({exc.strerror}); check the path and its "
+            "permissions"
+        ) from exc
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:
@@ -214,7 +217,9 @@ def _read_key(path: Path) -> PrivateKeyTypes:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise IdentityError(f"key file {path}: cannot read it ({exc.strerror})") from exc
+        raise IdentityError(
+            f"key file {path}: cannot read it ({exc.strerror}); check the path and its permissions"
+        ) from exc
     try:
         return serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
