@@ -1,0 +1,168 @@
+"""Mutual TLS on loopback: a real aiohttp server with a cell's server context, real clients."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from orchestro.errors import HTTPError
+from orchestro.security import tls as tls_module
+from orchestro.security.ca import DevelopmentCA
+from orchestro.security.certs import CellIdentity
+from orchestro.security.tls import CellTLS, PeerIdentity, identity_from_transport
+
+
+class Server:
+    def __init__(self, tls: CellTLS, runner: web.AppRunner, port: int) -> None:
+        self.tls = tls
+        self.runner = runner
+        self.url = f"https://127.0.0.1:{port}/whoami"
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[CellIdentity], Server]]:
+    runners: list[web.AppRunner] = []
+
+    async def start(identity: CellIdentity) -> Server:
+        tls = CellTLS(identity)
+        resolve = PeerIdentity(tls.trust_domain)
+
+        async def whoami(request: web.Request) -> web.Response:
+            try:
+                caller = resolve(request)
+            except HTTPError as exc:  # what the gateway's frame does with it
+                return web.json_response(exc.to_problem(), status=exc.status)
+            assert request.transport is not None
+            return web.json_response({"cell": caller.cell, "connection": id(request.transport)})
+
+        app = web.Application()
+        app.router.add_get("/whoami", whoami)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls.server)
+        await site.start()
+        port = runner.addresses[0][1]
+        return Server(tls, runner, port)
+
+    yield start  # type: ignore[misc]
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def call(client: CellTLS | ssl.SSLContext, url: str, server_cell: str = "vault") -> dict:
+    context = client.client if isinstance(client, CellTLS) else client
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            url, ssl=context, server_hostname=f"{server_cell}.cell.orchestro.local"
+        ) as response,
+    ):
+        assert response.status == 200, await response.text()
+        return await response.json()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_the_caller_is_the_cell_its_certificate_names(
+    serve, ca: DevelopmentCA, version: ssl.TLSVersion
+) -> None:
+    server = await serve(ca.issue("vault"))
+    client = CellTLS(ca.issue("teller"))
+    client.client.maximum_version = version
+    assert (await call(client, server.url))["cell"] == "teller"
+
+
+async def test_identity_is_read_once_per_connection(
+    serve, ca: DevelopmentCA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await serve(ca.issue("vault"))
+    client = CellTLS(ca.issue("teller"))
+    reads = []
+    real = tls_module.peer_caller
+    monkeypatch.setattr(tls_module, "peer_caller", lambda *a: reads.append(1) or real(*a))
+    async with aiohttp.ClientSession() as session:
+        for _ in range(3):
+            async with session.get(
+                server.url, ssl=client.client, server_hostname=client.server_name("vault")
+            ) as response:
+                assert (await response.json())["cell"] == "teller"
+    assert len(reads) == 1
+
+
+async def test_a_client_without_a_certificate_is_refused_at_the_handshake(
+    serve, ca: DevelopmentCA
+) -> None:
+    server = await serve(ca.issue("vault"))
+    anonymous = ssl.create_default_context(cadata=ca.cert.public_bytes(Encoding.PEM).decode())
+    with pytest.raises(aiohttp.ClientError):
+        await call(anonymous, server.url)
+
+
+async def test_a_foreign_ca_claiming_an_allowed_cell_is_refused(
+    serve, ca: DevelopmentCA, other_ca: DevelopmentCA
+) -> None:
+    server = await serve(ca.issue("vault"))
+    impostor = CellTLS(replace(other_ca.issue("teller"), bundle=(ca.cert,)))
+    with pytest.raises(aiohttp.ClientError):
+        await call(impostor, server.url)
+
+
+async def test_a_client_of_another_trust_domain_gets_403_naming_it(
+    serve, ca: DevelopmentCA, tmp_path: Path
+) -> None:
+    foreign = DevelopmentCA.load_or_create(tmp_path / "foreign", trust_domain="evil.example")
+    # A bundle that trusts both roots lets the handshake through: the identity check refuses.
+    server = await serve(replace(ca.issue("vault"), bundle=(ca.cert, foreign.cert)))
+    client = CellTLS(replace(foreign.issue("teller"), bundle=(ca.cert,)))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            server.url, ssl=client.client, server_hostname="vault.cell.orchestro.local"
+        ) as response,
+    ):
+        assert response.status == 403
+        problem = await response.json()
+    assert "from trust domain 'evil.example', not 'orchestro.local'" in problem["detail"]
+
+
+async def test_rotation_serves_new_connections_with_the_new_identity_and_keeps_old_ones(
+    serve, ca: DevelopmentCA, other_ca: DevelopmentCA
+) -> None:
+    server = await serve(ca.issue("vault"))
+    old_client = CellTLS(ca.issue("teller"))
+    async with aiohttp.ClientSession() as old_session:
+
+        async def old_call() -> dict:
+            async with old_session.get(
+                server.url, ssl=old_client.client, server_hostname="vault.cell.orchestro.local"
+            ) as response:
+                return await response.json()  # type: ignore[no-any-return]
+
+        before = await old_call()
+        # The root rotates: the bundle holds old and new roots, the server's leaf is new.
+        both = (ca.cert, other_ca.cert)
+        server.tls.update(replace(other_ca.issue("vault"), bundle=both))
+        new_client = CellTLS(replace(other_ca.issue("auditor"), bundle=both))
+        assert (await call(new_client, server.url))["cell"] == "auditor"
+        after = await old_call()  # the kept-alive connection is untouched
+        assert after == before
+        # A client whose certificate is still from the old root connects while the bundle
+        # holds it (its own bundle has the new root, to verify the server's new leaf).
+        old_root_client = CellTLS(replace(ca.issue("shop"), bundle=both))
+        assert (await call(old_root_client, server.url))["cell"] == "shop"
+
+
+def test_identity_from_a_plain_transport_is_anonymous() -> None:
+    class Plain:
+        def get_extra_info(self, name: str) -> None:
+            return None
+
+    assert identity_from_transport(Plain(), "orchestro.local").is_anonymous
+    assert identity_from_transport(None, "orchestro.local").is_anonymous
