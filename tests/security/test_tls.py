@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -16,7 +17,8 @@ from orchestro.errors import HTTPError
 from orchestro.security import tls as tls_module
 from orchestro.security.ca import DevelopmentCA
 from orchestro.security.certs import CellIdentity
-from orchestro.security.tls import CellTLS, PeerIdentity, identity_from_transport
+from orchestro.security.spiffe import IdentityError
+from orchestro.security.tls import CellTLS, PeerIdentity, expect_peer, identity_from_transport
 
 
 class Server:
@@ -157,6 +159,51 @@ async def test_rotation_serves_new_connections_with_the_new_identity_and_keeps_o
         # holds it (its own bundle has the new root, to verify the server's new leaf).
         old_root_client = CellTLS(replace(ca.issue("shop"), bundle=both))
         assert (await call(old_root_client, server.url))["cell"] == "shop"
+
+        # The rotation ends: the old root leaves the bundle, and is no longer trusted.
+        server.tls.update(replace(other_ca.issue("vault"), bundle=(other_ca.cert,)))
+        with pytest.raises(aiohttp.ClientError):
+            await call(old_root_client, server.url)
+        assert (await call(new_client, server.url))["cell"] == "auditor"
+
+
+def test_the_client_context_is_kept_while_roots_only_grow_and_replaced_when_one_goes(
+    ca: DevelopmentCA, other_ca: DevelopmentCA
+) -> None:
+    tls = CellTLS(ca.issue("teller"))
+    client = tls.client
+    tls.update(ca.issue("teller"))
+    assert tls.client is client  # a renewal: pooled connections stay usable
+    tls.update(replace(ca.issue("teller"), bundle=(ca.cert, other_ca.cert)))
+    assert tls.client is client
+    tls.update(replace(other_ca.issue("teller"), bundle=(other_ca.cert,)))
+    assert tls.client is not client  # no connection verified by the removed root is reused
+
+
+def test_a_renewal_must_keep_the_identity(ca: DevelopmentCA) -> None:
+    tls = CellTLS(ca.issue("teller"))
+    with pytest.raises(IdentityError, match=r"must be spiffe://orchestro\.local/cell/teller"):
+        tls.update(ca.issue("shop"))
+
+
+async def test_the_client_checks_the_servers_spiffe_id(serve, ca: DevelopmentCA) -> None:
+    server = await serve(ca.issue("vault"))
+    client = CellTLS(ca.issue("teller"))
+    port = server.runner.addresses[0][1]
+    _, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client.client, server_hostname=client.server_name("vault")
+    )
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        expect_peer(ssl_object, "orchestro.local", "vault")
+        with pytest.raises(IdentityError, match="the server is cell 'vault', not cell 'shop'"):
+            expect_peer(ssl_object, "orchestro.local", "shop")
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    # A server of another cell fails the handshake's name check.
+    with pytest.raises(aiohttp.ClientError):
+        await call(client, server.url, server_cell="shop")
 
 
 def test_identity_from_a_plain_transport_is_anonymous() -> None:

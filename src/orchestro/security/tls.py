@@ -1,10 +1,10 @@
 """TLS contexts of a cell's mesh traffic, rotated in place, and the peer identity they prove.
 
-:class:`CellTLS` owns two :class:`ssl.SSLContext` objects for the life of a process:
-``server`` for the mesh listener (a client certificate from the bundle is required) and
-``client`` for the mesh's outgoing calls (the cell's certificate is presented and the server's
-name, ``<cell>.cell.<trust-domain>``, checked). :meth:`CellTLS.update` loads a renewed
-certificate into the *same* objects: connections made afterwards use it, connections already
+:class:`CellTLS` owns two :class:`ssl.SSLContext` objects: ``server`` for the mesh listener
+(a client certificate from the bundle is required) and ``client`` for the mesh's outgoing
+calls (the cell's certificate is presented and the server's name,
+``<cell>.cell.<trust-domain>``, checked). :meth:`CellTLS.update` applies a renewed
+certificate or a changed CA bundle to every connection made afterwards — connections already
 open keep theirs, and nothing restarts.
 
 ```python
@@ -25,6 +25,7 @@ import weakref
 from typing import Any
 
 from aiohttp import web
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -33,38 +34,61 @@ from .certs import CellIdentity
 from .identity import ANONYMOUS, Caller
 from .spiffe import IdentityError, cell_dns_name, parse_cell_id
 
-__all__ = ["CellTLS", "PeerIdentity", "identity_from_transport", "peer_caller", "peer_spiffe_id"]
+__all__ = [
+    "CellTLS",
+    "PeerIdentity",
+    "expect_peer",
+    "identity_from_transport",
+    "peer_caller",
+    "peer_spiffe_id",
+]
 
 _log = logging.getLogger("orchestro.security")
 
 
 class CellTLS:
-    """The mesh listener's and the mesh client's TLS contexts for one cell's identity."""
+    """The mesh listener's and the mesh client's TLS contexts for one cell's identity.
+
+    ``server`` is the listener's context for the life of the process; each handshake's SNI
+    callback (called with or without SNI) hands the connection the context of the current
+    identity, so a renewal, a new root or a removed root applies to the next connection
+    while open ones keep theirs. ``client`` is updated in place (kept-alive connections stay
+    in the pool) unless a root was removed: then it is a new context, so that no connection
+    verified by that root is reused — read ``tls.client`` on every request.
+    """
 
     def __init__(self, identity: CellIdentity) -> None:
         self.trust_domain = identity.trust_domain
         self.cell = identity.cell
-        self.server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.server.verify_mode = ssl.CERT_REQUIRED
-        self.client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
-        for context in (self.server, self.client):
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self._roots: set[bytes] = set()
         self.identity = identity
-        self._load(identity)
+        self.server = _server_context(identity)
+        self.server.sni_callback = self._select
+        self._current_server = self.server
+        self.client = _client_context(identity)
+        self._roots = _fingerprints(identity)
 
     def server_name(self, cell: str) -> str:
         """The name to verify a server of ``cell`` by (``server_hostname`` of a connection)."""
         return cell_dns_name(self.trust_domain, cell)
 
     def update(self, identity: CellIdentity) -> None:
-        """Use ``identity`` for every connection made from now on (a renewed certificate, or
-        new roots in the bundle); open connections are not touched."""
+        """Use ``identity`` for every connection made from now on (a renewed certificate, a
+        changed bundle); open connections are not touched."""
         if identity.trust_domain != self.trust_domain or identity.cell != self.cell:
             raise IdentityError(
                 f"a renewed identity must be {self.identity.spiffe_id}, not {identity.spiffe_id}"
             )
-        self._load(identity)
+        server = _server_context(identity)
+        roots = _fingerprints(identity)
+        if roots >= self._roots:
+            _load_chain(identity, self.client)
+            for root in identity.bundle:
+                if root.fingerprint(hashes.SHA256()) not in self._roots:
+                    self.client.load_verify_locations(cadata=_pem(root))
+        else:
+            self.client = _client_context(identity)
+        self._current_server = server
+        self._roots = roots
         self.identity = identity
         _log.info(
             "identity %s renewed: valid until %s",
@@ -72,27 +96,58 @@ class CellTLS:
             identity.not_after.isoformat(),
         )
 
-    def _load(self, identity: CellIdentity) -> None:
-        # ssl loads a chain from files only: write it once, with the key encrypted by a
-        # throw-away password, so the key never lies on disk in the clear.
-        password = os.urandom(16).hex().encode()
-        fd, path = tempfile.mkstemp(prefix="orchestro-identity-", suffix=".pem")  # mode 0600
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(identity.chain_pem() + identity.key_pem(password))
-            for context in (self.server, self.client):
-                context.load_cert_chain(path, password=password)
-        finally:
-            os.unlink(path)
-        # Roots are only ever added: during a rotation the bundle holds old and new roots,
-        # and a context's store cannot drop one (a removed root stays trusted until restart).
-        for root in identity.bundle:
-            fingerprint = root.fingerprint(hashes.SHA256())
-            if fingerprint not in self._roots:
-                pem = root.public_bytes(Encoding.PEM).decode()
-                for context in (self.server, self.client):
-                    context.load_verify_locations(cadata=pem)
-                self._roots.add(fingerprint)
+    def _select(
+        self, ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext
+    ) -> None:
+        current = self._current_server
+        if current is not context:
+            ssl_object.context = current
+
+
+def _fingerprints(identity: CellIdentity) -> frozenset[bytes]:
+    return frozenset(root.fingerprint(hashes.SHA256()) for root in identity.bundle)
+
+
+def _pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(Encoding.PEM).decode()
+
+
+def _server_context(identity: CellIdentity) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return _configure(context, identity)
+
+
+def _client_context(identity: CellIdentity) -> ssl.SSLContext:
+    return _configure(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), identity)  # verifies the name
+
+
+def _configure(context: ssl.SSLContext, identity: CellIdentity) -> ssl.SSLContext:
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    _load_chain(identity, context)
+    context.load_verify_locations(cadata="".join(_pem(root) for root in identity.bundle))
+    return context
+
+
+def _load_chain(identity: CellIdentity, context: ssl.SSLContext) -> None:
+    # ssl loads a chain from files only: write it, with the key encrypted by a throw-away
+    # password so that the key never lies on disk in the clear, and remove it at once.
+    password = os.urandom(16).hex().encode()
+    fd, path = tempfile.mkstemp(prefix="orchestro-identity-", suffix=".pem")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(identity.chain_pem() + identity.key_pem(password))
+        context.load_cert_chain(path, password=password)
+    finally:
+        os.unlink(path)
+
+
+def expect_peer(ssl_object: ssl.SSLObject | ssl.SSLSocket, trust_domain: str, cell: str) -> None:
+    """Check that a verified server is ``cell`` by its SPIFFE ID (the handshake checked its
+    DNS name already); :class:`IdentityError` naming what it is instead."""
+    caller = peer_caller(ssl_object, trust_domain)
+    if caller.cell != cell:
+        raise IdentityError(f"the server is {caller}, not cell {cell!r}")
 
 
 def peer_spiffe_id(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> str | None:
