@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestro.security.boundary import CellSecurity
 from orchestro.security.ca import DevelopmentCA
 from orchestro.security.settings import SecuritySettings
 from orchestro.security.sources import DevelopmentSource, FileSource, keep_fresh, open_identity
@@ -92,3 +93,10 @@ async def test_keep_fresh_loads_each_renewal_into_the_contexts(ca: DevelopmentCA
         await keep_fresh(tls, source, interval=5.0, clock=lambda: next(times), sleep=sleep)
     assert tls.identity is source.current
     assert tls.identity.not_before > NOW
+
+
+def test_a_cell_security_opens_with_no_setup(state: Path) -> None:
+    security = CellSecurity.open("vault", SecuritySettings(), now=NOW)
+    assert security.tls.identity.spiffe_id == "spiffe://orchestro.local/cell/vault"
+    assert security.resolver.trust_domain == "orchestro.local"
+    assert security.tls.server_name("teller") == "teller.cell.orchestro.local"
