@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -16,9 +17,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from orchestro.errors import HTTPError
 from orchestro.security import tls as tls_module
 from orchestro.security.ca import DevelopmentCA
-from orchestro.security.certs import CellIdentity
+from orchestro.security.certs import CellIdentity, issue_leaf
 from orchestro.security.spiffe import IdentityError
 from orchestro.security.tls import CellTLS, PeerIdentity, expect_peer, identity_from_transport
+from tests.security.pki import make_ca
 
 
 class Server:
@@ -213,3 +215,65 @@ def test_identity_from_a_plain_transport_is_anonymous() -> None:
 
     assert identity_from_transport(Plain(), "orchestro.local").is_anonymous
     assert identity_from_transport(None, "orchestro.local").is_anonymous
+
+
+def intermediate_issuer() -> Callable[[str], CellIdentity]:
+    """Issues identities from an intermediate: the chain carries it, the bundle the root."""
+    root = make_ca("root CA")
+    intermediate = make_ca("issuer CA", issuer=root)
+
+    def issue(cell: str) -> CellIdentity:
+        identity = issue_leaf(
+            cell=cell,
+            trust_domain="orchestro.local",
+            ca_cert=intermediate[0],
+            ca_key=intermediate[1],
+            bundle=(root[0],),
+            now=dt.datetime.now(dt.UTC),
+        )
+        return replace(identity, chain=(identity.leaf, intermediate[0]))
+
+    return issue
+
+
+async def test_chains_through_an_intermediate_verify_both_ways(serve) -> None:
+    issue = intermediate_issuer()
+    server = await serve(issue("vault"))
+    assert (await call(CellTLS(issue("teller")), server.url))["cell"] == "teller"
+
+
+async def test_an_expired_client_certificate_is_refused_at_the_handshake(
+    serve, ca: DevelopmentCA
+) -> None:
+    server = await serve(ca.issue("vault"))
+    expired = ca.issue("teller", now=dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
+    with pytest.raises(aiohttp.ClientError):
+        await call(CellTLS(expired), server.url)
+
+
+def test_peer_identity_and_rotation_work_on_uvloop(ca: DevelopmentCA) -> None:
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is optional: pip install uvloop")
+
+    async def scenario() -> list[str | None]:
+        tls = CellTLS(ca.issue("vault"))
+        resolve = PeerIdentity(tls.trust_domain)
+
+        async def whoami(request: web.Request) -> web.Response:
+            return web.json_response({"cell": resolve(request).cell})
+
+        app = web.Application()
+        app.router.add_get("/whoami", whoami)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls.server).start()
+            url = f"https://127.0.0.1:{runner.addresses[0][1]}/whoami"
+            first = (await call(CellTLS(ca.issue("teller")), url))["cell"]
+            tls.update(ca.issue("vault"))
+            second = (await call(CellTLS(ca.issue("shop")), url))["cell"]
+            return [first, second]
+        finally:
+            await runner.cleanup()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(scenario()) == ["teller", "shop"]
