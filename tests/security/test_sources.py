@@ -100,3 +100,12 @@ def test_a_cell_security_opens_with_no_setup(state: Path) -> None:
     assert security.tls.identity.spiffe_id == "spiffe://orchestro.local/cell/vault"
     assert security.resolver.trust_domain == "orchestro.local"
     assert security.tls.server_name("teller") == "teller.cell.orchestro.local"
+
+
+def test_settings_come_in_pairs() -> None:
+    with pytest.raises(ValueError, match="cert_file and key_file are set together"):
+        SecuritySettings(cert_file=Path("c.pem"))
+    with pytest.raises(ValueError, match="public_cert_file and public_key_file"):
+        SecuritySettings(public_key_file=Path("k.pem"))
+    with pytest.raises(ValueError, match="not valid"):
+        SecuritySettings(trust_domain="Not A Domain")

@@ -48,6 +48,14 @@ class SecuritySettings(BaseSettings):
         description="PEM CA bundle peers are verified against (old and new roots during a "
         "rotation). Unset with cert_file set: the issuing chain's last certificate.",
     )
+    public_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate chain the public port serves TLS with (the user's own, "
+        "not a cell identity); unset: the public port is plain HTTP.",
+    )
+    public_key_file: Path | None = Field(
+        default=None, description="PEM private key of public_cert_file."
+    )
     leaf_lifetime: float = Field(
         default=24 * 3600.0,
         ge=60,
@@ -75,6 +83,8 @@ class SecuritySettings(BaseSettings):
     def _files_in_pairs(self) -> Self:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file are set together (or neither)")
+        if (self.public_cert_file is None) != (self.public_key_file is None):
+            raise ValueError("public_cert_file and public_key_file are set together (or neither)")
         if self.bundle_file is not None and self.cert_file is None:
             raise ValueError("bundle_file needs cert_file and key_file")
         return self
