@@ -70,3 +70,10 @@ def test_a_ca_key_readable_by_others_is_refused(ca: DevelopmentCA) -> None:
     (ca.directory / "ca.key").chmod(0o644)
     with pytest.raises(IdentityError, match="chmod 600"):
         DevelopmentCA.load(ca.directory)
+
+
+def test_an_empty_ca_directory_is_filled(tmp_path: Path) -> None:
+    (tmp_path / "ca").mkdir()
+    ca = DevelopmentCA.load_or_create(tmp_path / "ca", trust_domain="orchestro.local")
+    assert sorted(os.listdir(tmp_path / "ca")) == ["ca.key", "ca.pem"]
+    assert ca.trust_domain == "orchestro.local"

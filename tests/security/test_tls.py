@@ -16,8 +16,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from orchestro.errors import HTTPError
 from orchestro.security import tls as tls_module
+from orchestro.security.boundary import CellSecurity
 from orchestro.security.ca import DevelopmentCA
 from orchestro.security.certs import CellIdentity, issue_leaf
+from orchestro.security.settings import SecuritySettings
 from orchestro.security.spiffe import IdentityError
 from orchestro.security.tls import CellTLS, PeerIdentity, expect_peer, identity_from_transport
 from tests.security.pki import make_ca
@@ -277,3 +279,10 @@ def test_peer_identity_and_rotation_work_on_uvloop(ca: DevelopmentCA) -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(scenario()) == ["teller", "shop"]
+
+
+async def test_two_cells_opened_with_no_setup_call_each_other_over_mtls(serve, state: Path) -> None:
+    vault = CellSecurity.open("vault", SecuritySettings())
+    teller = CellSecurity.open("teller", SecuritySettings())  # the same CA, from the state dir
+    server = await serve(vault.tls.identity)
+    assert (await call(teller.tls, server.url))["cell"] == "teller"
