@@ -1,8 +1,9 @@
 """Caller identity: who sent a request, as the inbound pipeline's policy step sees it.
 
-Identity is read from the connection, never from a header a caller can forge. Until mutual
-TLS lands, the only connection-proven identity is "anonymous"; the test kit can pin an
-identity to play the part of another cell.
+Identity is read from the connection, never from a header a caller can forge. On a plain
+connection the caller is anonymous; on the mesh listener's mutual TLS connections
+:class:`~orchestro.security.tls.PeerIdentity` reads the cell from the verified client
+certificate. The test kit can pin an identity to play the part of another cell.
 """
 
 from __future__ import annotations
