@@ -5,6 +5,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import aiohttp
+
 from tests.conftest import Cli, run_cli, start_cli
 
 ACCOUNTS = """
@@ -101,3 +103,62 @@ async def test_a_bad_environment_variable_is_named_not_a_flag(tmp_path: Path) ->
     )
     code, _, err = await run_cli("run", "app.py", "--drain-timeout", "-1", cwd=tmp_path)
     assert (code, err.split(":")[:3]) == (2, ["orchestro", " error", " --drain-timeout"])
+
+
+WRONG_ANSWERS = """
+from orchestro import cell, service
+
+
+@cell("counter", port=0)
+class Counter:
+    @service.get("/count")
+    async def count(self) -> int:
+        return "not an int"
+
+    @service.get("/fine")
+    async def fine(self) -> int:
+        return 3
+"""
+
+
+async def test_an_answer_that_does_not_match_its_annotation_is_a_logged_500(
+    tmp_path: Path, cli_processes: list[Cli]
+) -> None:
+    project(tmp_path, {"app.py": WRONG_ANSWERS})
+    cli = await start_cli("run", "app.py", "--log-format", "text", cwd=tmp_path)
+    cli_processes.append(cli)
+    url = (await cli.wait_serving())["counter"]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/count") as response:
+            assert response.status == 500
+            assert response.content_type == "application/problem+json"
+            body = await response.json()
+        async with session.get(f"{url}/fine") as response:
+            assert (response.status, await response.json()) == (200, 3)
+    assert body["detail"] == (
+        "the service's answer does not match its declared type; the cause is in the cell's log"
+    )
+    assert "not an int" not in str(body)
+    cli.signal()
+    assert await cli.wait() == 0
+    assert (
+        "Counter.count returned a value that does not match its return annotation int: value: "
+        "Input should be a valid integer, unable to parse string as an integer (got 'not an int')"
+    ) in await cli.stderr()
+
+
+async def test_a_return_annotation_with_no_json_form_is_refused_at_import(tmp_path: Path) -> None:
+    project(
+        tmp_path,
+        {
+            "app.py": WRONG_ANSWERS.replace(
+                "-> int:\n        return 3", "-> set[object]:\n        return set()"
+            )
+        },
+    )
+    code, _, err = await run_cli("run", "app.py", cwd=tmp_path)
+    assert code == 2
+    assert err.strip() == (
+        "orchestro: error: Counter.fine: its return annotation set[object] contains object, "
+        "which has no JSON form: use a concrete type, a pydantic model, or Any"
+    )
