@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from orchestro import TargetError, spec_of
-from orchestro.cli.importer import UserModuleError, load_cells
+from orchestro.cli.importer import load_cells
+from orchestro.errors import UserModuleError
 
 CELLS = """
 from orchestro import cell, service

@@ -55,6 +55,12 @@ async def test_marked_already(cell_client):
 
 def test_sync_fixture(make_cell):
     assert isinstance(make_cell(Greeter), Greeter)
+
+
+@pytest.mark.anyio
+async def test_left_to_another_runner(request):
+    # Run by anyio's pytest plugin (anyio comes with our dependencies), not pytest-asyncio.
+    assert request.node.get_closest_marker("asyncio") is None
 """
 
 KIT_ONLY = """
@@ -95,14 +101,20 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_async_tests_run_in_strict_mode_with_no_configuration(project: Path) -> None:
-    result = run_pytest(project)
+    result = run_pytest(project, "--deselect", "test_app.py::test_left_to_another_runner")
     assert result.returncode == 0, result.stdout
     assert "6 passed" in result.stdout, result.stdout
     assert "skipped" not in result.stdout, result.stdout
 
 
+def test_tests_marked_for_another_runner_are_left_to_it(project: Path) -> None:
+    result = run_pytest(project, "test_app.py::test_left_to_another_runner")
+    assert result.returncode == 0, result.stdout
+    assert "1 passed" in result.stdout, result.stdout
+
+
 def test_auto_mode_still_works(project: Path) -> None:
     (project / "pytest.ini").write_text("[pytest]\nasyncio_mode = auto\n")
-    result = run_pytest(project)
+    result = run_pytest(project, "--deselect", "test_app.py::test_left_to_another_runner")
     assert result.returncode == 0, result.stdout
     assert "6 passed" in result.stdout, result.stdout

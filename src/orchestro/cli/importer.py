@@ -20,19 +20,15 @@ from types import ModuleType
 from typing import Any
 
 from ..cell.spec import CELL_ATTR, CellSpec
-from ..errors import OrchestroError, TargetError
+from ..errors import OrchestroError, TargetError, UserModuleError
 
-__all__ = ["UserModuleError", "load_cells"]
+__all__ = ["load_cells"]
 
 # Frames of these files are the machinery of an import, not the user's code.
 _MACHINERY = (
     str(Path(__file__).resolve().parent.parent),  # orchestro
     str(Path(importlib.__file__).resolve().parent),  # importlib
 )
-
-
-class UserModuleError(TargetError):
-    """The user's module raised while it was imported; ``str()`` is its trimmed traceback."""
 
 
 def load_cells(target: str, names: Sequence[str] = ()) -> list[type[Any]]:

@@ -12,9 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import DiscoveryError, OrchestroError
+from ..errors import DiscoveryError, OrchestroError, UserModuleError
 from . import control, ls, run
-from .importer import UserModuleError
 
 __all__ = ["main"]
 

@@ -66,6 +66,7 @@ if HAVE_PYTEST_ASYNCIO:
 
 
 _FIXTURES = frozenset({"cell_client", "make_cell", "spans"})
+_RUNNERS = frozenset({"asyncio", "anyio", "trio"})
 
 if HAVE_PYTEST_ASYNCIO:
 
@@ -79,8 +80,11 @@ if HAVE_PYTEST_ASYNCIO:
             return
         if not collector.istestfunction(obj, name):
             return
-        marks = getattr(obj, "pytestmark", [])
-        if not any(getattr(mark, "name", None) == "asyncio" for mark in marks):
+        # Marked already, here or on its class or module, for asyncio or another runner
+        # (anyio, trio): leave it to that.
+        names = {getattr(mark, "name", None) for mark in getattr(obj, "pytestmark", [])}
+        names.update(mark.name for mark in collector.iter_markers())
+        if not names & _RUNNERS:
             pytest.mark.asyncio(obj)
 
 
