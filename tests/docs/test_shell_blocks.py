@@ -126,7 +126,9 @@ class Reader:
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "VIRTUAL_ENV": str(Path(sys.executable).parent.parent),
             "ORCHESTRO_STATE_DIR": str(home / "state"),
+            "TMPDIR": str(home / "tmp"),  # `mktemp -d` of the pages: cleaned up with the test
         }
+        (home / "tmp").mkdir()
         self.env.pop("ORCHESTRO_REGISTRY", None)
         self.servers: list[subprocess.Popen[bytes]] = []
 
