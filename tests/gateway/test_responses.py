@@ -198,3 +198,23 @@ def test_return_annotations_with_no_json_form_are_refused(annotation: object, me
     get.__annotations__["return"] = annotation
     with pytest.raises(CellDefinitionError, match=message):
         cell("bad")(type("Bad", (), {"get": service.get("/x")(get)}))
+
+
+class Outer(BaseModel):
+    inner: Inner  # defined below the cell: the check waits until the answer is served
+
+
+@cell("later")
+class Later:
+    @service.get("/outer")
+    async def outer(self) -> Outer:
+        return Outer(inner=Inner(n=1))
+
+
+class Inner(BaseModel):
+    n: int
+
+
+async def test_models_defined_after_the_cell_are_checked_when_served(cell_client: Factory) -> None:
+    response = await (await cell_client(Later)).get("/outer")
+    assert (response.status, response.json()) == (200, {"inner": {"n": 1}})

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from aiohttp import web
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, PydanticUndefinedAnnotation, PydanticUserError, TypeAdapter
 
 from ..errors import CellDefinitionError
 from ..security.identity import Caller
@@ -130,6 +130,13 @@ def _check_returns(where: str, returns: Any) -> None:
         )
     try:
         TypeAdapter(returns).json_schema(mode="serialization")
+    except (PydanticUndefinedAnnotation, PydanticUserError) as exc:
+        if isinstance(exc, PydanticUndefinedAnnotation) or exc.code == "class-not-fully-defined":
+            return  # a model it uses is defined later in the module: checked when served
+        raise CellDefinitionError(
+            f"{where}: its return annotation {_type_name(returns)} cannot be serialised as "
+            f"JSON ({exc}): use JSON-able types or a pydantic model"
+        ) from exc
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CellDefinitionError(
