@@ -223,9 +223,16 @@ def load_settings(
         problems = []
         for err in exc.errors(include_url=False):
             field = str(err["loc"][0]) if err["loc"] else "?"
-            if file and field in file and field in values and where:
+            env = f"{prefix}{field}".upper()
+            # Name the one source the bad value came from: a command-line flag exists only
+            # for the settings a command derives flags from.
+            if flags and flags.get(field) is not None:
+                place = f"--{field.replace('_', '-')}"
+            elif env in environ:
+                place = env
+            elif file and field in file and field in values and where:
                 place = f"{where} {field}"
             else:
-                place = f"--{field.replace('_', '-')} / {prefix}{field.upper()}"
+                place = field
             problems.append(f"{place}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigurationError("; ".join(problems)) from exc

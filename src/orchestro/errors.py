@@ -8,6 +8,7 @@ where they happen, so callers catch one family::
     ├── ConfigurationError        a setting, flag or environment variable has a bad value
     │   ├── CellDefinitionError   a @cell or @service declaration is wrong (raised at import time)
     │   └── TargetError           `orchestro run TARGET` cannot find or load the cells
+    │       └── UserModuleError   the user's module raised while it was imported
     ├── StartupError              a cell could not start: port in use, on_start failed
     ├── DiscoveryError            the registry cannot be reached or read
     ├── CallError                 a call through the mesh failed
@@ -41,6 +42,7 @@ __all__ = [
     "StartupError",
     "TargetError",
     "TransportError",
+    "UserModuleError",
 ]
 
 
@@ -62,6 +64,12 @@ class CellDefinitionError(ConfigurationError):
 
 class TargetError(ConfigurationError):
     """The target given to ``orchestro run`` cannot be imported or holds no cells."""
+
+
+class UserModuleError(TargetError):
+    """The user's module raised while it was imported (a ``SyntaxError``, an ``ImportError``
+    of something it imports, ...). ``str()`` is the traceback of the user's own frames and
+    the cause; the original exception is ``__cause__``. The CLI exits with 1 for it."""
 
 
 class StartupError(OrchestroError):

@@ -11,6 +11,7 @@ import pytest
 
 from orchestro import TargetError, spec_of
 from orchestro.cli.importer import load_cells
+from orchestro.errors import UserModuleError
 
 CELLS = """
 from orchestro import cell, service
@@ -105,9 +106,17 @@ def test_unknown_cell_name(project: Path) -> None:
         load_cells("proj.cells", ["gamma"])
 
 
-def test_import_error_inside_the_users_module_propagates(project: Path) -> None:
-    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):
+def test_import_error_inside_the_users_module_shows_its_frames(project: Path) -> None:
+    with pytest.raises(UserModuleError, match="no_such_dependency_xyz") as info:
         load_cells("proj.broken")
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)
+    assert 'proj/broken.py", line 1, in <module>' in str(info.value)
+    assert "importlib" not in str(info.value)
+
+
+def test_a_package_finds_the_cells_of_the_submodules_it_imports(project: Path) -> None:
+    (project / "proj" / "__init__.py").write_text("from . import cells\n")
+    assert names(load_cells("proj")) == ["alpha", "beta"]
 
 
 def test_file_with_invalid_module_name(project: Path) -> None:

@@ -177,12 +177,11 @@ ERROR_CASES = {
     ),
     "bad setting": (
         ["run", "examples/hello.py", "--max-body-size", "lots"],
-        "--max-body-size / ORCHESTRO_MAX_BODY_SIZE: could not parse value and unit from byte "
-        "string (got 'lots')",
+        "--max-body-size: could not parse value and unit from byte string (got 'lots')",
     ),
     "bad environment": (
         ["run", "examples/hello.py", "ENV:ORCHESTRO_DRAIN_TIMEOUT=-1"],
-        "--drain-timeout / ORCHESTRO_DRAIN_TIMEOUT: Input should be greater than 0",
+        "ORCHESTRO_DRAIN_TIMEOUT: Input should be greater than 0",
     ),
     "bad sampler": (
         ["run", "examples/hello.py", "ENV:OTEL_TRACES_SAMPLER=sometimes"],

@@ -260,3 +260,11 @@ async def test_expect_100_continue(client: CellClient) -> None:
     ) as response:
         assert response.status == 200
         assert await response.json() == {"owner": "ada", "lines": []}
+
+
+async def test_detail_counts_the_errors_it_lists(client: CellClient) -> None:
+    lines = [{"sku": "", "quantity": 0}, {"sku": "", "quantity": 0}]
+    response = await client.post("/baskets", json={"owner": "ada", "lines": lines})
+    body = response.json()
+    assert len(body["errors"]) == 4  # all four in the one body field "lines"
+    assert body["detail"] == "4 invalid inputs: see errors"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
 from examples.frontend import Frontend
 from examples.hello import Greeter
 
@@ -13,7 +14,7 @@ from orchestro import CallPolicy, Mesh
 from orchestro.testing import CellClient, FaultInjector, MockTransport
 
 
-@pytest.fixture
+@pytest_asyncio.fixture  # (a plain @pytest.fixture needs asyncio_mode = auto)
 async def greeter() -> AsyncIterator[CellClient]:
     async with CellClient(Greeter) as running:  # the real greeter, on a loopback port
         yield running

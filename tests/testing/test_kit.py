@@ -60,9 +60,13 @@ def test_make_cell_refuses_plain_classes() -> None:
         make_cell(FakePayments)
 
 
+# --8<-- [start:unit]
 async def test_service_methods_can_be_unit_tested_directly() -> None:
     checkout = make_cell(Checkout, payments=FakePayments())
     assert await checkout.pay(5) == {"receipt": "r-5", "currency": "EUR"}
+
+
+# --8<-- [end:unit]
 
 
 async def test_cell_client_fixture(cell_client: Callable[..., Awaitable[CellClient]]) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, PydanticUndefinedAnnotation, PydanticUserError, TypeAdapter
 
 from ..errors import CellDefinitionError
 from ..security.identity import Caller
@@ -105,6 +105,8 @@ def analyse(cls: type[Any], attr: str, func: Callable[..., Any]) -> OperationSpe
         args = get_args(returns)
         returns = args[0] if args else Any
     returns_none = returns is None or returns is type(None)
+    if not returns_none and returns is not Any:
+        _check_returns(where, returns)
     return OperationSpec(
         name=attr,
         service=spec,
@@ -112,7 +114,52 @@ def analyse(cls: type[Any], attr: str, func: Callable[..., Any]) -> OperationSpe
         returns=returns,
         returns_response=returns_response,
         returns_none=returns_none,
+        qualname=where,
     )
+
+
+def _check_returns(where: str, returns: Any) -> None:
+    """Refuse, when the class is decorated, a return annotation no answer could be written
+    as JSON with: a type pydantic has no schema for, or ``object`` anywhere in it (pydantic
+    accepts ``object`` as any value, then cannot serialise one)."""
+    bare = _find_object(returns, set())
+    if bare:
+        raise CellDefinitionError(
+            f"{where}: its return annotation {_type_name(returns)} contains {bare}, which has "
+            "no JSON form: use a concrete type, a pydantic model, or Any"
+        )
+    try:
+        TypeAdapter(returns).json_schema(mode="serialization")
+    except (PydanticUndefinedAnnotation, PydanticUserError) as exc:
+        if isinstance(exc, PydanticUndefinedAnnotation) or exc.code == "class-not-fully-defined":
+            return  # a model it uses is defined later in the module: checked when served
+        raise CellDefinitionError(
+            f"{where}: its return annotation {_type_name(returns)} cannot be serialised as "
+            f"JSON ({exc}): use JSON-able types or a pydantic model"
+        ) from exc
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CellDefinitionError(
+            f"{where}: its return annotation {_type_name(returns)} cannot be serialised as "
+            f"JSON ({first}): use JSON-able types or a pydantic model"
+        ) from exc
+
+
+def _find_object(tp: Any, seen: set[int]) -> str:
+    """The name of the first ``object`` in ``tp``, its arguments or its models' fields."""
+    if tp is object:
+        return "object"
+    if id(tp) in seen:
+        return ""
+    seen.add(id(tp))
+    for arg in get_args(tp):
+        if found := _find_object(arg, seen):
+            return found
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        for name, field in tp.model_fields.items():
+            if _find_object(field.annotation, seen):
+                return f"object (in {tp.__name__}.{name})"
+    return ""
 
 
 def _param(

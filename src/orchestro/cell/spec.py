@@ -97,6 +97,7 @@ class OperationSpec:
     returns: Any  # the type of the body of a successful answer (Any when not annotated)
     returns_response: bool  # annotated as Response[...]: the method picks status and headers
     returns_none: bool  # annotated as -> None: answers 204
+    qualname: str = ""  # Class.method, for messages about the method
 
     @property
     def body(self) -> ParamSpec | None:

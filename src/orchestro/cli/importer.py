@@ -1,8 +1,11 @@
 """Find the cells named by a ``run`` target: ``pkg.module``, ``pkg.module:Cell`` or a file path.
 
 An error in the target itself (no such file or module, no cells, unknown cell name) is one
-readable :class:`TargetError`. An error raised while the user's own module runs (including an
-``ImportError`` of something it imports) propagates untouched, traceback and all.
+readable :class:`TargetError`. An error raised while the user's own module runs (a
+``SyntaxError``, an ``ImportError`` of something it imports, any exception) is a
+:class:`UserModuleError` whose message is the traceback of the user's own frames only (no
+importlib, runpy or orchestro frames) and the one-line cause; the original exception is its
+``__cause__``.
 """
 
 from __future__ import annotations
@@ -10,15 +13,22 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from ..cell.spec import CELL_ATTR, CellSpec
-from ..errors import TargetError
+from ..errors import OrchestroError, TargetError, UserModuleError
 
 __all__ = ["load_cells"]
+
+# Frames of these files are the machinery of an import, not the user's code.
+_MACHINERY = (
+    str(Path(__file__).resolve().parent.parent),  # orchestro
+    str(Path(importlib.__file__).resolve().parent),  # importlib
+)
 
 
 def load_cells(target: str, names: Sequence[str] = ()) -> list[type[Any]]:
@@ -42,9 +52,15 @@ def load_cells(target: str, names: Sequence[str] = ()) -> list[type[Any]]:
     else:
         cells = _cells_in(module)
         if not cells:
+            hint = (
+                "; for a package, import the modules that define its cells in its __init__.py "
+                f"(from . import accounts) or name one: {module.__name__}.accounts"
+                if hasattr(module, "__path__")
+                else ""
+            )
             raise TargetError(
                 f"no cells in {module.__name__!r} ({getattr(module, '__file__', '?')}): decorate "
-                'a class with @cell("name") and its methods with @service'
+                f'a class with @cell("name") and its methods with @service{hint}'
             )
     by_name: dict[str, type[Any]] = {}
     for cls in cells:
@@ -68,17 +84,29 @@ def load_cells(target: str, names: Sequence[str] = ()) -> list[type[Any]]:
 
 def _cells_in(module: ModuleType) -> list[type[Any]]:
     """Cells defined in ``module`` or its submodules; cells it merely imports (to call them
-    through the mesh, say) are not started."""
+    through the mesh, say) are not started.
+
+    For a package, its submodules that are imported once it is (``from . import accounts``
+    in ``__init__.py``) are searched too, so a package's cells need not be re-exported.
+    """
     prefix = module.__name__ + "."
-    found = []
-    for value in vars(module).values():
-        if (
-            isinstance(value, type)
-            and isinstance(value.__dict__.get(CELL_ATTR), CellSpec)
-            and (value.__module__ == module.__name__ or value.__module__.startswith(prefix))
-        ):
-            found.append(value)
-    return found
+    namespaces = [vars(module)]
+    if hasattr(module, "__path__"):  # a package
+        namespaces += [
+            vars(sub)
+            for name, sub in list(sys.modules.items())
+            if name.startswith(prefix) and isinstance(sub, ModuleType)
+        ]
+    found: dict[int, type[Any]] = {}
+    for namespace in namespaces:
+        for value in namespace.values():
+            if (
+                isinstance(value, type)
+                and isinstance(value.__dict__.get(CELL_ATTR), CellSpec)
+                and (value.__module__ == module.__name__ or value.__module__.startswith(prefix))
+            ):
+                found.setdefault(id(value), value)
+    return list(found.values())
 
 
 def _import(spec: str) -> ModuleType:
@@ -124,7 +152,31 @@ def _import_module(name: str) -> ModuleType:
                 f"cannot import {name!r}: there is no module {missing!r}; run from the "
                 "directory that contains it, or pass the file's path"
             ) from exc
-        raise  # raised inside the user's module: its traceback is the useful part
+        raise UserModuleError(_user_traceback(name, exc)) from exc
+    except OrchestroError:
+        raise  # a CellDefinitionError, say: already one line naming the problem
+    except Exception as exc:
+        raise UserModuleError(_user_traceback(name, exc)) from exc
+
+
+def _user_traceback(name: str, exc: BaseException) -> str:
+    """The traceback of ``exc`` without the frames of the import machinery and orchestro."""
+    report = traceback.TracebackException.from_exception(exc)
+    frames = [f for f in report.stack if _is_users(f.filename)]
+    lines = [f"importing {name!r} raised {type(exc).__name__}:\n"]
+    if frames:
+        lines.append("Traceback (most recent call last):\n")
+        lines += traceback.StackSummary.from_list(frames).format()
+    lines += report.format_exception_only()
+    return "".join(lines).rstrip("\n")
+
+
+def _is_users(filename: str) -> bool:
+    return not (
+        filename.startswith("<frozen ")
+        or filename.startswith(_MACHINERY)
+        or Path(filename).name == "runpy.py"
+    )
 
 
 def _prepend_path(directory: Path) -> None:

@@ -1,8 +1,8 @@
 """``python -m orchestro``: the entry point of every command.
 
 An :class:`~orchestro.errors.OrchestroError` becomes one line on stderr and exit code 2 (1 for
-an unreachable registry); any other exception (a bug in the user's module, say) keeps its
-traceback.
+an unreachable registry); an error raised while the user's module is imported prints the
+user's own frames and the cause, with exit code 1; any other exception keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import DiscoveryError, OrchestroError
+from ..errors import DiscoveryError, OrchestroError, UserModuleError
 from . import control, ls, run
 
 __all__ = ["main"]
@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)
+    except UserModuleError as exc:  # the user's code: their frames, not importlib's
+        print(f"orchestro: error: {exc}", file=sys.stderr)
+        return 1
     except DiscoveryError as exc:  # the registry is down: not the user's input
         print(f"orchestro: error: {exc}", file=sys.stderr)
         return 1

@@ -117,10 +117,10 @@ class Binder:
         self, request: web.BaseRequest, values: dict[str, Any], errors: list[dict[str, Any]]
     ) -> dict[str, Any]:
         if errors:
-            fields = len({tuple(e["loc"][:2]) for e in errors})
+            count = len(errors)  # the errors listed, not the fields they are in
             raise HTTPError(
                 422,
-                f"{fields} invalid input{'s' if fields != 1 else ''}: see errors",
+                f"{count} invalid input{'s' if count != 1 else ''}: see errors",
                 errors=errors,
             )
         for name in self._request_params:

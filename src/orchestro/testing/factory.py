@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, TypeVar
 
 from ..cell.spec import spec_of
@@ -26,8 +27,11 @@ def make_cell(cls: type[T], /, **replacements: Any) -> T:
     """
     spec_of(cls)  # raises TypeError for a class that is not a cell
     instance = cls()
+    missing = object()
     for name, value in replacements.items():
-        if not hasattr(instance, name):
+        # Looked up statically: reading a mesh client of a cell with no mesh raises (that is
+        # what the replacement is for), and no other descriptor should run here either.
+        if inspect.getattr_static(instance, name, missing) is missing:
             raise ConfigurationError(
                 f"make_cell({cls.__qualname__}, {name}=...): {cls.__qualname__} has no "
                 f"attribute {name!r} to replace"
