@@ -176,7 +176,9 @@ class ConfigFile:
         return f"{self.path}: [{section}]" if self.path else f"[{section}]"
 
 
-_SECTIONS: Final = frozenset({"gateway", "registry", "run", "mesh", "telemetry", "scaling"})
+_SECTIONS: Final = frozenset(
+    {"gateway", "registry", "run", "mesh", "telemetry", "scaling", "security"}
+)
 
 
 def find_config_file(directory: Path) -> Path | None:

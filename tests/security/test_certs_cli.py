@@ -20,7 +20,7 @@ def certs(cwd: Path, state: Path, *args: str) -> subprocess.CompletedProcess[str
     env = {**os.environ, "ORCHESTRO_STATE_DIR": str(state)}
     env.pop("ORCHESTRO_TRUST_DOMAIN", None)
     return subprocess.run(
-        [sys.executable, "-m", "orchestro.cli.certs", "certs", *args],
+        [sys.executable, "-m", "orchestro", "certs", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

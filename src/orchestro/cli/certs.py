@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ from ..security.verify import check_chain, check_identity, check_validity, descr
 from ..state import state_dir
 from .options import add_settings_flags, settings_flags
 
-__all__ = ["add_parser", "main"]
+__all__ = ["add_parser"]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -74,10 +72,15 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _settings(args: argparse.Namespace) -> SecuritySettings:
-    # The [security] section of orchestro.toml joins when config.py knows the section.
-    from ..config import load_settings
+    from ..config import ConfigFile, load_settings
 
-    return load_settings(SecuritySettings, settings_flags(args, SecuritySettings))
+    file = ConfigFile.load(None)  # ./orchestro.toml or [tool.orchestro] in ./pyproject.toml
+    return load_settings(
+        SecuritySettings,
+        settings_flags(args, SecuritySettings),
+        file.section("security"),
+        file.where("security"),
+    )
 
 
 def _ca_directory() -> Path:
@@ -165,21 +168,3 @@ def _mark(check: Any) -> str:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m orchestro.cli.certs``: the same command, until it is registered with
-    ``python -m orchestro``."""
-    parser = argparse.ArgumentParser(prog="orchestro")
-    add_parser(parser.add_subparsers(metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    try:
-        code: int = args.handler(args)
-    except OrchestroError as exc:
-        print(f"orchestro: error: {exc}", file=sys.stderr)
-        return 2
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import DiscoveryError, OrchestroError, UserModuleError
-from . import control, ls, run
+from . import certs, control, ls, run
 
 __all__ = ["main"]
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(subparsers)
     ls.add_parser(subparsers)
     control.add_parsers(subparsers)
+    certs.add_parser(subparsers)
     return parser
 
 
