@@ -24,7 +24,8 @@ def add_settings_flags(
         flag = "--" + name.replace("_", "-")
         env = f"ORCHESTRO_{name.upper()}"
         default = field.default
-        help_text = f"{field.description or ''} [env {env}; default: {default}]"
+        # argparse expands %-formats in help: a description's "70%" must stay literal.
+        help_text = f"{field.description or ''} [env {env}; default: {default}]".replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
         annotation = field.annotation
         if typing.get_origin(annotation) is Literal:
