@@ -1,0 +1,120 @@
+"""``orchestro deploy k8s|docker|compose TARGET -o DIR``: deployment files generated from the
+cells of TARGET (``run``'s syntax), their ``Scaling`` and the configuration file.
+
+A bad flag value (image reference, namespace, registry) or target is one line naming it, exit 2.
+Files are written whole and the command prints each path, so its output can be committed and
+diffed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..cell.spec import spec_of
+from ..config import ConfigFile, GatewaySettings, load_settings
+from ..deploy import App, DeployOptions, compose, dockerfile, dockerignore, manifests
+from ..deploy.app import app_name, check_options, container_target
+from ..errors import ConfigurationError, OrchestroError
+from .importer import load_cells
+from .run import cell_scalings
+
+__all__ = ["add_parser", "deploy"]
+
+
+def add_parser(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "deploy",
+        help="generate Kubernetes, Docker or compose files from the cells",
+        description="Write deployment files for the cells of TARGET (pkg.module, "
+        "pkg.module:CellClass or path/to/file.py) into DIR.",
+    )
+    kinds = parser.add_subparsers(title="formats", metavar="FORMAT", required=True)
+    k8s = kinds.add_parser("k8s", help="Kubernetes objects: one file per cell + kustomization")
+    _common(k8s)
+    k8s.add_argument("--image", default=None, help="image reference (default APP:VERSION)")
+    k8s.add_argument("--namespace", default="default", metavar="NS", help="namespace")
+    k8s.add_argument("--cell", dest="cells", action="append", default=[], metavar="NAME",
+                     help="only this cell (repeatable)")  # fmt: skip
+    k8s.add_argument("--autoscaler", choices=["hpa", "keda", "none"], default="hpa",
+                     help="autoscaler of cells with Scaling max > min (default hpa)")  # fmt: skip
+    k8s.add_argument("--registry", default="dns", metavar="dns|etcd://HOST:PORT",
+                     help="discovery in the cluster: the headless Services' DNS (default) "
+                     "or etcd")  # fmt: skip
+    k8s.set_defaults(handler=deploy, format="k8s")
+    docker = kinds.add_parser("docker", help="a multi-stage Dockerfile and .dockerignore")
+    _common(docker)
+    docker.add_argument("--image", default=None, help=argparse.SUPPRESS)
+    docker.set_defaults(handler=deploy, format="docker", cells=[])
+    comp = kinds.add_parser("compose", help="compose.yaml: one service per cell, one host")
+    _common(comp)
+    comp.add_argument("--image", default=None, help="image reference (default APP:VERSION)")
+    comp.set_defaults(handler=deploy, format="compose", cells=[])
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="TARGET", help="pkg.module[:CellClass] or path.py")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                        help="directory to write into (created if missing)")  # fmt: skip
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="configuration file (default: ./orchestro.toml)")  # fmt: skip
+
+
+def deploy(args: argparse.Namespace) -> int:
+    options = DeployOptions(
+        image=args.image,
+        namespace=getattr(args, "namespace", "default"),
+        autoscaler=getattr(args, "autoscaler", "hpa"),
+        registry=getattr(args, "registry", "dns"),
+    )
+    file = ConfigFile.load(args.config)
+    gateway = load_settings(GatewaySettings, {}, file.section("gateway"), file.where("gateway"))
+    check_options(options)  # before importing the user's module: a typo fails fast
+    specs = [spec_of(c) for c in load_cells(args.target, args.cells)]
+    app = App.from_specs(
+        app_name(args.target),
+        container_target(args.target),
+        specs,
+        options,
+        cell_scalings(specs, file),
+        gateway,
+    )
+    if args.format == "k8s":
+        files = manifests(app)
+    elif args.format == "docker":
+        files = {"Dockerfile": dockerfile(app), ".dockerignore": dockerignore(app)}
+    else:
+        files = {"compose.yaml": compose(app)}
+    write(args.output, files)
+    return 0
+
+
+def write(directory: Path, files: dict[str, str]) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (directory / name).write_text(text, encoding="utf-8")
+            print(directory / name)
+    except OSError as exc:
+        raise ConfigurationError(f"-o {str(directory)!r}: cannot write ({exc.strerror})") from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m orchestro.cli.deploy deploy ...``: this command alone, until the main
+    parser registers it (``deploy.add_parser(subparsers)`` in ``cli/main.py``)."""
+    parser = argparse.ArgumentParser(prog="orchestro")
+    add_parser(parser.add_subparsers(metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except OrchestroError as exc:
+        print(f"orchestro: error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

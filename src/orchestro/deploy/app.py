@@ -1,0 +1,238 @@
+"""What the generators read: the cells of a target, each with its scaling, the cells it calls
+and the settings it runs with, checked once so that every generator can trust it.
+
+```python
+app = App.load("examples/shop.py", DeployOptions(image="registry.example/shop:1.0.0"))
+[c.name for c in app.cells]          # ['inventory', 'payments', 'orders', 'storefront']
+app.cell("orders").calls             # ('inventory', 'payments')
+```
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..cell.spec import CELL_ATTR, CellSpec, spec_of
+from ..config import GatewaySettings
+from ..controller.scaler import Scaling
+from ..errors import ConfigurationError
+from ..mesh import _ClientAttribute
+
+__all__ = [
+    "App",
+    "CellModel",
+    "DeployOptions",
+    "app_name",
+    "check_dns_label",
+    "check_image",
+    "check_options",
+    "container_target",
+]
+
+# DNS-1123 label: what Kubernetes accepts as a namespace and most object names.
+_DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+# The reference grammar of the OCI distribution spec (docker/distribution `reference`).
+_IMAGE: Final = re.compile(
+    r"(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@sha256:[0-9a-f]{64})?"
+)
+# The longest suffix a cell's name gets in an object name ("-peers").
+_SUFFIX: Final = 6
+
+
+class DeployOptions(BaseModel):
+    """Everything a generator takes besides the cells; the CLI's flags fill it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image: str | None = Field(default=None, description="Image of the app (default APP:VERSION).")
+    namespace: str = "default"
+    autoscaler: Literal["hpa", "keda", "none"] = "hpa"
+    registry: str = Field(
+        default="dns", description="'dns' (the headless Services) or an etcd:// URL."
+    )
+    prometheus_url: str = "http://prometheus.monitoring.svc:9090"
+    monitoring_namespace: str = "monitoring"
+    pre_stop_seconds: int = Field(default=5, ge=0, le=60)
+    grace_margin_seconds: int = Field(default=5, ge=1, le=60)
+    cpu_request: str = "100m"
+    memory_request: str = "128Mi"
+    memory_limit: str = "256Mi"
+    user_id: int = Field(default=10001, ge=1)
+    python: str = "3.12"
+
+
+@dataclass(frozen=True, slots=True)
+class CellModel:
+    spec: CellSpec
+    scaling: Scaling
+    calls: tuple[str, ...]  # cells of the mesh this cell calls, by name
+    urls: tuple[str, ...]  # http(s) URLs it calls outside the mesh
+    callers: tuple[str, ...]  # cells of this app that call it
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def port(self) -> int:
+        return self.spec.port
+
+    @property
+    def public(self) -> bool:
+        """Whether any of its services answers anyone (not ``internal=True``)."""
+        return any(not op.service.internal for op in self.spec.operations)
+
+    @property
+    def allow(self) -> tuple[str, ...] | None:
+        """Who may call its internal services: the ``allow=`` list of ``@cell`` once the
+        cell spec carries one (the hook: security's policy model reads the same list), else
+        ``None``, meaning "the cells of the app that call it"."""
+        declared: Sequence[str] | None = getattr(self.spec, "allow", None)
+        return tuple(declared) if declared is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    name: str
+    target: str  # as the container runs it: a module or a path relative to the context
+    cells: tuple[CellModel, ...]
+    options: DeployOptions
+    drain_timeout: float
+
+    @property
+    def image(self) -> str:
+        return self.options.image or f"{self.name}:{self.cells[0].spec.version}"
+
+    def cell(self, name: str) -> CellModel:
+        for model in self.cells:
+            if model.name == name:
+                return model
+        raise KeyError(name)
+
+    @classmethod
+    def load(
+        cls,
+        target: str,
+        options: DeployOptions,
+        names: Sequence[str] = (),
+        *,
+        scalings: dict[str, Scaling] | None = None,
+        gateway: GatewaySettings | None = None,
+    ) -> App:
+        """The app of ``target`` (``run``'s syntax), its cells restricted to ``names``."""
+        from ..cli.importer import load_cells
+
+        check_options(options)
+        specs = [spec_of(c) for c in load_cells(target, names)]
+        return cls.from_specs(
+            app_name(target), container_target(target), specs, options, scalings, gateway
+        )
+
+    @classmethod
+    def from_specs(
+        cls,
+        name: str,
+        target: str,
+        specs: Sequence[CellSpec],
+        options: DeployOptions,
+        scalings: dict[str, Scaling] | None = None,
+        gateway: GatewaySettings | None = None,
+    ) -> App:
+        check_options(options)
+        check_dns_label("app name (from TARGET)", name)
+        calls = {spec.name: _calls_of(spec.cls) for spec in specs}
+        cells = []
+        for spec in specs:
+            check_dns_label(f"cell name {spec.name!r}", spec.name, reserve=_SUFFIX)
+            cells.append(
+                CellModel(
+                    spec=spec,
+                    scaling=(scalings or {}).get(spec.name, spec.scaling),
+                    calls=calls[spec.name][0],
+                    urls=calls[spec.name][1],
+                    callers=tuple(n for n in calls if spec.name in calls[n][0]),
+                )
+            )
+        drain = (gateway or GatewaySettings()).drain_timeout
+        return cls(name, target, tuple(cells), options, drain)
+
+
+def check_options(options: DeployOptions) -> None:
+    if options.image is not None:
+        check_image(options.image)
+    check_dns_label("--namespace", options.namespace)
+    if options.registry != "dns" and not options.registry.startswith("etcd://"):
+        raise ConfigurationError(
+            f"--registry {options.registry!r}: use dns (the headless Services) or "
+            "etcd://host:2379[,host:2379]"
+        )
+
+
+def check_image(image: str) -> None:
+    """Refuse what no registry accepts, in one line naming the flag."""
+    if not _IMAGE.fullmatch(image) or len(image) > 255:
+        raise ConfigurationError(
+            f"--image {image!r} is not an image reference: write [REGISTRY/]NAME[:TAG][@DIGEST] "
+            "with a lowercase name, e.g. registry.example.com/shop:1.0.0"
+        )
+
+
+def check_dns_label(what: str, value: str, *, reserve: int = 0) -> None:
+    limit = 63 - reserve
+    if not _DNS_LABEL.fullmatch(value) or len(value) > limit:
+        raise ConfigurationError(
+            f"{what} {value!r} is not a DNS-1123 label: use at most {limit} lowercase letters, "
+            "digits and '-', starting and ending with a letter or digit"
+        )
+
+
+def _calls_of(cls: type[Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The cells (by name) and URLs that ``cls``'s ``mesh.client(...)`` attributes call."""
+    cells: dict[str, None] = {}
+    urls: dict[str, None] = {}
+    for klass in reversed(cls.__mro__):
+        for value in vars(klass).values():
+            if not isinstance(value, _ClientAttribute):
+                continue
+            target = value.target
+            if isinstance(target, type) and isinstance(target.__dict__.get(CELL_ATTR), CellSpec):
+                cells[target.__dict__[CELL_ATTR].name] = None
+            elif isinstance(target, str) and target.startswith(("http://", "https://")):
+                urls[target] = None
+            elif isinstance(target, str):
+                cells[target] = None
+    return tuple(cells), tuple(urls)
+
+
+def app_name(target: str) -> str:
+    """The app's name, from the target's module: ``examples/shop.py`` → ``shop``."""
+    module = target.partition(":")[0]
+    stem = Path(module).stem if module.endswith(".py") else module.rsplit(".", 1)[-1]
+    return re.sub(r"[^a-z0-9-]+", "-", stem.lower()).strip("-") or "app"
+
+
+def container_target(target: str) -> str:
+    """``target`` as the container runs it from its working directory (the build context)."""
+    module, sep, attr = target.partition(":")
+    if not (module.endswith(".py") or "/" in module):
+        return target
+    path = Path(module)
+    if path.is_absolute():
+        try:
+            path = path.relative_to(Path.cwd())
+        except ValueError:
+            raise ConfigurationError(
+                f"TARGET {module!r} is outside the current directory, which is the image's "
+                "build context: run deploy from a directory that contains it"
+            ) from None
+    return str(PurePosixPath(*path.parts)) + sep + attr

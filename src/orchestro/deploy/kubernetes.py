@@ -1,0 +1,470 @@
+"""Kubernetes objects for each cell, as plain data: a pure function of the :class:`App`.
+
+Per cell: ServiceAccount, ConfigMap, Deployment, Service, headless Service (``NAME-peers``, the
+pods' own addresses for the ``dns://`` registry), NetworkPolicy, then a PodDisruptionBudget
+(two or more replicas) and an autoscaler (HPA or KEDA ScaledObject; none for a fixed cell).
+The mapping from ``@cell``/``Scaling``/settings to fields is the table of
+``docs/deployment/kubernetes.md``.
+
+```python
+files = manifests(App.load("examples/shop.py", DeployOptions()))
+files["orders.yaml"]        # the YAML of every object of the orders cell
+```
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+
+from .app import App, CellModel
+from .yaml import dump, dump_all
+
+__all__ = ["STATE_DIR", "cell_objects", "hpa_behavior", "manifests", "quantity"]
+
+STATE_DIR: Final = "/var/lib/orchestro"
+MANAGED_BY: Final = "orchestro"
+# Custom metrics (through the Prometheus Adapter) an HPA sizes a replica by, per Scaling.metric.
+POD_METRICS: Final = {
+    "concurrency": "http_server_active_requests",
+    "rps": "http_server_requests_per_second",
+    "latency": "http_server_request_duration_p95_seconds",
+}
+# The same load as PromQL over the cell's own metrics, for KEDA's Prometheus trigger.
+PROMQL: Final = {
+    "concurrency": 'sum(http_server_active_requests{{orchestro_cell="{cell}"}})',
+    "rps": 'sum(rate(http_server_request_duration_seconds_count{{orchestro_cell="{cell}"}}[1m]))',
+    "latency": "histogram_quantile(0.95, sum by (le) (rate("
+    'http_server_request_duration_seconds_bucket{{orchestro_cell="{cell}"}}[1m])))',
+}
+
+
+def manifests(app: App) -> dict[str, str]:
+    """File name → YAML: one file per cell, a kustomization.yaml, and a namespace.yaml
+    unless the namespace is ``default`` (which is not ours to relabel)."""
+    files = {}
+    if app.options.namespace != "default":
+        files["namespace.yaml"] = dump(namespace(app))
+    for cell in app.cells:
+        files[f"{cell.name}.yaml"] = dump_all(cell_objects(app, cell))
+    files["kustomization.yaml"] = dump(
+        {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "namespace": app.options.namespace,
+            "labels": [{"pairs": {"app.kubernetes.io/part-of": app.name}}],
+            "resources": list(files),
+        }
+    )
+    return files
+
+
+def namespace(app: App) -> dict[str, Any]:
+    # The restricted Pod Security Standard, enforced: the pods are written to pass it.
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": app.options.namespace,
+            "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            },
+        },
+    }
+
+
+def cell_objects(app: App, cell: CellModel) -> list[dict[str, Any]]:
+    objects = [
+        service_account(app, cell),
+        config_map(app, cell),
+        deployment(app, cell),
+        service(app, cell),
+        peers_service(app, cell),
+        network_policy(app, cell),
+    ]
+    if replicas(app, cell) >= 2:
+        objects.append(disruption_budget(app, cell))
+    if cell.scaling.autoscales and app.options.autoscaler == "hpa":
+        objects.append(hpa(app, cell))
+    elif cell.scaling.autoscales and app.options.autoscaler == "keda":
+        objects.append(scaled_object(app, cell))
+    return objects
+
+
+def selector(cell: CellModel) -> dict[str, str]:
+    return _selector_of(cell.name)
+
+
+def labels(app: App, cell: CellModel) -> dict[str, str]:
+    return {
+        **selector(cell),
+        "app.kubernetes.io/part-of": app.name,
+        "app.kubernetes.io/version": cell.spec.version,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+
+
+def _meta(app: App, cell: CellModel, name: str | None = None) -> dict[str, Any]:
+    return {
+        "name": name or cell.name,
+        "namespace": app.options.namespace,
+        "labels": labels(app, cell),
+    }
+
+
+def replicas(app: App, cell: CellModel) -> int:
+    """``Scaling.min``; at least 1 unless KEDA (which scales from zero) owns the count."""
+    if app.options.autoscaler == "keda" and cell.scaling.autoscales:
+        return cell.scaling.min
+    return max(cell.scaling.min, 1)
+
+
+def grace_period(app: App) -> int:
+    """preStop + the drain timeout + a margin: the kubelet's SIGKILL never cuts a drain."""
+    o = app.options
+    return o.pre_stop_seconds + math.ceil(app.drain_timeout) + o.grace_margin_seconds
+
+
+def registry_url(app: App, cell: CellModel) -> str:
+    if app.options.registry != "dns":
+        return app.options.registry
+    domain = f"{app.options.namespace}.svc.cluster.local"
+    entries = [f"{name}={name}-peers.{domain}" for name in cell.calls]
+    return "dns:///" + ",".join(entries)
+
+
+def service_account(app: App, cell: CellModel) -> dict[str, Any]:
+    # No Kubernetes API access: the token is not mounted (the pod spec says so too).
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(app, cell),
+        "automountServiceAccountToken": False,
+    }
+
+
+def config_map(app: App, cell: CellModel) -> dict[str, Any]:
+    data = {
+        "ORCHESTRO_HOST": "0.0.0.0",
+        "ORCHESTRO_REGISTRY": registry_url(app, cell),
+        "ORCHESTRO_DRAIN_TIMEOUT": _number(app.drain_timeout),
+        "ORCHESTRO_LOG_FORMAT": "json",
+        "ORCHESTRO_STATE_DIR": STATE_DIR,
+    }
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(app, cell), "data": data}
+
+
+def deployment(app: App, cell: CellModel) -> dict[str, Any]:
+    o = app.options
+    container = {
+        "name": "cell",
+        "image": app.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "orchestro", "run", app.target, "--cell", cell.name],
+        "ports": [{"name": "http", "containerPort": cell.port, "protocol": "TCP"}],
+        "envFrom": [{"configMapRef": {"name": cell.name}}],
+        "env": [
+            # Peers reach the pod at its own address (etcd registrations advertise it).
+            {
+                "name": "ORCHESTRO_ADVERTISE_HOST",
+                "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+            }
+        ],
+        "startupProbe": {**_probe("/readyz"), "periodSeconds": 1, "failureThreshold": 60},
+        "readinessProbe": {
+            **_probe("/readyz"),
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            **_probe("/healthz"),
+            "periodSeconds": 10,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        # Endpoints drop (and kube-proxy, DNS and peers notice) before SIGTERM starts the drain.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(o.pre_stop_seconds)]}}},
+        "resources": {
+            "requests": {"cpu": o.cpu_request, "memory": o.memory_request},
+            # No CPU limit: throttling a cell adds latency while the node has idle cores.
+            "limits": {"memory": o.memory_limit},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "state", "mountPath": STATE_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(app, cell),
+        "spec": {
+            "replicas": replicas(app, cell),
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": selector(cell)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {
+                    "labels": labels(app, cell),
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(cell.port),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    "serviceAccountName": cell.name,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": grace_period(app),
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": o.user_id,
+                        "runAsGroup": o.user_id,
+                        "fsGroup": o.user_id,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": key,
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": selector(cell)},
+                        }
+                        for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+                    ],
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "state", "emptyDir": {}},
+                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def service(app: App, cell: CellModel) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(app, cell),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(cell),
+            "ports": [{"name": "http", "port": cell.port, "targetPort": "http"}],
+        },
+    }
+
+
+def peers_service(app: App, cell: CellModel) -> dict[str, Any]:
+    """Headless: DNS answers with the ready pods themselves (A/AAAA, and SRV
+    ``_http._tcp.NAME-peers``), which the mesh balances over with its own P2C."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(app, cell, f"{cell.name}-peers"),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": False,
+            "selector": selector(cell),
+            "ports": [{"name": "http", "port": cell.port, "targetPort": "http"}],
+        },
+    }
+
+
+def network_policy(app: App, cell: CellModel) -> dict[str, Any]:
+    """Ingress to the cell's port from its callers (or anyone, for a cell with public
+    services) and the monitoring namespace; egress to DNS, the registry and its callees."""
+    port = [{"protocol": "TCP", "port": cell.port}]
+    ingress: list[dict[str, Any]]
+    if cell.public:
+        # One port serves public and internal services: it answers anyone; the gateway's
+        # access policy decides per service.
+        ingress = [{"ports": port}]
+    else:
+        callers = cell.allow if cell.allow is not None else cell.callers
+        sources: list[dict[str, Any]] = [
+            {"podSelector": {"matchLabels": _selector_of(name)}} for name in callers
+        ]
+        sources.append(
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": app.options.monitoring_namespace}
+                }
+            }
+        )
+        ingress = [{"from": sources, "ports": port}]
+    egress: list[dict[str, Any]] = [
+        {
+            "to": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                    },
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                }
+            ],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        }
+    ]
+    if app.options.registry.startswith("etcd://"):
+        egress.append({"ports": [{"protocol": "TCP", "port": p} for p in _etcd_ports(app)]})
+    for name in cell.calls:
+        try:
+            callee = app.cell(name)
+        except KeyError:
+            continue  # a cell of another app: its own policy admits us; add a rule by hand
+        egress.append(
+            {
+                "to": [{"podSelector": {"matchLabels": selector(callee)}}],
+                "ports": [{"protocol": "TCP", "port": callee.port}],
+            }
+        )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(app, cell),
+        "spec": {
+            "podSelector": {"matchLabels": selector(cell)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": ingress,
+            "egress": egress,
+        },
+    }
+
+
+def disruption_budget(app: App, cell: CellModel) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(app, cell),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(cell)}},
+    }
+
+
+def hpa_behavior(cell: CellModel) -> dict[str, Any]:
+    """The scaler's limits as HPA policies: scale-down held for ``scale_down_delay`` and at
+    most ``1 - 1/max_scale_down_rate`` of the pods per tick; scale-up at once, up to
+    ``max_scale_up_rate`` times per tick."""
+    s = cell.scaling
+    period = max(1, math.ceil(s.tick))
+    down = math.floor(100 - 100 / s.max_scale_down_rate) or 1
+    up = math.ceil((s.max_scale_up_rate - 1) * 100) or 1
+    return {
+        "scaleUp": {
+            "stabilizationWindowSeconds": 0,
+            "selectPolicy": "Max",
+            "policies": [{"type": "Percent", "value": up, "periodSeconds": period}],
+        },
+        "scaleDown": {
+            "stabilizationWindowSeconds": math.ceil(s.scale_down_delay),
+            "selectPolicy": "Max",
+            "policies": [{"type": "Percent", "value": down, "periodSeconds": period}],
+        },
+    }
+
+
+def hpa(app: App, cell: CellModel) -> dict[str, Any]:
+    s = cell.scaling
+    if s.metric == "cpu":
+        metric: dict[str, Any] = {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "AverageValue", "averageValue": quantity(s.per_replica)},
+            },
+        }
+    else:
+        metric = {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": POD_METRICS[s.metric]},
+                "target": {"type": "AverageValue", "averageValue": quantity(s.per_replica)},
+            },
+        }
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(app, cell),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": cell.name},
+            # The HPA cannot scale to zero without a feature gate: KEDA can.
+            "minReplicas": max(s.min, 1),
+            "maxReplicas": s.max,
+            "metrics": [metric],
+            "behavior": hpa_behavior(cell),
+        },
+    }
+
+
+def scaled_object(app: App, cell: CellModel) -> dict[str, Any]:
+    s = cell.scaling
+    if s.metric == "cpu":
+        trigger: dict[str, Any] = {
+            "type": "cpu",
+            "metricType": "AverageValue",
+            "metadata": {"value": quantity(s.per_replica)},
+        }
+    else:
+        trigger = {
+            "type": "prometheus",
+            "metricType": "Value" if s.metric == "latency" else "AverageValue",
+            "metadata": {
+                "serverAddress": app.options.prometheus_url,
+                "query": PROMQL[s.metric].format(cell=cell.name),
+                "threshold": _number(s.per_replica),
+            },
+        }
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": _meta(app, cell),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": cell.name},
+            "minReplicaCount": s.min,
+            "maxReplicaCount": s.max,
+            "pollingInterval": max(1, math.ceil(s.tick)),
+            "cooldownPeriod": math.ceil(s.scale_down_delay),
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": hpa_behavior(cell)}},
+            "triggers": [trigger],
+        },
+    }
+
+
+def quantity(value: float) -> str:
+    """A Kubernetes quantity: whole numbers as they are, fractions in thousandths (``700m``)."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{round(value * 1000)}m"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _probe(path: str) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}}
+
+
+def _selector_of(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "cell"}
+
+
+def _etcd_ports(app: App) -> list[int]:
+    ports = []
+    for endpoint in app.options.registry.removeprefix("etcd://").split(","):
+        _, _, port = endpoint.rpartition(":")
+        ports.append(int(port) if port.isdigit() else 2379)
+    return sorted(set(ports))
