@@ -45,6 +45,7 @@ _IMAGE: Final = re.compile(
     r"(?::[\w][\w.-]{0,127})?"
     r"(?:@sha256:[0-9a-f]{64})?"
 )
+DEFAULT_PORT: Final = 8080
 # The longest suffix a cell's name gets in an object name ("-peers").
 _SUFFIX: Final = 6
 
@@ -76,6 +77,7 @@ class CellModel:
     spec: CellSpec
     scaling: Scaling
     calls: tuple[str, ...]  # cells of the mesh this cell calls, by name
+    call_ports: dict[str, int]  # their ports, where the client names a @cell class
     urls: tuple[str, ...]  # http(s) URLs it calls outside the mesh
     callers: tuple[str, ...]  # cells of this app that call it
 
@@ -85,7 +87,16 @@ class CellModel:
 
     @property
     def port(self) -> int:
-        return self.spec.port
+        """The gateway's port: the cell's own, or 8080 for a cell that picks a free one
+        (``port=0``), which no Service could point at."""
+        return self.spec.port or DEFAULT_PORT
+
+    def command(self, target: str) -> list[str]:
+        """The container's command: ``run`` in exec form, this cell only."""
+        command = ["python", "-m", "orchestro", "run", target, "--cell", self.name]
+        if not self.spec.port:
+            command += ["--port", str(DEFAULT_PORT)]
+        return command
 
     @property
     def public(self) -> bool:
@@ -158,7 +169,8 @@ class App:
                 CellModel(
                     spec=spec,
                     scaling=(scalings or {}).get(spec.name, spec.scaling),
-                    calls=calls[spec.name][0],
+                    calls=tuple(calls[spec.name][0]),
+                    call_ports={k: v for k, v in calls[spec.name][0].items() if v is not None},
                     urls=calls[spec.name][1],
                     callers=tuple(n for n in calls if spec.name in calls[n][0]),
                 )
@@ -196,9 +208,10 @@ def check_dns_label(what: str, value: str, *, reserve: int = 0) -> None:
         )
 
 
-def _calls_of(cls: type[Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The cells (by name) and URLs that ``cls``'s ``mesh.client(...)`` attributes call."""
-    cells: dict[str, None] = {}
+def _calls_of(cls: type[Any]) -> tuple[dict[str, int | None], tuple[str, ...]]:
+    """The cells (name → port when known) and URLs that ``cls``'s ``mesh.client(...)``
+    attributes call."""
+    cells: dict[str, int | None] = {}
     urls: dict[str, None] = {}
     for klass in reversed(cls.__mro__):
         for value in vars(klass).values():
@@ -206,12 +219,13 @@ def _calls_of(cls: type[Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
                 continue
             target = value.target
             if isinstance(target, type) and isinstance(target.__dict__.get(CELL_ATTR), CellSpec):
-                cells[target.__dict__[CELL_ATTR].name] = None
+                callee: CellSpec = target.__dict__[CELL_ATTR]
+                cells[callee.name] = callee.port
             elif isinstance(target, str) and target.startswith(("http://", "https://")):
                 urls[target] = None
             elif isinstance(target, str):
-                cells[target] = None
-    return tuple(cells), tuple(urls)
+                cells.setdefault(target, None)
+    return cells, tuple(urls)
 
 
 def app_name(target: str) -> str:

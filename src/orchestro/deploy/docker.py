@@ -99,7 +99,7 @@ def compose(app: App) -> str:
         service: dict[str, Any] = {
             "build": {"context": "."},
             "image": app.image,
-            "command": ["python", "-m", "orchestro", "run", app.target, "--cell", cell.name],
+            "command": cell.command(app.target),
             "environment": {
                 "ORCHESTRO_REGISTRY": registry if peers else "memory://",
                 "ORCHESTRO_HEALTHCHECK_URL": url,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from .app import App, CellModel
 from .yaml import dump, dump_all
@@ -161,7 +162,7 @@ def deployment(app: App, cell: CellModel) -> dict[str, Any]:
         "name": "cell",
         "image": app.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-m", "orchestro", "run", app.target, "--cell", cell.name],
+        "command": cell.command(app.target),
         "ports": [{"name": "http", "containerPort": cell.port, "protocol": "TCP"}],
         "envFrom": [{"configMapRef": {"name": cell.name}}],
         "env": [
@@ -322,16 +323,18 @@ def network_policy(app: App, cell: CellModel) -> dict[str, Any]:
     if app.options.registry.startswith("etcd://"):
         egress.append({"ports": [{"protocol": "TCP", "port": p} for p in _etcd_ports(app)]})
     for name in cell.calls:
-        try:
-            callee = app.cell(name)
-        except KeyError:
-            continue  # a cell of another app: its own policy admits us; add a rule by hand
-        egress.append(
-            {
-                "to": [{"podSelector": {"matchLabels": selector(callee)}}],
-                "ports": [{"protocol": "TCP", "port": callee.port}],
-            }
-        )
+        # A callee of this app listens where its cell says; one of another app (deployed by
+        # its own manifests, in this namespace) where its @cell class says, if the client
+        # names the class; a raw client by name leaves the port open.
+        in_app = {c.name: c.port for c in app.cells}
+        port_of = in_app.get(name, cell.call_ports.get(name))
+        rule: dict[str, Any] = {"to": [{"podSelector": {"matchLabels": _selector_of(name)}}]}
+        if port_of is not None:
+            rule["ports"] = [{"protocol": "TCP", "port": port_of}]
+        egress.append(rule)
+    if cell.urls:
+        # http(s) URLs outside the mesh: their addresses are not known here.
+        egress.append({"ports": [{"protocol": "TCP", "port": p} for p in _url_ports(cell)]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -468,3 +471,15 @@ def _etcd_ports(app: App) -> list[int]:
         _, _, port = endpoint.rpartition(":")
         ports.append(int(port) if port.isdigit() else 2379)
     return sorted(set(ports))
+
+
+def _url_ports(cell: CellModel) -> list[int]:
+    ports = set()
+    for url in cell.urls:
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        ports.add(port or (443 if parts.scheme == "https" else 80))
+    return sorted(ports)
