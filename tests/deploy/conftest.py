@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestro.deploy import App, DeployOptions, compose, dockerfile, dockerignore, manifests
+from orchestro.cli.deploy import load_app
+from orchestro.deploy import DeployOptions, compose, dockerfile, dockerignore, manifests
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ("hello", "orders", "catalog", "frontend", "shop")
@@ -18,7 +19,7 @@ OPTIONS = DeployOptions(image="registry.example.com/orchestro-examples:1.0.0", n
 
 def generate(example: str, options: DeployOptions = OPTIONS) -> dict[str, str]:
     """Every file `deploy k8s`, `deploy docker` and `deploy compose` write for ``example``."""
-    app = App.load(f"examples/{example}.py", options)
+    app = load_app(f"examples/{example}.py", options)
     files = {f"k8s/{name}": text for name, text in manifests(app).items()}
     files["docker/Dockerfile"] = dockerfile(app, context=ROOT)
     files["docker/.dockerignore"] = dockerignore(app)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from orchestro.cli.deploy import load_app
 from orchestro.deploy import App, DeployOptions, manifests
 from orchestro.deploy.kubernetes import grace_period
 
@@ -28,7 +29,7 @@ DNS_1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 def scaled(autoscaler: str = "hpa", **options: Any) -> App:
     from . import scaled_app
 
-    return App.load(
+    return load_app(
         scaled_app.__file__,
         DeployOptions(namespace="ledger", autoscaler=autoscaler, **options),  # type: ignore[arg-type]
     )

@@ -22,7 +22,7 @@ from ..errors import ConfigurationError, OrchestroError
 from .importer import load_cells
 from .run import cell_scalings
 
-__all__ = ["add_parser", "deploy"]
+__all__ = ["add_parser", "deploy", "load_app"]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -70,18 +70,7 @@ def deploy(args: argparse.Namespace) -> int:
         autoscaler=getattr(args, "autoscaler", "hpa"),
         registry=getattr(args, "registry", "dns"),
     )
-    file = ConfigFile.load(args.config)
-    gateway = load_settings(GatewaySettings, {}, file.section("gateway"), file.where("gateway"))
-    check_options(options)  # before importing the user's module: a typo fails fast
-    specs = [spec_of(c) for c in load_cells(args.target, args.cells)]
-    app = App.from_specs(
-        app_name(args.target),
-        container_target(args.target),
-        specs,
-        options,
-        cell_scalings(specs, file),
-        gateway,
-    )
+    app = load_app(args.target, options, args.cells, ConfigFile.load(args.config))
     if args.format == "k8s":
         files = manifests(app)
     elif args.format == "docker":
@@ -90,6 +79,25 @@ def deploy(args: argparse.Namespace) -> int:
         files = {"compose.yaml": compose(app)}
     write(args.output, files)
     return 0
+
+
+def load_app(
+    target: str, options: DeployOptions, names: Sequence[str] = (), file: ConfigFile | None = None
+) -> App:
+    """The app of ``target`` (``run``'s syntax): its cells (only ``names``, when given) with
+    the configuration file's scaling and drain timeout."""
+    file = file if file is not None else ConfigFile()
+    check_options(options)  # before importing the user's module: a typo fails fast
+    gateway = load_settings(GatewaySettings, {}, file.section("gateway"), file.where("gateway"))
+    specs = [spec_of(c) for c in load_cells(target, names)]
+    return App.from_specs(
+        app_name(target),
+        container_target(target),
+        specs,
+        options,
+        cell_scalings(specs, file),
+        gateway,
+    )
 
 
 def write(directory: Path, files: dict[str, str]) -> None:

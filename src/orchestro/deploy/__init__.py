@@ -2,9 +2,10 @@
 compose file, as pure functions of the cells' specs, their ``Scaling`` and the settings.
 
 ```python
-from orchestro.deploy import App, DeployOptions, manifests
+from orchestro.cli.deploy import load_app
+from orchestro.deploy import DeployOptions, manifests
 
-app = App.load("examples/shop.py", DeployOptions(namespace="shop"))
+app = load_app("examples/shop.py", DeployOptions(namespace="shop"))
 for name, text in manifests(app).items():
     (out / name).write_text(text)
 ```

@@ -2,7 +2,7 @@
 and the settings it runs with, checked once so that every generator can trust it.
 
 ```python
-app = App.load("examples/shop.py", DeployOptions(image="registry.example/shop:1.0.0"))
+app = App.from_specs("shop", "examples/shop.py", [spec_of(c) for c in cells], DeployOptions())
 [c.name for c in app.cells]          # ['inventory', 'payments', 'orders', 'storefront']
 app.cell("orders").calls             # ('inventory', 'payments')
 ```
@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..cell.spec import CELL_ATTR, CellSpec, spec_of
+from ..cell.spec import CELL_ATTR, CellSpec
 from ..config import GatewaySettings
 from ..controller.scaler import Scaling
 from ..errors import ConfigurationError
@@ -131,25 +131,6 @@ class App:
         raise KeyError(name)
 
     @classmethod
-    def load(
-        cls,
-        target: str,
-        options: DeployOptions,
-        names: Sequence[str] = (),
-        *,
-        scalings: dict[str, Scaling] | None = None,
-        gateway: GatewaySettings | None = None,
-    ) -> App:
-        """The app of ``target`` (``run``'s syntax), its cells restricted to ``names``."""
-        from ..cli.importer import load_cells
-
-        check_options(options)
-        specs = [spec_of(c) for c in load_cells(target, names)]
-        return cls.from_specs(
-            app_name(target), container_target(target), specs, options, scalings, gateway
-        )
-
-    @classmethod
     def from_specs(
         cls,
         name: str,
@@ -159,6 +140,8 @@ class App:
         scalings: dict[str, Scaling] | None = None,
         gateway: GatewaySettings | None = None,
     ) -> App:
+        """The app ``name`` of the cells ``specs``, which the container runs as ``target``;
+        ``scalings`` (by cell name) replace the cells' own, as the configuration file does."""
         check_options(options)
         check_dns_label("app name (from TARGET)", name)
         calls = {spec.name: _calls_of(spec.cls) for spec in specs}

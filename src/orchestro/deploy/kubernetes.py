@@ -7,7 +7,7 @@ The mapping from ``@cell``/``Scaling``/settings to fields is the table of
 ``docs/deployment/kubernetes.md``.
 
 ```python
-files = manifests(App.load("examples/shop.py", DeployOptions()))
+files = manifests(load_app("examples/shop.py", DeployOptions()))
 files["orders.yaml"]        # the YAML of every object of the orders cell
 ```
 """
