@@ -45,6 +45,7 @@ def test_docker_and_compose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         (["--namespace", "Shop_1"], "--namespace 'Shop_1' is not a DNS-1123 label"),
         (["--registry", "consul://x"], "--registry 'consul://x': use dns"),
         (["--cell", "nope"], "no cell named 'nope'"),
+        (["--trust-domain", "Prod Domain"], "--trust-domain 'Prod Domain'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(

@@ -70,6 +70,8 @@ def test_kubernetes_validate_strict(
     paths = []
     apps = dict(generated.items())
     apps["scaled-hpa"] = {f"k8s/{n}": t for n, t in manifests(scaled("hpa")).items()}
+    secret = manifests(scaled("none", certs="secret"))
+    apps["scaled-secret"] = {f"k8s/{n}": t for n, t in secret.items()}
     for example, files in apps.items():
         for name, text in files.items():
             if name.startswith("k8s/") and not name.endswith("kustomization.yaml"):
@@ -265,3 +267,19 @@ def test_kustomization_lists_every_file(generated: dict[str, dict[str, str]]) ->
     assert kustomization["namespace"] == "shop"
     listed = {f"k8s/{r}" for r in kustomization["resources"]}
     assert listed == {n for n in files if n.startswith("k8s/")} - {"k8s/kustomization.yaml"}
+
+
+@pytest.mark.parametrize("certs", ["secret", "cert-manager"])
+def test_identity_secret_is_mounted_for_the_security_settings(certs: str) -> None:
+    docs = [d for t in manifests(scaled(certs=certs)).values() for d in yaml.safe_load_all(t) if d]
+    pod = one(docs, "Deployment", "api")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "identity"]
+    assert volume["secret"]["secretName"] == "api-identity"
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "identity"]
+    assert mount["readOnly"] is True
+    data = one(docs, "ConfigMap", "api")["data"]
+    assert data["ORCHESTRO_CERT_FILE"] == f"{mount['mountPath']}/tls.crt"
+    assert data["ORCHESTRO_KEY_FILE"] == f"{mount['mountPath']}/tls.key"
+    assert data["ORCHESTRO_BUNDLE_FILE"] == f"{mount['mountPath']}/ca.crt"
+    assert data["ORCHESTRO_TRUST_DOMAIN"] == "orchestro.local"
+    assert bool(by_kind(docs, "Certificate")) is (certs == "cert-manager")

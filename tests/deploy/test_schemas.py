@@ -56,3 +56,17 @@ def test_compose_matches_the_compose_spec(
     name = next(iter(spec["services"]))
     broken = {**spec, "services": {name: {**spec["services"][name], "stop_grace": "1s"}}}
     assert not validator.is_valid(broken)
+
+
+def test_cert_manager_certificates_match_the_crd() -> None:
+    schema = closed(json.loads((SCHEMAS / "cert-manager.io_certificate_v1.json").read_text()))
+    app = scaled(certs="cert-manager", trust_domain="prod.example.com")
+    docs = [d for t in manifests(app).values() for d in yaml.safe_load_all(t) if d]
+    found = [d for d in docs if d["kind"] == "Certificate"]
+    assert {d["metadata"]["name"] for d in found} == {"api", "ledger", "worker"}
+    for doc in found:
+        jsonschema.validate(doc, schema)
+    api = next(d for d in found if d["metadata"]["name"] == "api")["spec"]
+    assert api["uris"] == ["spiffe://prod.example.com/cell/api"]
+    assert api["dnsNames"] == ["api.cell.prod.example.com"]
+    assert api["secretName"] == "api-identity"

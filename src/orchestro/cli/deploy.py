@@ -36,14 +36,23 @@ def add_parser(subparsers: Any) -> None:
     k8s = kinds.add_parser("k8s", help="Kubernetes objects: one file per cell + kustomization")
     _common(k8s)
     k8s.add_argument("--image", default=None, help="image reference (default APP:VERSION)")
-    k8s.add_argument("--namespace", default="default", metavar="NS", help="namespace")
+    k8s.add_argument("--namespace", default=None, metavar="NS", help="namespace")
     k8s.add_argument("--cell", dest="cells", action="append", default=[], metavar="NAME",
                      help="only this cell (repeatable)")  # fmt: skip
-    k8s.add_argument("--autoscaler", choices=["hpa", "keda", "none"], default="hpa",
+    k8s.add_argument("--autoscaler", choices=["hpa", "keda", "none"], default=None,
                      help="autoscaler of cells with Scaling max > min (default hpa)")  # fmt: skip
-    k8s.add_argument("--registry", default="dns", metavar="dns|etcd://HOST:PORT",
+    k8s.add_argument("--registry", default=None, metavar="dns|etcd://HOST:PORT",
                      help="discovery in the cluster: the headless Services' DNS (default) "
                      "or etcd")  # fmt: skip
+    k8s.add_argument("--certs", choices=["none", "secret", "cert-manager"], default=None,
+                     help="cell identities: none (development CA), a Secret NAME-identity per "
+                     "cell, or cert-manager Certificates writing it")  # fmt: skip
+    k8s.add_argument("--trust-domain", default=None, metavar="DOMAIN",
+                     help="SPIFFE trust domain of the cells' identities")  # fmt: skip
+    k8s.add_argument("--issuer", default=None, metavar="NAME",
+                     help="cert-manager Issuer (ClusterIssuer: --cluster-issuer)")  # fmt: skip
+    k8s.add_argument("--cluster-issuer", action="store_true",
+                     help="--issuer names a ClusterIssuer")  # fmt: skip
     k8s.set_defaults(handler=deploy, format="k8s")
     docker = kinds.add_parser("docker", help="a multi-stage Dockerfile and .dockerignore")
     _common(docker)
@@ -64,12 +73,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def deploy(args: argparse.Namespace) -> int:
-    options = DeployOptions(
-        image=args.image,
-        namespace=getattr(args, "namespace", "default"),
-        autoscaler=getattr(args, "autoscaler", "hpa"),
-        registry=getattr(args, "registry", "dns"),
-    )
+    given = {name: getattr(args, name, None) for name in DeployOptions.model_fields}
+    if getattr(args, "cluster_issuer", False):
+        given["issuer_kind"] = "ClusterIssuer"
+    # The defaults are DeployOptions' own: a flag only overrides them.
+    options = DeployOptions(**{k: v for k, v in given.items() if v is not None})
     app = load_app(args.target, options, args.cells, ConfigFile.load(args.config))
     if args.format == "k8s":
         files = manifests(app)

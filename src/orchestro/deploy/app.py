@@ -23,6 +23,7 @@ from ..config import GatewaySettings
 from ..controller.scaler import Scaling
 from ..errors import ConfigurationError
 from ..mesh import _ClientAttribute
+from ..security import spiffe
 
 __all__ = [
     "App",
@@ -61,6 +62,15 @@ class DeployOptions(BaseModel):
     registry: str = Field(
         default="dns", description="'dns' (the headless Services) or an etcd:// URL."
     )
+    certs: Literal["none", "secret", "cert-manager"] = Field(
+        default="none",
+        description="Cell identities: none (the development CA, per pod), a Secret NAME-identity "
+        "per cell mounted for ORCHESTRO_CERT_FILE/KEY_FILE/BUNDLE_FILE, or that Secret written "
+        "by a cert-manager Certificate with the cell's SPIFFE ID.",
+    )
+    trust_domain: str = spiffe.DEFAULT_TRUST_DOMAIN
+    issuer: str = Field(default="orchestro-ca", description="cert-manager Issuer of the cells.")
+    issuer_kind: Literal["Issuer", "ClusterIssuer"] = "Issuer"
     prometheus_url: str = "http://prometheus.monitoring.svc:9090"
     monitoring_namespace: str = "monitoring"
     pre_stop_seconds: int = Field(default=5, ge=0, le=60)
@@ -166,11 +176,19 @@ def check_options(options: DeployOptions) -> None:
     if options.image is not None:
         check_image(options.image)
     check_dns_label("--namespace", options.namespace)
+    check_trust_domain(options.trust_domain)
     if options.registry != "dns" and not options.registry.startswith("etcd://"):
         raise ConfigurationError(
             f"--registry {options.registry!r}: use dns (the headless Services) or "
             "etcd://host:2379[,host:2379]"
         )
+
+
+def check_trust_domain(value: str) -> None:
+    try:
+        spiffe.check_trust_domain(value)
+    except spiffe.IdentityError as exc:
+        raise ConfigurationError(f"--trust-domain {value!r}: {exc}") from None
 
 
 def check_image(image: str) -> None:

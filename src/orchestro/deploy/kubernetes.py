@@ -18,12 +18,17 @@ import math
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from ..security import spiffe
 from .app import App, CellModel
 from .yaml import dump, dump_all
 
 __all__ = ["STATE_DIR", "cell_objects", "hpa_behavior", "manifests", "quantity"]
 
 STATE_DIR: Final = "/var/lib/orchestro"
+IDENTITY_DIR: Final = "/var/run/secrets/orchestro"
+# The development CA's leaf lifetime and renewal point (security/settings.py): 24 h, at 70 %.
+LEAF_LIFETIME: Final = "24h0m0s"
+RENEW_BEFORE: Final = "7h12m0s"
 MANAGED_BY: Final = "orchestro"
 # Custom metrics (through the Prometheus Adapter) an HPA sizes a replica by, per Scaling.metric.
 POD_METRICS: Final = {
@@ -84,6 +89,8 @@ def cell_objects(app: App, cell: CellModel) -> list[dict[str, Any]]:
         peers_service(app, cell),
         network_policy(app, cell),
     ]
+    if app.options.certs == "cert-manager":
+        objects.append(certificate(app, cell))
     if replicas(app, cell) >= 2:
         objects.append(disruption_budget(app, cell))
     if cell.scaling.autoscales and app.options.autoscaler == "hpa":
@@ -153,12 +160,19 @@ def config_map(app: App, cell: CellModel) -> dict[str, Any]:
         "ORCHESTRO_LOG_FORMAT": "json",
         "ORCHESTRO_STATE_DIR": STATE_DIR,
     }
+    if app.options.certs != "none":
+        data |= {
+            "ORCHESTRO_TRUST_DOMAIN": app.options.trust_domain,
+            "ORCHESTRO_CERT_FILE": f"{IDENTITY_DIR}/tls.crt",
+            "ORCHESTRO_KEY_FILE": f"{IDENTITY_DIR}/tls.key",
+            "ORCHESTRO_BUNDLE_FILE": f"{IDENTITY_DIR}/ca.crt",
+        }
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(app, cell), "data": data}
 
 
 def deployment(app: App, cell: CellModel) -> dict[str, Any]:
     o = app.options
-    container = {
+    container: dict[str, Any] = {
         "name": "cell",
         "image": app.image,
         "imagePullPolicy": "IfNotPresent",
@@ -203,6 +217,21 @@ def deployment(app: App, cell: CellModel) -> dict[str, Any]:
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
+    volumes: list[dict[str, Any]] = [
+        {"name": "state", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+    ]
+    if o.certs != "none":
+        # The cell's identity, rotated in place: the kubelet swaps the files, the cell polls.
+        container["volumeMounts"].append(
+            {"name": "identity", "mountPath": IDENTITY_DIR, "readOnly": True}
+        )
+        volumes.append(
+            {
+                "name": "identity",
+                "secret": {"secretName": f"{cell.name}-identity", "defaultMode": 0o440},
+            }
+        )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -246,10 +275,7 @@ def deployment(app: App, cell: CellModel) -> dict[str, Any]:
                         for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
                     ],
                     "containers": [container],
-                    "volumes": [
-                        {"name": "state", "emptyDir": {}},
-                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
-                    ],
+                    "volumes": volumes,
                 },
             },
         },
@@ -344,6 +370,27 @@ def network_policy(app: App, cell: CellModel) -> dict[str, Any]:
             "policyTypes": ["Ingress", "Egress"],
             "ingress": ingress,
             "egress": egress,
+        },
+    }
+
+
+def certificate(app: App, cell: CellModel) -> dict[str, Any]:
+    """A cert-manager Certificate: the cell's SPIFFE ID as its URI SAN (and its DNS SAN), in
+    the Secret the pod mounts, renewed at 70 % of its life like the development CA's."""
+    o = app.options
+    return {
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "Certificate",
+        "metadata": _meta(app, cell),
+        "spec": {
+            "secretName": f"{cell.name}-identity",
+            "uris": [spiffe.cell_spiffe_id(o.trust_domain, cell.name)],
+            "dnsNames": [spiffe.cell_dns_name(o.trust_domain, cell.name)],
+            "duration": LEAF_LIFETIME,
+            "renewBefore": RENEW_BEFORE,
+            "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+            "usages": ["digital signature", "server auth", "client auth"],
+            "issuerRef": {"name": o.issuer, "kind": o.issuer_kind, "group": "cert-manager.io"},
         },
     }
 
