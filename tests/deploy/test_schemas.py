@@ -70,3 +70,19 @@ def test_cert_manager_certificates_match_the_crd() -> None:
     assert api["uris"] == ["spiffe://prod.example.com/cell/api"]
     assert api["dnsNames"] == ["api.cell.prod.example.com"]
     assert api["secretName"] == "api-identity"
+
+
+def test_pod_monitors_match_the_crd() -> None:
+    schema = closed(json.loads((SCHEMAS / "monitoring.coreos.com_podmonitor_v1.json").read_text()))
+    docs = [
+        d
+        for t in manifests(scaled(monitoring="prometheus-operator")).values()
+        for d in yaml.safe_load_all(t)
+        if d
+    ]
+    found = [d for d in docs if d["kind"] == "PodMonitor"]
+    assert {d["metadata"]["name"] for d in found} == {"api", "ledger", "worker"}
+    for doc in found:
+        jsonschema.validate(doc, schema)
+    for dep in (d for d in docs if d["kind"] == "Deployment"):
+        assert "annotations" not in dep["spec"]["template"]["metadata"]  # no double scrape

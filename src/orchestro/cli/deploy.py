@@ -53,6 +53,8 @@ def add_parser(subparsers: Any) -> None:
                      help="cert-manager Issuer (ClusterIssuer: --cluster-issuer)")  # fmt: skip
     k8s.add_argument("--cluster-issuer", action="store_true",
                      help="--issuer names a ClusterIssuer")  # fmt: skip
+    k8s.add_argument("--monitoring", choices=["annotations", "prometheus-operator"], default=None,
+                     help="scrape annotations (default) or a PodMonitor per cell")  # fmt: skip
     k8s.set_defaults(handler=deploy, format="k8s")
     docker = kinds.add_parser("docker", help="a multi-stage Dockerfile and .dockerignore")
     _common(docker)

@@ -71,6 +71,11 @@ class DeployOptions(BaseModel):
     trust_domain: str = spiffe.DEFAULT_TRUST_DOMAIN
     issuer: str = Field(default="orchestro-ca", description="cert-manager Issuer of the cells.")
     issuer_kind: Literal["Issuer", "ClusterIssuer"] = "Issuer"
+    monitoring: Literal["annotations", "prometheus-operator"] = Field(
+        default="annotations",
+        description="How Prometheus finds /metrics: prometheus.io/* pod annotations, or a "
+        "PodMonitor per cell.",
+    )
     prometheus_url: str = "http://prometheus.monitoring.svc:9090"
     monitoring_namespace: str = "monitoring"
     pre_stop_seconds: int = Field(default=5, ge=0, le=60)

@@ -91,6 +91,8 @@ def cell_objects(app: App, cell: CellModel) -> list[dict[str, Any]]:
     ]
     if app.options.certs == "cert-manager":
         objects.append(certificate(app, cell))
+    if app.options.monitoring == "prometheus-operator":
+        objects.append(pod_monitor(app, cell))
     if replicas(app, cell) >= 2:
         objects.append(disruption_budget(app, cell))
     if cell.scaling.autoscales and app.options.autoscaler == "hpa":
@@ -217,6 +219,13 @@ def deployment(app: App, cell: CellModel) -> dict[str, Any]:
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
+    template_meta: dict[str, Any] = {"labels": labels(app, cell)}
+    if o.monitoring == "annotations":
+        template_meta["annotations"] = {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(cell.port),
+            "prometheus.io/path": "/metrics",
+        }
     volumes: list[dict[str, Any]] = [
         {"name": "state", "emptyDir": {}},
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
@@ -245,14 +254,7 @@ def deployment(app: App, cell: CellModel) -> dict[str, Any]:
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
             },
             "template": {
-                "metadata": {
-                    "labels": labels(app, cell),
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(cell.port),
-                        "prometheus.io/path": "/metrics",
-                    },
-                },
+                "metadata": template_meta,
                 "spec": {
                     "serviceAccountName": cell.name,
                     "automountServiceAccountToken": False,
@@ -391,6 +393,20 @@ def certificate(app: App, cell: CellModel) -> dict[str, Any]:
             "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
             "usages": ["digital signature", "server auth", "client auth"],
             "issuerRef": {"name": o.issuer, "kind": o.issuer_kind, "group": "cert-manager.io"},
+        },
+    }
+
+
+def pod_monitor(app: App, cell: CellModel) -> dict[str, Any]:
+    """A prometheus-operator PodMonitor: every pod of the cell, each scraped on its own (the
+    metrics are per replica; a Service scrape would sample one pod at random)."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": _meta(app, cell),
+        "spec": {
+            "selector": {"matchLabels": selector(cell)},
+            "podMetricsEndpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
         },
     }
 
