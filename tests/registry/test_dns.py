@@ -187,3 +187,21 @@ def test_url_grammar() -> None:
     for bad in ("dns:///orders", "dns:///a=h:port", "dns:///a=h?interval=0"):
         with pytest.raises(ConfigurationError, match="registry URL"):
             DnsRegistry.from_url(bad, ttl=5)
+
+
+async def test_registry_view_follows_dns(dnsmasq: Dnsmasq, registry: DnsRegistry) -> None:
+    """What the mesh resolves from: the process's view, fed by the registry's watch."""
+    from orchestro.registry import RegistryView
+
+    dnsmasq.start(["10.201.0.4 stock.test"])
+    async with RegistryView(registry) as view:
+        async with asyncio.timeout(20):
+            await view.wait_for(lambda v: {i.host for i in v.ready("stock")} == {"10.201.0.4"})
+        dnsmasq.reload(["10.201.0.4 stock.test", "10.201.0.5 stock.test"])
+        async with asyncio.timeout(20):
+            await view.wait_for(lambda v: len(v.ready("stock")) == 2)
+        dnsmasq.stop()
+        async with asyncio.timeout(20):
+            while "stock" not in registry.stale:  # the resolver has failed at least once
+                await asyncio.sleep(0.05)
+        assert {i.host for i in view.ready("stock")} == {"10.201.0.4", "10.201.0.5"}
