@@ -96,3 +96,22 @@ def test_module_entry_point(tmp_path: Path) -> None:
         result.stderr
         == "orchestro: error: file 'examples/nope.py' does not exist: check the path\n"
     )
+
+
+def test_scaling_from_the_configuration_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The how-to's orchestro.toml (docs/deployment/shop-on-kubernetes.md) scales two cells."""
+    import yaml
+
+    monkeypatch.chdir(ROOT)
+    config = "docs/deployment/shop.orchestro.toml"
+    assert main(["deploy", "k8s", "examples/shop.py", "-o", str(tmp_path), "--namespace",
+                 "shop", "--config", config]) == 0  # fmt: skip
+    bounds = {}
+    for path in tmp_path.glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc["kind"] == "HorizontalPodAutoscaler":
+                spec = doc["spec"]
+                bounds[doc["metadata"]["name"]] = (spec["minReplicas"], spec["maxReplicas"])
+    assert bounds == {"storefront": (2, 10), "orders": (2, 6)}

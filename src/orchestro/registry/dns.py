@@ -182,7 +182,7 @@ class DnsRegistry:
                 if answer is not None:
                     ttls.append(answer.rrset.ttl if answer.rrset is not None else 0)
                     addresses.extend(r.address for r in answer)
-        except dns.exception.DNSException:  # timeouts, SERVFAIL, no server answered
+        except (dns.exception.DNSException, OSError):  # timeouts, SERVFAIL, unreachable
             return None, None
         if addresses and port is None:
             _log.warning(
