@@ -46,6 +46,9 @@ def test_docker_and_compose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         (["--registry", "consul://x"], "--registry 'consul://x': use dns"),
         (["--cell", "nope"], "no cell named 'nope'"),
         (["--trust-domain", "Prod Domain"], "--trust-domain 'Prod Domain'"),
+        (["--memory-limit", "lots"], "--memory-limit: String should match pattern"),
+        (["--user-id", "0"], "--user-id: Input should be greater than or equal to 1"),
+        (["--monitoring-namespace", "Mon"], "--monitoring-namespace 'Mon'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(
@@ -115,3 +118,22 @@ def test_scaling_from_the_configuration_file(
                 spec = doc["spec"]
                 bounds[doc["metadata"]["name"]] = (spec["minReplicas"], spec["maxReplicas"])
     assert bounds == {"storefront": (2, 10), "orders": (2, 6)}
+
+
+def test_option_flags_reach_the_objects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    monkeypatch.chdir(ROOT)
+    assert main(["deploy", "k8s", "examples/hello.py", "-o", str(tmp_path), "--cpu-request",
+                 "250m", "--memory-limit", "1Gi", "--pre-stop-seconds", "10"]) == 0  # fmt: skip
+    docs = list(yaml.safe_load_all((tmp_path / "greeter.yaml").read_text()))
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    resources = pod["containers"][0]["resources"]
+    assert resources["requests"]["cpu"] == "250m"
+    assert resources["limits"]["memory"] == "1Gi"
+    assert pod["terminationGracePeriodSeconds"] == 10 + 30 + 5
+    assert main(["deploy", "docker", "examples/hello.py", "-o", str(tmp_path), "--python",
+                 "3.13", "--user-id", "20000"]) == 0  # fmt: skip
+    dockerfile = (tmp_path / "Dockerfile").read_text()
+    assert "FROM python:3.13-slim AS build" in dockerfile
+    assert "USER 20000:20000" in dockerfile

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from ..cell.spec import spec_of
 from ..config import ConfigFile, GatewaySettings, load_settings
 from ..deploy import App, DeployOptions, compose, dockerfile, dockerignore, manifests
@@ -55,15 +57,43 @@ def add_parser(subparsers: Any) -> None:
                      help="--issuer names a ClusterIssuer")  # fmt: skip
     k8s.add_argument("--monitoring", choices=["annotations", "prometheus-operator"], default=None,
                      help="scrape annotations (default) or a PodMonitor per cell")  # fmt: skip
+    _option_flags(k8s, exclude=_EXPLICIT)
     k8s.set_defaults(handler=deploy, format="k8s")
     docker = kinds.add_parser("docker", help="a multi-stage Dockerfile and .dockerignore")
     _common(docker)
     docker.add_argument("--image", default=None, help=argparse.SUPPRESS)
+    _option_flags(docker, only=frozenset({"python", "user_id"}))
     docker.set_defaults(handler=deploy, format="docker", cells=[])
     comp = kinds.add_parser("compose", help="compose.yaml: one service per cell, one host")
     _common(comp)
     comp.add_argument("--image", default=None, help="image reference (default APP:VERSION)")
     comp.set_defaults(handler=deploy, format="compose", cells=[])
+
+
+# DeployOptions fields with a hand-written flag above (choices, metavars, help of their own).
+_EXPLICIT = frozenset(
+    {"image", "namespace", "autoscaler", "registry", "certs", "trust_domain", "issuer",
+     "issuer_kind", "monitoring", "python"}
+)  # fmt: skip
+
+
+def _option_flags(
+    parser: argparse.ArgumentParser,
+    exclude: frozenset[str] = frozenset(),
+    only: frozenset[str] | None = None,
+) -> None:
+    """``--field-name`` for every other DeployOptions field, its default and help from the
+    model (one source of truth), validated by it."""
+    for name, field in DeployOptions.model_fields.items():
+        if name in exclude or (only is not None and name not in only):
+            continue
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,
+            metavar=name.upper(),
+            help=f"{field.description or name.replace('_', ' ')} [default: {field.default}]",
+        )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +109,12 @@ def deploy(args: argparse.Namespace) -> int:
     if getattr(args, "cluster_issuer", False):
         given["issuer_kind"] = "ClusterIssuer"
     # The defaults are DeployOptions' own: a flag only overrides them.
-    options = DeployOptions(**{k: v for k, v in given.items() if v is not None})
+    try:
+        options = DeployOptions(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        flag = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "a flag"
+        raise ConfigurationError(f"{flag}: {err['msg']} (got {err.get('input')!r})") from None
     app = load_app(args.target, options, args.cells, ConfigFile.load(args.config))
     if args.format == "k8s":
         files = manifests(app)

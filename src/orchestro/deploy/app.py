@@ -47,6 +47,8 @@ _IMAGE: Final = re.compile(
     r"(?:@sha256:[0-9a-f]{64})?"
 )
 DEFAULT_PORT: Final = 8080
+# A Kubernetes resource quantity, as requests and limits take it.
+_QUANTITY: Final = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
 # The longest suffix a cell's name gets in an object name ("-peers").
 _SUFFIX: Final = 6
 
@@ -76,15 +78,27 @@ class DeployOptions(BaseModel):
         description="How Prometheus finds /metrics: prometheus.io/* pod annotations, or a "
         "PodMonitor per cell.",
     )
-    prometheus_url: str = "http://prometheus.monitoring.svc:9090"
-    monitoring_namespace: str = "monitoring"
-    pre_stop_seconds: int = Field(default=5, ge=0, le=60)
-    grace_margin_seconds: int = Field(default=5, ge=1, le=60)
-    cpu_request: str = "100m"
-    memory_request: str = "128Mi"
-    memory_limit: str = "256Mi"
-    user_id: int = Field(default=10001, ge=1)
-    python: str = "3.12"
+    prometheus_url: str = Field(
+        default="http://prometheus.monitoring.svc:9090",
+        pattern=r"^https?://",
+        description="Prometheus KEDA's triggers query.",
+    )
+    monitoring_namespace: str = Field(
+        default="monitoring", description="Namespace whose pods may scrape internal cells."
+    )
+    pre_stop_seconds: int = Field(
+        default=5, ge=1, le=60, description="Seconds a pod keeps serving after it is removed."
+    )
+    grace_margin_seconds: int = Field(
+        default=5, ge=1, le=60, description="Seconds of the grace period beyond the drain."
+    )
+    cpu_request: str = Field(default="100m", pattern=_QUANTITY, description="CPU request.")
+    memory_request: str = Field(default="128Mi", pattern=_QUANTITY, description="Memory request.")
+    memory_limit: str = Field(default="256Mi", pattern=_QUANTITY, description="Memory limit.")
+    user_id: int = Field(default=10001, ge=1, description="Numeric user and group of the pods.")
+    python: str = Field(
+        default="3.12", pattern=r"^3\.[0-9]+$", description="Python of the image (python:X-slim)."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +195,7 @@ def check_options(options: DeployOptions) -> None:
     if options.image is not None:
         check_image(options.image)
     check_dns_label("--namespace", options.namespace)
+    check_dns_label("--monitoring-namespace", options.monitoring_namespace)
     check_trust_domain(options.trust_domain)
     if options.registry != "dns" and not options.registry.startswith("etcd://"):
         raise ConfigurationError(
