@@ -3,6 +3,7 @@ with themselves and with each cell's ``Scaling``, and pinned by golden files."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -283,3 +284,15 @@ def test_identity_secret_is_mounted_for_the_security_settings(certs: str) -> Non
     assert data["ORCHESTRO_BUNDLE_FILE"] == f"{mount['mountPath']}/ca.crt"
     assert data["ORCHESTRO_TRUST_DOMAIN"] == "orchestro.local"
     assert bool(by_kind(docs, "Certificate")) is (certs == "cert-manager")
+
+
+def test_behaviour_edges() -> None:
+    from orchestro import Scaling
+    from orchestro.deploy.kubernetes import hpa_behavior
+
+    app = scaled()
+    model = app.cell("api")
+    still = Scaling(min=1, max=3, max_scale_down_rate=1, max_scale_up_rate=1, scale_down_delay=7200)
+    behavior = hpa_behavior(dataclasses.replace(model, scaling=still))
+    assert behavior["scaleDown"] == {"stabilizationWindowSeconds": 3600, "selectPolicy": "Disabled"}
+    assert behavior["scaleUp"]["selectPolicy"] == "Disabled"

@@ -425,20 +425,23 @@ def hpa_behavior(cell: CellModel) -> dict[str, Any]:
     most ``1 - 1/max_scale_down_rate`` of the pods per tick; scale-up at once, up to
     ``max_scale_up_rate`` times per tick."""
     s = cell.scaling
-    period = max(1, math.ceil(s.tick))
-    down = math.floor(100 - 100 / s.max_scale_down_rate) or 1
-    up = math.ceil((s.max_scale_up_rate - 1) * 100) or 1
+    period = min(1800, max(1, math.ceil(s.tick)))  # the API's bounds
+    down = math.floor(100 - 100 / s.max_scale_down_rate)
+    up = math.ceil((s.max_scale_up_rate - 1) * 100)
     return {
-        "scaleUp": {
-            "stabilizationWindowSeconds": 0,
-            "selectPolicy": "Max",
-            "policies": [{"type": "Percent", "value": up, "periodSeconds": period}],
-        },
-        "scaleDown": {
-            "stabilizationWindowSeconds": math.ceil(s.scale_down_delay),
-            "selectPolicy": "Max",
-            "policies": [{"type": "Percent", "value": down, "periodSeconds": period}],
-        },
+        "scaleUp": _direction(0, up, period),
+        # The API caps the window at an hour; the local scaler has no cap.
+        "scaleDown": _direction(min(3600, math.ceil(s.scale_down_delay)), down, period),
+    }
+
+
+def _direction(window: int, percent: int, period: int) -> dict[str, Any]:
+    if percent <= 0:  # a rate of 1: the scaler never moves this way
+        return {"stabilizationWindowSeconds": window, "selectPolicy": "Disabled"}
+    return {
+        "stabilizationWindowSeconds": window,
+        "selectPolicy": "Max",
+        "policies": [{"type": "Percent", "value": percent, "periodSeconds": period}],
     }
 
 
