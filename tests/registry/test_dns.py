@@ -39,7 +39,7 @@ class Dnsmasq:
         self.port = free_udp_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, hosts: Sequence[str]) -> None:
+    def start(self, hosts: Sequence[str], *extra: str) -> None:
         self.write(hosts)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -56,6 +56,7 @@ class Dnsmasq:
                     "--pid-file=",
                     f"--user={_user()}",
                     "--srv-host=_http._tcp.stock.test,stock.test,8080",
+                    *extra,
                 ],
                 stdout=log,
                 stderr=log,
@@ -205,3 +206,17 @@ async def test_registry_view_follows_dns(dnsmasq: Dnsmasq, registry: DnsRegistry
             while "stock" not in registry.stale:  # the resolver has failed at least once
                 await asyncio.sleep(0.05)
         assert {i.host for i in view.ready("stock")} == {"10.201.0.4", "10.201.0.5"}
+
+
+async def test_ttl_sets_the_next_resolution(dnsmasq: Dnsmasq) -> None:
+    dnsmasq.start(["10.201.0.9 stock.test"], "--local-ttl=3")
+    url = f"dns://127.0.0.1:{dnsmasq.port}/stock=stock.test?interval=10"
+    registry = DnsRegistry.from_url(url, ttl=5.0)
+    try:
+        await registry.refresh()
+        assert registry.delay == 3.0  # the answers' TTL, under the interval
+        registry.interval = 2.0
+        await registry.refresh()
+        assert registry.delay == 2.0  # never later than the interval
+    finally:
+        await registry.aclose()

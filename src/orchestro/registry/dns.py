@@ -77,6 +77,7 @@ class DnsRegistry:
         self._first_seen: dict[str, float] = {}
         self.stale: set[str] = set()  # cells whose last lookup failed (last good answer kept)
         self._next = 0.0  # monotonic time of the next resolution
+        self.delay = interval  # seconds from the last resolution to the next
         self._closed = asyncio.Event()
 
     @classmethod
@@ -147,7 +148,8 @@ class DnsRegistry:
         ttls = [ttl for _, ttl in results if ttl is not None]
         floor = min(1.0, self.interval)
         shortest = min(ttls, default=self.interval)
-        self._next = time.monotonic() + min(self.interval, max(float(shortest), floor))
+        self.delay = min(self.interval, max(float(shortest), floor))
+        self._next = time.monotonic() + self.delay
         for entry, (found, _) in zip(self._entries, results, strict=True):
             if found is None:
                 if entry.cell not in self.stale:
