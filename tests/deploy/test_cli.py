@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestro.cli.deploy import main
+from orchestro.cli.main import main
 
 from .conftest import ROOT
 
@@ -77,12 +77,12 @@ def test_image_references_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.slow
 def test_module_entry_point(tmp_path: Path) -> None:
-    """The command as the tests and CI run it until cli/main.py registers it."""
+    """The command as a user runs it."""
     result = subprocess.run(
         [
             sys.executable,
             "-m",
-            "orchestro.cli.deploy",
+            "orchestro",
             "deploy",
             "k8s",
             "examples/nope.py",

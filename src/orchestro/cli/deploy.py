@@ -9,7 +9,6 @@ diffed.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from ..cell.spec import spec_of
 from ..config import ConfigFile, GatewaySettings, load_settings
 from ..deploy import App, DeployOptions, compose, dockerfile, dockerignore, manifests
 from ..deploy.app import app_name, check_options, container_target
-from ..errors import ConfigurationError, OrchestroError
+from ..errors import ConfigurationError
 from .importer import load_cells
 from .run import cell_scalings
 
@@ -153,21 +152,3 @@ def write(directory: Path, files: dict[str, str]) -> None:
             print(directory / name)
     except OSError as exc:
         raise ConfigurationError(f"-o {str(directory)!r}: cannot write ({exc.strerror})") from exc
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m orchestro.cli.deploy deploy ...``: this command alone, until the main
-    parser registers it (``deploy.add_parser(subparsers)`` in ``cli/main.py``)."""
-    parser = argparse.ArgumentParser(prog="orchestro")
-    add_parser(parser.add_subparsers(metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    try:
-        code: int = args.handler(args)
-    except OrchestroError as exc:
-        print(f"orchestro: error: {exc}", file=sys.stderr)
-        return 2
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import DiscoveryError, OrchestroError, UserModuleError
-from . import certs, control, ls, run
+from . import certs, control, deploy, ls, run
 
 __all__ = ["main"]
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     run.add_parser(subparsers)
     ls.add_parser(subparsers)
+    deploy.add_parser(subparsers)
     control.add_parsers(subparsers)
     certs.add_parser(subparsers)
     return parser
