@@ -108,6 +108,13 @@ class Scaling(BaseModel):
     def _bounds(self) -> Scaling:
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) is more than max ({self.max})")
+        if self.min == 0:
+            # Nothing would ever start a replica again: refused until an activator holds the
+            # first connection and starts one (docs/concepts/scaling.md).
+            raise ConfigurationError(
+                "Scaling(min=0): scaling to zero is not supported yet (no replica would start "
+                "again when a request comes); use min=1"
+            )
         return self
 
     @property

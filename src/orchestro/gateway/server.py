@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import socket
+from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -45,18 +46,39 @@ class _ProblemRequestHandler(RequestHandler):
 
 
 class ProblemServer(web.Server):
-    """aiohttp's low-level server whose own error answers are problem+json."""
+    """aiohttp's low-level server whose own error answers are problem+json.
+
+    Once ``draining`` is set, every answer carries ``Connection: close`` and its connection
+    closes after it: a keep-alive client learns to open a new connection (to another
+    replica) instead of sending its next request down a connection about to close.
+    """
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(self._closing_when_draining, **kwargs)
+        self._inner = handler
+        self.draining = False
+
+    async def _closing_when_draining(self, request: web.BaseRequest) -> web.StreamResponse:
+        response: web.StreamResponse = await self._inner(request)
+        if self.draining:
+            response.force_close()  # the header when not yet sent; the close in any case
+        return response
 
     def __call__(self) -> RequestHandler:
         return _ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
+# After the drain deadline cancels the requests left, the most they get to unwind.
+_UNWIND = 0.5
+
+
 class Listener:
     """Serves one aiohttp low-level server on one TCP address.
 
-    ``drain`` closes the listening socket first (new connections are refused), closes idle
-    keep-alive connections, lets requests in flight finish for up to ``drain_timeout``
-    seconds, then cancels what is left.
+    ``drain`` closes the listening socket first (new connections are refused), marks every
+    answer from then on ``Connection: close``, closes idle keep-alive connections, lets
+    requests in flight finish for up to ``drain_timeout`` seconds (that long, not twice),
+    then cancels what is left.
     """
 
     def __init__(self, server: web.Server, *, drain_timeout: float) -> None:
@@ -96,15 +118,35 @@ class Listener:
             site, self._shared = self._shared, None
             await site.stop()
 
-    async def drain(self) -> None:
-        """Stop accepting, finish requests in flight (bounded), close. Idempotent."""
+    async def drain(self, within: float | None = None) -> None:
+        """Stop accepting, finish requests in flight for up to ``within`` seconds (default:
+        the drain timeout), cancel the rest, close. Idempotent."""
         if not self._started:
             return
         self._started = False
-        # aiohttp waits up to shutdown_timeout for handlers, then as long again for cancelled
-        # ones to unwind; the outer bound keeps one deadline whatever happens inside.
+        budget = self._drain_timeout if within is None else max(0.0, within)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        server = self._runner.server
+        self._shared = None
+        for site in list(self._runner.sites):
+            await site.stop()  # new connections are refused (the shared queue stays)
+        if isinstance(server, ProblemServer):
+            server.draining = True
+        if server is not None:
+            await asyncio.sleep(0)  # requests read before the close start to be handled
+            # Idle keep-alive connections close now; busy ones after their answer.
+            server.pre_shutdown()
+            remaining = max(0.0, deadline - loop.time())
+            try:
+                # aiohttp waits `remaining` for handlers, cancels them, then waits for them
+                # to unwind; the outer bound keeps that second wait short.
+                async with asyncio.timeout(remaining + _UNWIND):
+                    await server.shutdown(remaining)
+            except TimeoutError:
+                _log.warning("listener on port %d: requests did not unwind in time", self.port)
         try:
-            async with asyncio.timeout(self._drain_timeout * 2 + 1):
+            async with asyncio.timeout(_UNWIND):
                 await self._runner.cleanup()
         except TimeoutError:
             _log.warning("listener on port %d did not close in time", self.port)
