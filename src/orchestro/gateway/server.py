@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -137,12 +138,15 @@ class Listener:
             await asyncio.sleep(0)  # requests read before the close start to be handled
             # Idle keep-alive connections close now; busy ones after their answer.
             server.pre_shutdown()
-            remaining = max(0.0, deadline - loop.time())
+            # aiohttp's own shutdown waits its timeout for handlers, then as long again
+            # before it cancels them: wait here instead, once, then let it cancel at once.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    while any(_busy(c) for c in server.connections):  # noqa: ASYNC110 (no event to wait on)
+                        await asyncio.sleep(0.02)
             try:
-                # aiohttp waits `remaining` for handlers, cancels them, then waits for them
-                # to unwind; the outer bound keeps that second wait short.
-                async with asyncio.timeout(remaining + _UNWIND):
-                    await server.shutdown(remaining)
+                async with asyncio.timeout(_UNWIND):
+                    await server.shutdown(0.01)  # cancels what is left (0 means "no bound")
             except TimeoutError:
                 _log.warning("listener on port %d: requests did not unwind in time", self.port)
         try:
@@ -150,6 +154,11 @@ class Listener:
                 await self._runner.cleanup()
         except TimeoutError:
             _log.warning("listener on port %d did not close in time", self.port)
+
+
+def _busy(connection: RequestHandler) -> bool:
+    """A request is being handled on ``connection`` (aiohttp keeps no public flag for it)."""
+    return bool(getattr(connection, "_request_in_progress", False))
 
 
 def _bind_error(exc: OSError, host: str, port: int, cell: str) -> str:
