@@ -289,3 +289,25 @@ async def test_double_ctrl_c_on_a_controller_exits_130_and_leaves_no_record(
         assert "Traceback" not in started.stderr()
     finally:
         started.kill()
+
+
+async def test_a_cell_that_cannot_register_says_so_once_on_the_terminal(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "trial.py").write_text(textwrap.dedent(CELL.format(name="lonely")))
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    started = await Started.start(
+        "run", "trial.py", "--registry", "etcd://127.0.0.1:9", "--registry-ttl", "3", cwd=tmp_path
+    )
+    try:
+        await started.wait_for(SERVING)
+        await asyncio.sleep(3)  # a few failed keep-alives: still one line
+        started.send(signal.SIGTERM, group=False)
+        assert await started.wait() == 0
+        lines = [line for line in started.stdout().splitlines() if "warning:" in line]
+        assert len(lines) == 1, started.stdout()
+        assert "etcd://127.0.0.1:9" in lines[0]
+        assert "callers cannot find it" in lines[0]
+        assert "unreachable" in started.stderr()  # and the JSON warning, as before
+    finally:
+        started.kill()

@@ -98,9 +98,8 @@ class Registration:
             if self._say is not None and not self._said:
                 self._said = True
                 self._say(
-                    f"warning: cannot reach the registry {self.registry.url} "
-                    f"({exc or type(exc).__name__}); serving anyway, but callers cannot find "
-                    "this instance until it answers (retrying in the background)"
+                    f"warning: {exc or type(exc).__name__}; this cell serves, but callers "
+                    "cannot find it until the registry answers (retrying in the background)"
                 )
         self.healthy = False
         self._wake.set()
