@@ -311,3 +311,27 @@ async def test_a_cell_that_cannot_register_says_so_once_on_the_terminal(
         assert "unreachable" in started.stderr()  # and the JSON warning, as before
     finally:
         started.kill()
+
+
+async def test_an_open_event_stream_does_not_hold_the_controller_s_exit(tmp_path: Path) -> None:
+    (tmp_path / "trial.py").write_text(textwrap.dedent(CELL.format(name="followed")))
+    started = await Started.start(
+        "run", "trial.py", "--replicas", "1", "--drain-timeout", "2", cwd=tmp_path
+    )
+    try:
+        admin = (await started.wait_for(ADMIN)).group(1)
+        async with aiohttp.ClientSession() as session:
+            await _until(lambda: _replicas_ready(session, admin, 1))
+            async with session.get(f"{admin}/events", params={"follow": "1"}) as stream:
+                await stream.content.readline()
+                loop = asyncio.get_running_loop()
+                began = loop.time()
+                started.send(signal.SIGINT, group=True)
+                # The stream ends (after the last events) and the controller exits: well
+                # within its drain deadline plus margin, not the 61 s it took before.
+                assert await started.wait(timeout=45) == 0
+                tail = await asyncio.wait_for(stream.content.read(), timeout=10)
+        assert b'"stopped"' in tail
+        print(f"controller exit with a follower: {loop.time() - began:.1f} s")
+    finally:
+        started.kill()

@@ -108,9 +108,12 @@ async def test_drain_scale_down_and_roll_under_keep_alive_load_lose_nothing(
             await load.served(500)
             # 2. A scale-down (the config's bounds 3..3 are widened by the CLI for a cell
             # that does not auto-scale).
+            before = sorted(r["index"] for r in (await _cells(session, admin))["replicas"])
             code, _, err = await run_cli("scale", "greeter", "2", "--admin", admin)
             assert code == 0, err
             await _until(lambda: _settled(session, admin, 2))
+            after = sorted(r["index"] for r in (await _cells(session, admin))["replicas"])
+            assert after == before[:2]  # the newest (the replacement of step 1) was drained
             await load.served(500)
             # 3. A rolling restart.
             old = {r["pid"] for r in (await _cells(session, admin))["replicas"]}
