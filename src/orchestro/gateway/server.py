@@ -71,15 +71,18 @@ class ProblemServer(web.Server):
 
 # After the drain deadline cancels the requests left, the most they get to unwind.
 _UNWIND = 0.5
+# How long a drain keeps idle keep-alive connections open for a request already on its way
+# (answered with Connection: close) before it closes them.
+IDLE_GRACE = 0.5
 
 
 class Listener:
     """Serves one aiohttp low-level server on one TCP address.
 
     ``drain`` closes the listening socket first (new connections are refused), marks every
-    answer from then on ``Connection: close``, closes idle keep-alive connections, lets
-    requests in flight finish for up to ``drain_timeout`` seconds (that long, not twice),
-    then cancels what is left.
+    answer from then on ``Connection: close``, closes idle keep-alive connections (after
+    ``IDLE_GRACE``, for a request already on its way), lets requests in flight finish for up
+    to ``drain_timeout`` seconds (that long, not twice), then cancels what is left.
     """
 
     def __init__(self, server: web.Server, *, drain_timeout: float) -> None:
@@ -135,8 +138,14 @@ class Listener:
         if isinstance(server, ProblemServer):
             server.draining = True
         if server is not None:
-            await asyncio.sleep(0)  # requests read before the close start to be handled
-            # Idle keep-alive connections close now; busy ones after their answer.
+            # First, every answer says Connection: close and its connection closes after it:
+            # a client sending on its keep-alive connection right now is answered, not reset.
+            # Connections still idle after IDLE_GRACE close then (busy ones after their
+            # answer): closing an idle one at once would fail a request already on the wire.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(min(deadline, loop.time() + IDLE_GRACE)):
+                    while server.connections:  # noqa: ASYNC110 (no event to wait on)
+                        await asyncio.sleep(0.02)
             server.pre_shutdown()
             # aiohttp's own shutdown waits its timeout for handlers, then as long again
             # before it cancels them: wait here instead, once, then let it cancel at once.
