@@ -335,3 +335,64 @@ async def test_an_open_event_stream_does_not_hold_the_controller_s_exit(tmp_path
         print(f"controller exit with a follower: {loop.time() - began:.1f} s")
     finally:
         started.kill()
+
+
+BLOCKING = """
+import time
+from orchestro import cell, service
+
+@cell("blocker", port=0)
+class Blocker:
+    @service.get("/block")
+    async def block(self) -> int:
+        time.sleep(120)  # blocks the replica's loop: it hangs, the controller kills it
+        return 1
+"""
+
+
+async def test_the_controller_removes_the_records_of_a_replica_it_had_to_kill(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "blocker.py").write_text(textwrap.dedent(BLOCKING))
+    # A TTL far longer than the test: only the controller can have removed the record.
+    started = await Started.start(
+        "run", "blocker.py", "--replicas", "1", "--registry-ttl", "120", cwd=tmp_path
+    )
+    registry = open_registry("local://")
+    try:
+        url = (await started.wait_for(SERVING)).group(2)
+        admin = (await started.wait_for(ADMIN)).group(1)
+        async with aiohttp.ClientSession() as session:
+            await _until(lambda: _replicas_ready(session, admin, 1))
+            async with session.get(f"{admin}/cells") as response:
+                (group,) = await response.json()
+            pid = group["replicas"][0]["pid"]
+
+            async def registered() -> bool:
+                return any(i.pid == pid for i in await registry.list())
+
+            await _until(registered)
+            # A raw request: a client that retried it would block the replacement too.
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            _reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+
+            async def killed() -> bool:
+                return any(
+                    e["kind"] == "crashed" and e["replica"] == 0
+                    for e in await _events(session, admin)
+                )
+
+            await _until(killed)
+
+            async def forgotten() -> bool:
+                return not await registered()
+
+            await _until(forgotten, timeout=30)
+            writer.close()
+            started.send(signal.SIGTERM, group=False)
+            assert await started.wait() == 0
+    finally:
+        await registry.aclose()
+        started.kill()

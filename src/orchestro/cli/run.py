@@ -162,7 +162,13 @@ def run(args: argparse.Namespace) -> int:
 
             configure_logging(run_settings.log_level, observing.log_format)
             return supervise(
-                args, specs, declared, run_settings.host, loop_factory, gateway.drain_timeout
+                args,
+                specs,
+                declared,
+                run_settings.host,
+                loop_factory,
+                gateway.drain_timeout,
+                discovery,
             )
     shared = socket.socket(fileno=args.shared_fd) if args.shared_fd is not None else None
     registry = open_registry(discovery.registry, ttl=discovery.registry_ttl)

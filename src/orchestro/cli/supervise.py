@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import signal
 from collections.abc import Callable, Sequence
 
@@ -23,6 +24,7 @@ from ..controller.relay import OutputRelay
 from ..controller.scaler import Scaling
 from ..controller.supervisor import Supervisor, SupervisorSettings
 from ..errors import ConfigurationError
+from ..registry import open_registry
 from .options import settings_flags
 from .run import MAX_REPLICAS, cell_scalings
 from .signals import Mode, StopSignals, ignore_after_loop
@@ -37,6 +39,7 @@ def supervise(
     host: str | None,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
     drain_timeout: float,
+    discovery: RegistrySettings | None = None,
 ) -> int:
     """Run ``specs`` (with their ``declared`` scaling) as supervised, scaled replicas."""
 
@@ -89,6 +92,7 @@ def supervise(
             )
         initial = args.replicas or scaling.min or 1
         plan.append((spec, fixed({spec.name: scaling})[spec.name], initial, scaling.autoscales))
+    found = discovery or RegistrySettings()
     # Every line of the controller and its replicas: never a blocking write to stdout.
     output = OutputRelay()
 
@@ -103,6 +107,7 @@ def supervise(
         say=say,
         reload=reload,
         output=output,
+        registry=functools.partial(open_registry, found.registry, ttl=found.registry_ttl),
     )
 
     async def main() -> int:

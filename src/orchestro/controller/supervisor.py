@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -43,7 +44,8 @@ import aiohttp
 
 from ..background import Background
 from ..cell.spec import CellSpec
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, DiscoveryError
+from ..registry.base import Registry
 from .events import EventLog
 from .metrics import instrument
 from .relay import OutputRelay
@@ -60,6 +62,8 @@ _SERVING = re.compile(r"cell (\S+) serving on (http://\S+)")
 KILL_MARGIN = 3.0
 # A forced stop (a second Ctrl-C): replicas get this long to deregister and exit.
 FORCE_GRACE = 2.0
+# Removing a dead replica's records from the registry takes at most this long.
+_FORGET_BOUND = 2.0
 
 
 class Supervisor:
@@ -76,10 +80,13 @@ class Supervisor:
         say: Callable[[str], None] | None = None,
         reload: Callable[[], dict[str, Scaling]] | None = None,
         output: OutputRelay | None = None,
+        registry: Callable[[], Registry] | None = None,
     ) -> None:
         """``cells``: (spec, scaling, initial replicas, auto-scaled); ``command(spec, fd)`` is the
         argument list of one replica serving ``spec`` on the inherited socket ``fd``;
-        ``output`` relays the replicas' lines (and ``say``'s, when the caller routes them)."""
+        ``output`` relays the replicas' lines (and ``say``'s, when the caller routes them);
+        ``registry`` opens the replicas' registry, from which the controller removes the
+        records of a replica that did not exit cleanly (killed, crashed)."""
         self.settings = settings or SupervisorSettings()
         self.events = events or EventLog()
         self._command = command
@@ -87,6 +94,9 @@ class Supervisor:
         self._say = say or (lambda line: self.output.line(f"orchestro: {line}"))
         self._tasks = Background("controller")
         self._forced = False
+        self._open_registry = registry
+        self._registry: Registry | None = None
+        self._forgetting: set[asyncio.Task[None]] = set()
         self.groups: dict[str, CellGroup] = {}
         self._host = host
         self._cells = cells
@@ -209,8 +219,13 @@ class Supervisor:
             return await self._shutdown()
         finally:
             await self._tasks.aclose()
+            if self._forgetting:  # records of replicas that did not deregister themselves
+                await asyncio.wait(self._forgetting, timeout=_FORGET_BOUND * 2)
             for group in self.groups.values():
                 group.sock.close()
+            if self._registry is not None:
+                with contextlib.suppress(Exception):
+                    await self._registry.aclose()
 
     async def _pause(self) -> None:
         self._wake.clear()
@@ -283,6 +298,12 @@ class Supervisor:
         for task in replica.tasks:
             task.cancel()
         replica.exit_code = code
+        if code != 0 and replica.pid is not None and self._open_registry is not None:
+            # It may not have deregistered (killed, crashed): forget its records now rather
+            # than leave callers a dead instance until its TTL.
+            task = asyncio.create_task(self._forget(group.name, replica.pid))
+            self._forgetting.add(task)  # owned here: awaited (bounded) before the exit
+            task.add_done_callback(self._forgetting.discard)
         if replica.state == "draining" or self._stopping:
             self.events.emit("stopped", group.name, replica.index, f"exit code {code}")
             return
@@ -378,6 +399,23 @@ class Supervisor:
         wait = self.settings.drain_timeout + KILL_MARGIN if grace is None else grace
         if replica.kill_at is None or now + wait < replica.kill_at:
             replica.kill_at = now + wait
+
+    async def _forget(self, cell: str, pid: int) -> None:
+        """Remove the registry records of replica process ``pid`` of ``cell`` (bounded; never
+        raises: the TTL is the fallback)."""
+        assert self._open_registry is not None
+        try:
+            async with asyncio.timeout(_FORGET_BOUND):
+                if self._registry is None:
+                    self._registry = self._open_registry()
+                here = socket.gethostname()
+                for instance in await self._registry.list():
+                    if instance.cell == cell and instance.pid == pid and instance.hostname == here:
+                        await self._registry.deregister(instance.id)
+        except (DiscoveryError, TimeoutError, OSError) as exc:
+            _log.warning("could not remove the records of %s pid %d: %s", cell, pid, exc)
+        except Exception:
+            _log.exception("could not remove the records of %s pid %d", cell, pid)
 
     # Health and load ----------------------------------------------------------------------
 
