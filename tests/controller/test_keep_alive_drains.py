@@ -232,3 +232,45 @@ async def test_a_controller_whose_stdout_nobody_reads_keeps_its_replicas_healthy
             code = await proc.wait()
         await rest
     assert code == 0
+
+
+TO_ZERO = """
+from orchestro import Scaling, cell, service
+
+QUICK = Scaling(min=0, max=1, stable_window=2, scale_down_delay=0, tick=0.5)
+
+@cell("sleepy", port=0, scaling=QUICK)
+class Sleepy:
+    @service.get("/hello")
+    async def hello(self) -> str:
+        return "awake"
+"""
+
+
+async def test_scale_to_zero_and_back_on_the_first_connection(tmp_path: Path) -> None:
+    (tmp_path / "sleepy.py").write_text(TO_ZERO)
+    started = await Started.start("run", "sleepy.py", cwd=tmp_path)
+    try:
+        url = (await started.wait_for(SERVING)).group(2)
+        admin = (await started.wait_for(ADMIN)).group(1)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            await _until(lambda: _settled(session, admin, 1))
+            # Idle for a stable window (2 s): down to zero replicas.
+            await _until(lambda: _settled(session, admin, 0))
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            async with session.get(f"{url}/hello") as response:  # held, then served
+                assert response.status == 200
+                assert await response.json() == "awake"
+            latency = loop.time() - began
+            async with session.get(f"{admin}/events") as response:
+                events = await response.json()
+        sources = [e["data"].get("source") for e in events if e["kind"] == "scaled"]
+        assert sources[:2] == ["autoscaler", "activator"], sources
+        print(f"first request after scale to zero: {latency:.2f} s")
+    finally:
+        started.send(signal.SIGTERM, group=False)
+        try:
+            assert await started.wait(timeout=60) == 0
+        finally:
+            started.kill()

@@ -109,10 +109,3 @@ def test_a_crashed_replica_is_not_scaled_away() -> None:
     decision = Scaler(TEN).decide(samples, ready=6, now=120, current=7)
     assert decision.desired == 7  # holding still keeps 7: the replacement stays wanted
     assert Scaler(TEN).decide(samples, ready=6, now=120).desired == 6  # ready was desired
-
-
-def test_scale_to_zero_is_refused_until_it_can_scale_back_up() -> None:
-    from orchestro import ConfigurationError
-
-    with pytest.raises(ConfigurationError, match=r"Scaling\(min=0\).*use min=1"):
-        Scaling(min=0, max=3)

@@ -91,6 +91,8 @@ class CellGroup:
     last_cpu: float | None = None
     to_roll: list[Replica] = field(default_factory=list)  # replicas a rolling restart replaces
     surge: Replica | None = None  # the new replica started for the next one of to_roll
+    activator: bool = False  # scaled to zero: watching the shared socket for a connection
+    last_busy: float = 0.0  # when a request was last seen in flight or admitted
 
     @property
     def name(self) -> str:

@@ -47,7 +47,12 @@ class Scaling(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    min: int = Field(default=1, ge=0, description="Fewest replicas.")
+    min: int = Field(
+        default=1,
+        ge=0,
+        description="Fewest replicas. 0 scales to zero when idle for a stable window; the "
+        "controller starts a replica when a connection arrives (the first request waits for it).",
+    )
     max: int = Field(default=1, ge=1, description="Most replicas (1: no auto-scaling).")
     metric: Metric = Field(
         default="concurrency",
@@ -108,13 +113,6 @@ class Scaling(BaseModel):
     def _bounds(self) -> Scaling:
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) is more than max ({self.max})")
-        if self.min == 0:
-            # Nothing would ever start a replica again: refused until an activator holds the
-            # first connection and starts one (docs/concepts/scaling.md).
-            raise ConfigurationError(
-                "Scaling(min=0): scaling to zero is not supported yet (no replica would start "
-                "again when a request comes); use min=1"
-            )
         return self
 
     @property

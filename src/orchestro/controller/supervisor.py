@@ -200,6 +200,7 @@ class Supervisor:
         for spec, scaling, replicas, autoscaled in self._cells:
             sock = listen(self._host, spec.port, spec.name)
             group = CellGroup(spec, scaling, max(scaling.min, min(scaling.max, replicas)), sock)
+            group.last_busy = time.monotonic()
             if autoscaled:
                 group.scaler = Scaler(scaling)
             self.groups[spec.name] = group
@@ -218,6 +219,8 @@ class Supervisor:
                 await self._pause()
             return await self._shutdown()
         finally:
+            for group in self.groups.values():
+                self._disarm(group)
             await self._tasks.aclose()
             if self._forgetting:  # records of replicas that did not deregister themselves
                 await asyncio.wait(self._forgetting, timeout=_FORGET_BOUND * 2)
@@ -264,6 +267,8 @@ class Supervisor:
                 self._roll(group, now)
                 continue
             serving = group.serving
+            if group.desired == 0 and not serving and not group.activator:
+                self._arm(group)
             if len(serving) < group.desired and now >= group.next_start:
                 for _ in range(group.desired - len(serving)):
                     self._start(group, now)
@@ -480,12 +485,48 @@ class Supervisor:
             self._terminate(replica, self.settings.kill_grace)
             self._wake.set()
 
+    # Scale to zero: the activator --------------------------------------------------------
+
+    def _arm(self, group: CellGroup) -> None:
+        """No replica: watch the shared socket. Nothing accepts, so a connection waits in the
+        kernel's queue until a replica started for it accepts it: no proxy, nothing lost."""
+        group.activator = True
+        asyncio.get_running_loop().add_reader(group.sock.fileno(), self._activate, group)
+
+    def _disarm(self, group: CellGroup) -> None:
+        if group.activator:
+            group.activator = False
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(group.sock.fileno())
+
+    def _activate(self, group: CellGroup) -> None:
+        self._disarm(group)
+        if self._stopping:
+            return
+        wanted = max(1, group.scaling.min)
+        self.events.emit(
+            "scaled",
+            group.name,
+            detail=f"0 -> {wanted}: a connection is waiting (activator)",
+            previous=0,
+            desired=wanted,
+            source="activator",
+        )
+        group.desired = wanted
+        group.last_busy = time.monotonic()
+        self._wake.set()
+
     def _autoscale(self, group: CellGroup, now: float) -> None:
         assert group.scaler is not None
         ready = sum(1 for r in group.replicas if r.state == "ready")
+        previous_admitted = group.last_admitted
         if group.sample(now) is None or not ready:
             return
+        if group.last_admitted != previous_admitted or any(r.in_flight for r in group.replicas):
+            group.last_busy = now
         decision = group.scaler.decide(list(group.samples), ready, now, group.desired)
+        if decision.desired == 0 and now - group.last_busy < group.scaling.stable_window:
+            return  # to zero only after a whole stable window without a request
         if decision.desired != group.desired and not self._stopping:
             self.events.emit(
                 "scaled",
