@@ -33,6 +33,7 @@ from orchestro import cell, service
 class Trial:
     @service.get("/sleep")
     async def sleep(self, seconds: float) -> str:
+        print("handling", flush=True)  # the test signals once a request is in flight
         await asyncio.sleep(seconds)
         return "slept"
 
@@ -42,6 +43,7 @@ class Trial:
 
 SERVING = re.compile(r"cell (\S+) serving on (http://\S+)")
 ADMIN = re.compile(r"admin API on (http://\S+)")
+HANDLING = re.compile(r"handling")
 
 
 class Started:
@@ -176,7 +178,7 @@ async def run_trial(trial: Trial, loop: str, number: int, base: Path) -> str | N
                 in_flight = asyncio.create_task(
                     session.get(f"{url}/sleep", params={"seconds": "0.5"})
                 )
-                await asyncio.sleep(0.2)  # the request reaches its handler
+                await started.wait_for(HANDLING)  # the request reached its handler
             started.send(trial.signum, group=trial.group)
             if trial.controller and trial.signum == signal.SIGHUP:
                 # A reload: every replica replaced, none crashed; then stop it for real.
@@ -271,7 +273,9 @@ async def test_double_ctrl_c_on_a_controller_exits_130_and_leaves_no_record(
                 asyncio.create_task(session.get(f"{url}/sleep", params={"seconds": "60"}))
                 for _ in range(4)
             ]
-            await asyncio.sleep(0.5)
+            async with asyncio.timeout(60):
+                while started.stdout().count("handling") < 4:
+                    await asyncio.sleep(0.05)
             started.send(signal.SIGINT, group=True)
             await asyncio.sleep(1.5)  # a person, not a duplicate delivery
             assert started.proc.returncode is None  # still draining the stuck requests
