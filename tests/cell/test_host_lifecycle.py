@@ -200,3 +200,20 @@ async def test_a_drain_closes_idle_keep_alive_connections_and_marks_answers_clos
     await asyncio.wait_for(draining, timeout=30)
     for _, writer in (idle, busy):
         writer.close()
+
+
+async def test_the_machine_address_is_resolved_off_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def blocking(*args: Any) -> str:
+        raise AssertionError("socket.gethostbyname blocks the loop")
+
+    monkeypatch.setattr(socket, "gethostbyname", blocking)
+    address = await host_module._this_machine()  # the loop's getaddrinfo (a thread)
+    assert address
+    # Never started, never listening (loopback only here): the record uses the address
+    # found once at start instead of resolving again.
+    host = CellHost(Steps(), host="0.0.0.0", port=0)
+    assert host._needs_machine_address()
+    host._machine = address
+    assert host.registry_record().host == address
