@@ -213,7 +213,7 @@ async def test_the_machine_address_is_resolved_off_the_loop(
     assert address
     # Never started, never listening (loopback only here): the record uses the address
     # found once at start instead of resolving again.
-    host = CellHost(Steps(), host="0.0.0.0", port=0)
+    host = CellHost(Steps(), host="0.0.0.0", port=8081)
     assert host._needs_machine_address()
     host._machine = address
     assert host.registry_record().host == address
