@@ -132,7 +132,10 @@ async def test_second_sigint_forces_exit(tmp_path: Path, cli_processes: list[Cli
         await asyncio.sleep(0.3)
         cli.signal(signal.SIGINT)
         await asyncio.sleep(0.3)
-        cli.signal(signal.SIGINT)
+        cli.signal(signal.SIGINT)  # within a second of the first: a duplicate, ignored
+        await asyncio.sleep(1.5)
+        assert cli.proc.returncode is None  # still draining
+        cli.signal(signal.SIGINT)  # a person's second Ctrl-C
         assert await cli.wait(timeout=20) == 130
         with pytest.raises(aiohttp.ClientError):
             await stuck

@@ -9,13 +9,14 @@ async with CellHost(Greeter, port=0) as host:
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import os
 import socket
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -36,6 +37,13 @@ from .spec import CellSpec, spec_of
 __all__ = ["CellHost", "CellState"]
 
 _log = logging.getLogger("orchestro.cell")
+
+Step = tuple[str, Callable[[], Awaitable[None]]]
+
+# on_stop's share of the drain deadline, reserved when the cell has one: a quarter of it,
+# at most this many seconds. Requests in flight get the rest.
+ON_STOP_SHARE = 0.25
+ON_STOP_SHARE_MAX = 5.0
 
 
 class CellState(enum.Enum):
@@ -88,6 +96,9 @@ class CellHost:
         self._listener: Listener | None = None
         self._started_hooks = False
         self._started_at = time.time()
+        self._registered = False
+        self._attached = False
+        self._machine: str | None = None  # this machine's address, found once at start
 
     @property
     def name(self) -> str:
@@ -106,7 +117,12 @@ class CellHost:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
-        """Listen, run ``on_start``, then take requests. Raises :class:`StartupError`."""
+        """Listen, run ``on_start``, then take requests. Raises :class:`StartupError`.
+
+        If a step fails, the steps that already ran are undone (``on_stop`` runs if
+        ``on_start`` did, the listener closes, the record leaves the registry, telemetry
+        stops) before the error propagates.
+        """
         if self.state is not CellState.CREATED:
             raise RuntimeError(f"cell {self.name!r} was already started ({self.state.value})")
         self.state = CellState.STARTING
@@ -146,32 +162,64 @@ class CellHost:
             self._listener = Listener(gateway.server(), drain_timeout=self.settings.drain_timeout)
             self.port = await self._listener.start(self.host, self.port, cell=self.name)
             await self._run_on_start()
+            self.gate.open()
+            if self._shared_socket is not None:
+                await self._listener.share(self._shared_socket)  # external traffic once ready
+            self.state = CellState.SERVING
+            if self._registration is not None:
+                if self._needs_machine_address():
+                    self._machine = await _this_machine()
+                # Registered only once ready, so callers never pick an instance still starting.
+                self._registered = True
+                await self._registration.add(self.registry_record())
+            if self._mesh is not None:
+                self._mesh.attach(self)  # typed calls from this process come straight here
+                self._attached = True
         except BaseException:
-            self.state = CellState.DRAINING
-            if self._listener is not None:
-                await self._listener.drain()
-            self.state = CellState.STOPPED
-            self._stop_telemetry()
+            await self._undo_start()
             raise
-        self.gate.open()
-        if self._shared_socket is not None and self._listener is not None:
-            await self._listener.share(self._shared_socket)  # external traffic once ready
-        self.state = CellState.SERVING
-        if self._registration is not None:
-            # Registered only once ready, so callers never pick an instance still starting.
-            await self._registration.add(self.registry_record())
-        if self._mesh is not None:
-            self._mesh.attach(self)  # typed calls from this process come straight here
         _log.debug("cell %s serving on %s", self.name, self.url)
 
+    async def _undo_start(self) -> None:
+        """Undo the steps of a start that failed, each on its own (one failing does not keep
+        the others from running); the start's own error is the one that propagates."""
+        self.state = CellState.DRAINING
+        self.gate.close("stopped")
+        mesh, registration, listener = self._mesh, self._registration, self._listener
+        steps: list[Step] = []
+        if self._attached and mesh is not None:
+            steps.append(("mesh detach", lambda: _now(mesh.detach, self)))
+        if self._registered and registration is not None:
+            steps.append(("deregister", lambda: registration.remove(self.instance_id)))
+        if listener is not None:
+            steps.append(("listener", lambda: listener.drain(0.0)))
+        steps.append(("on_stop", self._run_on_stop))
+        self._attached = self._registered = False
+        await _each(self.name, steps)
+        self.state = CellState.STOPPED
+        self._stop_telemetry()
+
     async def drain(self) -> None:
-        """Stop taking requests, finish those in flight, run ``on_stop``. Idempotent."""
+        """Stop taking requests, finish those in flight, run ``on_stop``, all within the drain
+        timeout: ``on_stop`` (when the cell has one) is kept a share of it (a quarter, at most
+        5 s), requests in flight get the rest. Idempotent; a step that fails does not keep the
+        later ones from running (the first failure is raised at the end)."""
         if self.state in (CellState.DRAINING, CellState.STOPPED):
             return
         if self.state is CellState.CREATED:
             self.state = CellState.STOPPED
             return
         self.state = CellState.DRAINING
+        loop = asyncio.get_running_loop()
+        budget = self.settings.drain_timeout
+        deadline = loop.time() + budget
+        reserve = 0.0
+        if self._started_hooks and getattr(self._instance, "on_stop", None) is not None:
+            reserve = min(ON_STOP_SHARE_MAX, budget * ON_STOP_SHARE)
+
+        def left(until: float) -> float:
+            return max(0.0, until - loop.time())
+
         replica = self._shared_socket is not None
         if replica and self._listener is not None:
             # First, no new external connections: the other replicas accept them.
@@ -179,24 +227,40 @@ class CellHost:
         # Not ready any more. A replica still answers on its open connections until its
         # listener closes them, rather than refusing what its peers would have served.
         self.gate.close("draining", admit=replica)
-        if self._mesh is not None:
+        if self._attached and self._mesh is not None:
             self._mesh.detach(self)
+            self._attached = False
         _log.info("cell %s draining", self.name)
+        registration = self._registration if self._registered else None
+        listener = self._listener
+        steps: list[Step] = []
+        if registration is not None:
+            # Callers stop choosing this instance before it stops accepting.
+            steps.append(
+                (
+                    "registry: draining",
+                    lambda: registration.set_state(
+                        self.instance_id, InstanceState.DRAINING, within=left(deadline)
+                    ),
+                )
+            )
+        if listener is not None:
+            steps.append(("listener", lambda: listener.drain(left(deadline - reserve))))
+        if registration is not None:
+            steps.append(
+                (
+                    "deregister",
+                    lambda: registration.remove(self.instance_id, within=left(deadline)),
+                )
+            )
+        steps.append(("on_stop", lambda: self._run_on_stop(left(deadline))))
         try:
-            if self._registration is not None:
-                # Callers stop choosing this instance before it stops accepting.
-                await self._registration.set_state(self.instance_id, InstanceState.DRAINING)
-            if self._listener is not None:
-                await self._listener.drain()
-            if self._registration is not None:
-                await self._registration.remove(self.instance_id)
+            await _each(self.name, steps, raise_first=True)
         finally:
-            try:
-                await self._run_on_stop()
-            finally:
-                self.state = CellState.STOPPED
-                self._stop_telemetry()
-                _log.info("cell %s stopped", self.name)
+            self._registered = False
+            self.state = CellState.STOPPED
+            self._stop_telemetry()
+            _log.info("cell %s stopped", self.name)
 
     aclose = drain
 
@@ -218,7 +282,7 @@ class CellHost:
         """This instance as the registry stores it."""
         host = self._advertise_host or self.host
         if host in ("", "0.0.0.0", "::"):
-            host = _this_machine()
+            host = self._machine or socket.gethostname()
         return Instance(
             cell=self.name,
             id=self.instance_id,
@@ -267,21 +331,55 @@ class CellHost:
             ) from exc
         self._started_hooks = True
 
-    async def _run_on_stop(self) -> None:
+    async def _run_on_stop(self, within: float | None = None) -> None:
         hook = getattr(self._instance, "on_stop", None)
         if hook is None or not self._started_hooks:
             return
         self._started_hooks = False
-        await hook()
+        try:
+            async with asyncio.timeout(within):
+                await hook()
+        except TimeoutError:
+            _log.warning(
+                "cell %s: on_stop did not finish within the drain deadline (%.1f s left); "
+                "cancelled",
+                self.name,
+                within or 0.0,
+            )
+
+    def _needs_machine_address(self) -> bool:
+        return not self._advertise_host and self.host in ("", "0.0.0.0", "::")
 
 
-def _this_machine() -> str:
-    """An address of this machine for other machines, when listening on all addresses."""
+async def _this_machine() -> str:
+    """An address of this machine for other machines, when listening on all addresses
+    (resolved through the loop, which never blocks it)."""
     name = socket.gethostname()
     try:
-        return socket.gethostbyname(name)
+        found = await asyncio.get_running_loop().getaddrinfo(
+            name, None, family=socket.AF_INET, type=socket.SOCK_STREAM
+        )
     except OSError:
         return name
+    return str(found[0][4][0]) if found else name
+
+
+async def _now(function: Callable[..., object], *args: Any) -> None:
+    function(*args)
+
+
+async def _each(cell: str, steps: Sequence[Step], *, raise_first: bool = False) -> None:
+    """Run every step in order, whatever the others do (each is called when its turn comes,
+    so a deadline's time left is read then); log each failure."""
+    first: BaseException | None = None
+    for name, step in steps:
+        try:
+            await step()
+        except Exception as exc:
+            _log.error("cell %s: %s failed while stopping: %r", cell, name, exc, exc_info=exc)
+            first = first or exc
+    if first is not None and raise_first:
+        raise first
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,7 +1,10 @@
 """``orchestro run TARGET``: host the target's cells in this process until a signal.
 
-SIGTERM or SIGINT drains every cell under one deadline (readiness goes false, listeners close,
-requests in flight finish, ``on_stop`` runs) and exits 0; a second SIGINT forces exit (130).
+SIGTERM, SIGINT or SIGHUP drains every cell under one deadline (readiness goes false,
+listeners close, requests in flight finish, ``on_stop`` runs) and exits 0; repeats never
+shorten it, and a person's second Ctrl-C (a SIGINT a second or more after the first) exits at
+once, deregistering first (130). The rules are :mod:`.signals`'; the table of every signal in
+every mode is docs/concepts/lifecycle.md.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import contextlib
 import gc
 import logging
 import os
-import signal
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,11 +39,14 @@ from ..observability import configure, configure_logging
 from ..registry import Registration, RegistryView, open_registry
 from .importer import load_cells
 from .options import add_settings_flags, settings_flags
+from .signals import Mode, StopSignals, ignore_after_loop
 
 __all__ = ["add_parser", "run"]
 
 _log = logging.getLogger("orchestro.run")
 MAX_REPLICAS = 256
+# A forced exit deregisters within this many seconds, then exits whatever the registry does.
+FORCED_EXIT_BOUND = 1.0
 
 
 def add_parser(subparsers: Any) -> None:
@@ -156,11 +162,17 @@ def run(args: argparse.Namespace) -> int:
 
             configure_logging(run_settings.log_level, observing.log_format)
             return supervise(
-                args, specs, declared, run_settings.host, loop_factory, gateway.drain_timeout
+                args,
+                specs,
+                declared,
+                run_settings.host,
+                loop_factory,
+                gateway.drain_timeout,
+                discovery,
             )
     shared = socket.socket(fileno=args.shared_fd) if args.shared_fd is not None else None
     registry = open_registry(discovery.registry, ttl=discovery.registry_ttl)
-    registration = Registration(registry)
+    registration = Registration(registry, say=print_line)
     # The process's view of every cell, which its mesh resolves from without waiting.
     view = RegistryView(registry)
     calls = Mesh(view, policies=policies, zone=discovery.zone)
@@ -194,7 +206,9 @@ def run(args: argparse.Namespace) -> int:
         )
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         controller = os.getppid() if shared is not None else None
-        return runner.run(_serve_registered(hosts, registration, calls, controller))
+        code = runner.run(_serve_registered(hosts, registration, calls, controller))
+    ignore_after_loop()
+    return code
 
 
 def cell_scalings(specs: Sequence[CellSpec], file: ConfigFile) -> dict[str, Scaling]:
@@ -214,7 +228,7 @@ async def _serve_registered(
     registry = registration.registry
     await calls.start()
     try:
-        return await serve(hosts, controller=controller)
+        return await serve(hosts, controller=controller, registration=registration)
     finally:
         await registration.aclose()
         await calls.aclose()
@@ -227,38 +241,33 @@ async def serve(
     *,
     announce: Callable[[str], None] | None = None,
     controller: int | None = None,
+    registration: Registration | None = None,
 ) -> int:
-    """Start ``hosts``, serve until SIGTERM/SIGINT, drain them all; the exit code.
+    """Start ``hosts``, serve until SIGTERM/SIGINT/SIGHUP, drain them all; the exit code.
 
     ``controller``: the pid of the controller this process is a replica of; if it goes away
-    (even SIGKILLed), the replica drains and exits rather than living on as an orphan.
+    (even SIGKILLed), the replica drains and exits rather than living on as an orphan. A
+    forced exit (a person's second Ctrl-C; the controller's SIGINT to a draining replica)
+    deregisters ``registration``'s instances, then exits 130 at once.
     """
     say = announce or print_line
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    stop = StopSignals(Mode.REPLICA if controller is not None else Mode.SINGLE, say=say)
+    stop.install(loop)  # never removed: the loop's close does that, just before the exit
     if controller is not None:
 
         def watch() -> None:
             if os.getppid() != controller:
-                say("the controller is gone: draining")
-                stop.set()
+                if not stop.drain.is_set():
+                    say("the controller is gone: draining")
+                    stop.drain.set()
             else:
                 loop.call_later(0.5, watch)
 
         loop.call_later(0.5, watch)
 
-    def on_signal(signum: int) -> None:
-        if not stop.is_set():
-            say(f"{signal.Signals(signum).name}: draining; send SIGINT again to force exit")
-            stop.set()
-        elif signum == signal.SIGINT:
-            say("second SIGINT: exiting without draining")
-            os._exit(130)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-    started: list[CellHost] = []
-    try:
+    async def lifecycle() -> int:
+        started: list[CellHost] = []
         try:
             for host in hosts:
                 await host.start()
@@ -275,11 +284,24 @@ async def serve(
         # collector's sight, so that collections while serving scan request garbage only.
         gc.collect()
         gc.freeze()
-        await stop.wait()
+        await stop.drain.wait()
         return 0 if await _drain(started) else 1
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+
+    main = asyncio.create_task(lifecycle(), name="orchestro-serve")
+    forced = asyncio.create_task(stop.force.wait(), name="orchestro-force")
+    await asyncio.wait({main, forced}, return_when=asyncio.FIRST_COMPLETED)
+    if main.done():
+        forced.cancel()
+        return main.result()
+    # Forced: no drain, but no record left behind either (bounded: this is the fast way out).
+    if registration is not None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(FORCED_EXIT_BOUND):
+                await registration.aclose(within=FORCED_EXIT_BOUND / 2)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(130)
 
 
 async def _drain(hosts: Sequence[CellHost]) -> bool:

@@ -3,7 +3,8 @@ supervised and scaled (see :mod:`orchestro.controller`).
 
 Each replica is ``orchestro run TARGET --cell NAME --shared-fd FD`` with the flags the
 controller was given; the controller serves its admin API on loopback, drains every replica
-on SIGTERM/SIGINT, and reloads the configuration and rolls the replicas on SIGHUP.
+on SIGTERM/SIGINT (a person's second Ctrl-C: every replica deregisters and exits at once,
+exit code 130), and reloads the configuration and rolls the replicas on SIGHUP.
 """
 
 from __future__ import annotations
@@ -11,17 +12,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import signal
 from collections.abc import Callable, Sequence
 
+from ..background import Background
 from ..cell.spec import CellSpec
 from ..config import ConfigFile, GatewaySettings, RegistrySettings, RunSettings, TelemetrySettings
 from ..controller.admin import AdminServer
+from ..controller.relay import OutputRelay
 from ..controller.scaler import Scaling
 from ..controller.supervisor import Supervisor, SupervisorSettings
 from ..errors import ConfigurationError
+from ..registry import open_registry
 from .options import settings_flags
-from .run import MAX_REPLICAS, cell_scalings, print_line
+from .run import MAX_REPLICAS, cell_scalings
+from .signals import Mode, StopSignals, ignore_after_loop
 
 __all__ = ["supervise"]
 
@@ -33,6 +39,7 @@ def supervise(
     host: str | None,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
     drain_timeout: float,
+    discovery: RegistrySettings | None = None,
 ) -> int:
     """Run ``specs`` (with their ``declared`` scaling) as supervised, scaled replicas."""
 
@@ -85,32 +92,51 @@ def supervise(
             )
         initial = args.replicas or scaling.min or 1
         plan.append((spec, fixed({spec.name: scaling})[spec.name], initial, scaling.autoscales))
+    found = discovery or RegistrySettings()
+    # Every line of the controller and its replicas: never a blocking write to stdout.
+    output = OutputRelay()
+
+    def say(line: str) -> None:
+        output.line(f"orchestro: {line}")
+
     supervisor = Supervisor(
         plan,
         command,
         host=host or specs[0].host,
         settings=SupervisorSettings(drain_timeout=drain_timeout),
-        say=print_line,
+        say=say,
         reload=reload,
+        output=output,
+        registry=functools.partial(open_registry, found.registry, ttl=found.registry_ttl),
     )
 
     async def main() -> int:
         admin = AdminServer(supervisor, args.target)
         url = await admin.start(args.admin_port)
-        print_line(f"controller admin API on {url} (python -m orchestro status)")
+        say(f"controller admin API on {url} (python -m orchestro status)")
         loop = asyncio.get_running_loop()
-
-        def on_signal(signum: int) -> None:
-            supervisor.stop()
-            print_line(f"{signal.Signals(signum).name}: draining every replica")
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
+        stop = StopSignals(Mode.CONTROLLER, say=say)
+        stop.install(loop)  # never removed: the loop's close does that, just before the exit
         loop.add_signal_handler(signal.SIGHUP, supervisor.request_reload)
+
+        async def follow_signals() -> None:
+            await stop.drain.wait()
+            supervisor.stop()
+            await stop.force.wait()
+            supervisor.force()
+
+        tasks = Background("controller-signals")
+        tasks.start("stop", follow_signals)
         try:
             return await supervisor.run()
         finally:
+            await tasks.aclose()
             await admin.aclose()
 
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(main())
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            code = runner.run(main())
+        ignore_after_loop()
+    finally:
+        output.close()
+    return code

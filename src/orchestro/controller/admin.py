@@ -60,6 +60,7 @@ class AdminServer:
         self._target = target
         self._runner: web.AppRunner | None = None
         self._record: Path | None = None
+        self._closing = asyncio.Event()  # set at close: open event streams end
         self.url = ""
 
     def _app(self) -> web.Application:
@@ -85,19 +86,32 @@ class AdminServer:
                 raise HTTPError(400, "since must be an event number") from None
             if "follow" not in request.query:
                 return web.json_response([e.as_json() for e in supervisor.events.since(since)])
-            # A stream: one JSON event per line, as they happen, until the client leaves.
+            # A stream: one JSON event per line, as they happen, until the client leaves or
+            # the controller stops (it never holds the controller's exit).
             stream = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
             await stream.prepare(request)
             queue: asyncio.Queue[Any] = asyncio.Queue()
             supervisor.events.hooks.append(queue.put_nowait)
+            closing = asyncio.ensure_future(self._closing.wait())  # awaited below
             try:
                 for event in supervisor.events.since(since):
                     await stream.write(json.dumps(event.as_json()).encode() + b"\n")
-                while True:
-                    event = await queue.get()
+                while not self._closing.is_set():
+                    getting = asyncio.ensure_future(queue.get())
+                    await asyncio.wait({getting, closing}, return_when=asyncio.FIRST_COMPLETED)
+                    if not getting.done():
+                        getting.cancel()
+                        break
+                    event = getting.result()
                     await stream.write(json.dumps(event.as_json()).encode() + b"\n")
+                while not queue.empty():  # the last events (the replicas stopped)
+                    event = queue.get_nowait()
+                    await stream.write(json.dumps(event.as_json()).encode() + b"\n")
+                await stream.write_eof()
             finally:
+                closing.cancel()
                 supervisor.events.hooks.remove(queue.put_nowait)
+            return stream
 
         async def scale(request: web.Request) -> web.Response:
             cell = request.match_info["cell"]
@@ -136,7 +150,8 @@ class AdminServer:
         return app
 
     async def start(self, port: int = 0) -> str:
-        self._runner = web.AppRunner(self._app(), access_log=None)
+        # Event streams end at close; nothing else it serves takes more than this to answer.
+        self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
@@ -151,6 +166,7 @@ class AdminServer:
         return self.url
 
     async def aclose(self) -> None:
+        self._closing.set()
         if self._record is not None:
             self._record.unlink(missing_ok=True)
         if self._runner is not None:

@@ -17,8 +17,8 @@ _log = logging.getLogger("orchestro.controller")
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """``kind``: started, ready, crashed, restart-delayed, hung, draining, stopped, scaled,
-    health-changed, stopping."""
+    """``kind``: started, ready, crashed, restart-delayed, hung, killed, draining, stopped,
+    scaled, health-changed, stopping, reloaded, reload-failed, rolled."""
 
     seq: int
     time: float
@@ -33,6 +33,9 @@ class Event:
 
 
 Hook = Callable[[Event], Any]
+
+# Events that mean something went wrong (logged as warnings); the others are INFO.
+_WARNINGS = frozenset({"crashed", "hung", "killed", "restart-delayed", "reload-failed"})
 
 
 class EventLog:
@@ -56,7 +59,7 @@ class EventLog:
         self.recent.append(event)
         self.counts[cell, kind] = self.counts.get((cell, kind), 0) + 1
         where = f"{cell}[{replica}]" if replica is not None else cell
-        level = logging.WARNING if kind in ("crashed", "hung", "restart-delayed") else logging.INFO
+        level = logging.WARNING if kind in _WARNINGS else logging.INFO
         _log.log(
             level,
             "%s %s%s",

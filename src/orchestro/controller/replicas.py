@@ -27,11 +27,11 @@ class SupervisorSettings:
     ping_interval: float = 0.5
     ping_timeout: float = 1.0
     hung_after: int = 3  # failed pings in a row of a replica that was ready
-    kill_grace: float = 5.0  # SIGTERM -> SIGKILL for a hung replica
+    kill_grace: float = 5.0  # SIGTERM -> SIGKILL for a hung replica (it cannot drain)
     healthy_period: float = 10.0  # ready this long: the crash back-off starts over
     backoff_base: float = 0.5
     backoff_max: float = 30.0
-    drain_timeout: float = 30.0
+    drain_timeout: float = 30.0  # a draining replica is killed after this + KILL_MARGIN
 
 
 @dataclass(eq=False)
@@ -48,7 +48,10 @@ class Replica:
     admitted: int = 0
     cpu: float = 0.0
     p95: float | None = None
-    term_sent: float | None = None
+    term_sent: float | None = None  # when it was sent SIGTERM
+    kill_at: float | None = None  # when the controller sends SIGKILL if it is still there
+    killed: bool = False
+    exit_code: int | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @property
@@ -88,6 +91,8 @@ class CellGroup:
     last_cpu: float | None = None
     to_roll: list[Replica] = field(default_factory=list)  # replicas a rolling restart replaces
     surge: Replica | None = None  # the new replica started for the next one of to_roll
+    activator: bool = False  # scaled to zero: watching the shared socket for a connection
+    last_busy: float = 0.0  # when a request was last seen in flight or admitted
 
     @property
     def name(self) -> str:

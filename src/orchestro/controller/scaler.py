@@ -47,7 +47,12 @@ class Scaling(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    min: int = Field(default=1, ge=0, description="Fewest replicas.")
+    min: int = Field(
+        default=1,
+        ge=0,
+        description="Fewest replicas. 0 scales to zero when idle for a stable window; the "
+        "controller starts a replica when a connection arrives (the first request waits for it).",
+    )
     max: int = Field(default=1, ge=1, description="Most replicas (1: no auto-scaling).")
     metric: Metric = Field(
         default="concurrency",

@@ -4,9 +4,19 @@ Supervision is one reconcile loop (signal handlers and the admin API only change
 *desired*): every 100 ms it reaps replicas that exited, restarts crashed ones (at once the
 first time, then with exponential back-off while they keep crashing), stops hung ones
 (SIGTERM, then SIGKILL after a grace period), starts replicas up to the desired count and
-drains those above it. A pinger asks each replica ``/healthz?load`` every half second:
-health is "answers in time", and the answer is also the replica's load report, which the
-scaler (:mod:`.scaler`) turns into the desired count every tick.
+drains the newest of those above it. A draining replica that outlives the drain timeout plus
+``KILL_MARGIN`` gets SIGKILL: the controller escalates itself, under one deadline.
+
+Each replica runs in a process group (a session) of its own: a Ctrl-C or a SIGHUP from the
+terminal reaches the controller only, and only the controller signals replicas (SIGTERM:
+drain; SIGINT to a draining replica: exit at once, deregistering first). The replicas'
+output and the controller's own lines go through an :class:`.relay.OutputRelay`, which never
+blocks the loop. Every background task (the pinger, each spawn and output reader) belongs
+to a :class:`~orchestro.background.Background`.
+
+A pinger asks each replica ``/healthz?load`` every half second: health is "answers in
+time", and the answer is also the replica's load report, which the scaler (:mod:`.scaler`)
+turns into the desired count every tick.
 
 Sockets: the controller binds each cell's public port once and every replica inherits that
 listening socket; each replica also listens on a private port of its own, which it
@@ -24,6 +34,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,10 +42,13 @@ from typing import Any
 
 import aiohttp
 
+from ..background import Background
 from ..cell.spec import CellSpec
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, DiscoveryError
+from ..registry.base import Registry
 from .events import EventLog
 from .metrics import instrument
+from .relay import OutputRelay
 from .replicas import CellGroup, Replica, SupervisorSettings, listen, url_host
 from .scaler import Scaler, Scaling
 
@@ -42,6 +56,14 @@ __all__ = ["CellGroup", "Replica", "Supervisor", "SupervisorSettings"]
 
 _log = logging.getLogger("orchestro.controller")
 _SERVING = re.compile(r"cell (\S+) serving on (http://\S+)")
+
+# A replica told to drain exits within its drain timeout; this much more (interpreter
+# teardown, a loaded machine) and the controller kills it.
+KILL_MARGIN = 3.0
+# A forced stop (a second Ctrl-C): replicas get this long to deregister and exit.
+FORCE_GRACE = 2.0
+# Removing a dead replica's records from the registry takes at most this long.
+_FORGET_BOUND = 2.0
 
 
 class Supervisor:
@@ -57,13 +79,24 @@ class Supervisor:
         events: EventLog | None = None,
         say: Callable[[str], None] | None = None,
         reload: Callable[[], dict[str, Scaling]] | None = None,
+        output: OutputRelay | None = None,
+        registry: Callable[[], Registry] | None = None,
     ) -> None:
         """``cells``: (spec, scaling, initial replicas, auto-scaled); ``command(spec, fd)`` is the
-        argument list of one replica serving ``spec`` on the inherited socket ``fd``."""
+        argument list of one replica serving ``spec`` on the inherited socket ``fd``;
+        ``output`` relays the replicas' lines (and ``say``'s, when the caller routes them);
+        ``registry`` opens the replicas' registry, from which the controller removes the
+        records of a replica that did not exit cleanly (killed, crashed)."""
         self.settings = settings or SupervisorSettings()
         self.events = events or EventLog()
         self._command = command
-        self._say = say or (lambda line: print(f"orchestro: {line}", flush=True))
+        self.output = output or OutputRelay()
+        self._say = say or (lambda line: self.output.line(f"orchestro: {line}"))
+        self._tasks = Background("controller")
+        self._forced = False
+        self._open_registry = registry
+        self._registry: Registry | None = None
+        self._forgetting: set[asyncio.Task[None]] = set()
         self.groups: dict[str, CellGroup] = {}
         self._host = host
         self._cells = cells
@@ -118,6 +151,19 @@ class Supervisor:
         self._stopping = True
         self._wake.set()
 
+    def force(self) -> None:
+        """Stop now (a person's second Ctrl-C): SIGINT to every replica, which deregisters
+        and exits at once; SIGKILL for any still there after ``FORCE_GRACE``."""
+        self._stopping = self._forced = True
+        now = time.monotonic()
+        for group in self.groups.values():
+            for replica in group.replicas:
+                replica.state = "draining"
+                replica.signal(signal.SIGTERM if replica.term_sent is None else signal.SIGINT)
+                replica.term_sent = replica.term_sent or now
+                replica.kill_at = min(replica.kill_at or now + FORCE_GRACE, now + FORCE_GRACE)
+        self._wake.set()
+
     def request_reload(self) -> None:
         """Re-read the configuration and roll every replica, one by one (SIGHUP)."""
         self._reload_requested = True
@@ -154,6 +200,7 @@ class Supervisor:
         for spec, scaling, replicas, autoscaled in self._cells:
             sock = listen(self._host, spec.port, spec.name)
             group = CellGroup(spec, scaling, max(scaling.min, min(scaling.max, replicas)), sock)
+            group.last_busy = time.monotonic()
             if autoscaled:
                 group.scaler = Scaler(scaling)
             self.groups[spec.name] = group
@@ -163,21 +210,31 @@ class Supervisor:
                 f"{'s' if group.desired != 1 else ''}"
                 f"{f', auto-scaling {scaling.min}..{scaling.max}' if group.scaler else ''})"
             )
-        pinger = asyncio.create_task(self._ping_forever())
+        self._tasks.start("pinger", self._ping_forever)
         try:
             while not self._stopping:
                 if self._reload_requested:
                     self._apply_reload()
                 self._reconcile()
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.1):
-                        await self._wake.wait()
+                await self._pause()
             return await self._shutdown()
         finally:
-            pinger.cancel()
+            for group in self.groups.values():
+                self._disarm(group)
+            await self._tasks.aclose()
+            if self._forgetting:  # records of replicas that did not deregister themselves
+                await asyncio.wait(self._forgetting, timeout=_FORGET_BOUND * 2)
             for group in self.groups.values():
                 group.sock.close()
+            if self._registry is not None:
+                with contextlib.suppress(Exception):
+                    await self._registry.aclose()
+
+    async def _pause(self) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await self._wake.wait()
 
     def _reconcile(self) -> None:
         now = time.monotonic()
@@ -187,26 +244,38 @@ class Supervisor:
                 code = replica.proc.returncode if replica.proc is not None else None
                 if code is not None:
                     self._reap(group, replica, code, now)
-                elif replica.state == "hung" and replica.term_sent is not None:
-                    if now - replica.term_sent >= s.kill_grace:
+                elif replica.kill_at is not None and now >= replica.kill_at:
+                    if replica.proc is not None and not replica.killed:
+                        replica.killed = True
+                        waited = now - (replica.term_sent or now)
+                        self.events.emit(
+                            "killed",
+                            group.name,
+                            replica.index,
+                            f"still running {waited:.1f} s after SIGTERM: SIGKILL",
+                        )
                         replica.signal(signal.SIGKILL)
                 elif replica.ready_since is not None and now - replica.ready_since >= (
                     s.healthy_period
                 ):
                     group.crashes = 0
+            if self._stopping:
+                continue  # reap and escalate only: nothing starts, nothing more drains
             if group.scaler is not None and now - group.last_tick >= group.scaling.tick:
                 self._autoscale(group, now)
             if group.to_roll:
                 self._roll(group, now)
                 continue
             serving = group.serving
+            if group.desired == 0 and not serving and not group.activator:
+                self._arm(group)
             if len(serving) < group.desired and now >= group.next_start:
                 for _ in range(group.desired - len(serving)):
                     self._start(group, now)
             elif len(serving) > group.desired:
                 # Drain the newest (starting ones first): the oldest are warm.
-                surplus = sorted(serving, key=lambda r: (r.state == "ready", r.started))
-                for replica in surplus[: len(serving) - group.desired][::-1]:
+                surplus = sorted(serving, key=lambda r: (r.state == "ready", -r.started))
+                for replica in surplus[: len(serving) - group.desired]:
                     self._drain(group, replica, "scale down")
 
     def _roll(self, group: CellGroup, now: float) -> None:
@@ -233,7 +302,14 @@ class Supervisor:
         group.replicas.remove(replica)
         for task in replica.tasks:
             task.cancel()
-        if replica.state == "draining":
+        replica.exit_code = code
+        if code != 0 and replica.pid is not None and self._open_registry is not None:
+            # It may not have deregistered (killed, crashed): forget its records now rather
+            # than leave callers a dead instance until its TTL.
+            task = asyncio.create_task(self._forget(group.name, replica.pid))
+            self._forgetting.add(task)  # owned here: awaited (bounded) before the exit
+            task.add_done_callback(self._forgetting.discard)
+        if replica.state == "draining" or self._stopping:
             self.events.emit("stopped", group.name, replica.index, f"exit code {code}")
             return
         group.crashes += 1
@@ -262,50 +338,89 @@ class Supervisor:
         replica = Replica(group.name, group.next_index, now)
         group.next_index += 1
         group.replicas.append(replica)  # counted at once: the loop will not start it twice
-        spawning = asyncio.ensure_future(self._spawn(group, replica))
-        spawning.add_done_callback(_log_failure)
+        name = f"{group.name}:{replica.index}"
+        self._tasks.start(f"spawn {name}", lambda: self._spawn(group, replica))
         return replica
 
     async def _spawn(self, group: CellGroup, replica: Replica) -> None:
         fd = group.sock.fileno()
-        proc = replica.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "orchestro",
-            *self._command(group.spec, fd),
-            stdout=asyncio.subprocess.PIPE,
-            pass_fds=(fd,),
-            env={**os.environ, "ORCHESTRO_REPLICA": f"{group.name}:{replica.index}"},
-        )
-        replica.tasks.append(asyncio.create_task(self._read(group, replica)))
+        try:
+            proc = replica.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "orchestro",
+                *self._command(group.spec, fd),
+                stdout=asyncio.subprocess.PIPE,
+                pass_fds=(fd,),
+                # Its own process group: signals from the terminal reach the controller only.
+                start_new_session=True,
+                env={**os.environ, "ORCHESTRO_REPLICA": f"{group.name}:{replica.index}"},
+            )
+        except Exception as exc:  # cannot even start: a crash, with its back-off
+            _log.error("could not start replica %s:%d", group.name, replica.index, exc_info=exc)
+            if replica in group.replicas:
+                self._reap(group, replica, 1, time.monotonic())
+            self._wake.set()
+            return
+        name = f"{group.name}:{replica.index}"
+        self._tasks.start(f"output {name}", lambda: self._read(group, replica))
         self.events.emit("started", group.name, replica.index, f"pid {proc.pid}", pid=proc.pid)
         if self._stopping or replica.state == "draining":
-            replica.signal(signal.SIGTERM)
+            self._terminate(replica)
 
     async def _read(self, group: CellGroup, replica: Replica) -> None:
-        """The replica's stdout: its private URL when it serves; other lines echoed."""
+        """The replica's stdout: its private URL when it serves; other lines relayed."""
         assert replica.proc is not None
         assert replica.proc.stdout is not None
+        prefix = f"[{group.name}:{replica.index}] "
         async for raw in replica.proc.stdout:
             line = raw.decode(errors="replace").rstrip()
             match = _SERVING.search(line)
             if match and replica.url is None:
                 replica.url = match.group(2)
-                if self._session is not None:  # ready as soon as it answers, not next round
-                    replica.tasks.append(
-                        asyncio.create_task(self._ping(self._session, group, replica))
-                    )
+                if self._session is not None and self._tasks.running("pinger"):
+                    # Ready as soon as it answers, not next round.
+                    await self._ping(self._session, group, replica)
                 continue
             if line:
-                with contextlib.suppress(OSError, ValueError):  # stdout may be gone
-                    print(f"[{group.name}:{replica.index}] {line}", flush=True)
+                self.output.line(prefix + line)
         await replica.proc.wait()
         self._wake.set()
 
     def _drain(self, group: CellGroup, replica: Replica, why: str) -> None:
         replica.state = "draining"  # a replica still spawning is stopped once it exists
         self.events.emit("draining", group.name, replica.index, why)
-        replica.signal(signal.SIGTERM)
+        self._terminate(replica)
+
+    def _terminate(self, replica: Replica, grace: float | None = None) -> None:
+        """SIGTERM now, SIGKILL (by the loop) if it is still there after ``grace`` (default:
+        the drain timeout plus ``KILL_MARGIN``)."""
+        if replica.proc is None:
+            return  # still spawning: signalled once it exists
+        now = time.monotonic()
+        if replica.term_sent is None:
+            replica.term_sent = now
+            replica.signal(signal.SIGTERM)
+        wait = self.settings.drain_timeout + KILL_MARGIN if grace is None else grace
+        if replica.kill_at is None or now + wait < replica.kill_at:
+            replica.kill_at = now + wait
+
+    async def _forget(self, cell: str, pid: int) -> None:
+        """Remove the registry records of replica process ``pid`` of ``cell`` (bounded; never
+        raises: the TTL is the fallback)."""
+        assert self._open_registry is not None
+        try:
+            async with asyncio.timeout(_FORGET_BOUND):
+                if self._registry is None:
+                    self._registry = self._open_registry()
+                here = socket.gethostname()
+                for instance in await self._registry.list():
+                    if instance.cell == cell and instance.pid == pid and instance.hostname == here:
+                        await self._registry.deregister(instance.id)
+        except (DiscoveryError, TimeoutError, OSError) as exc:
+            _log.warning("could not remove the records of %s pid %d: %s", cell, pid, exc)
+        except Exception:
+            _log.exception("could not remove the records of %s pid %d", cell, pid)
 
     # Health and load ----------------------------------------------------------------------
 
@@ -360,7 +475,6 @@ class Supervisor:
             self.events.emit("health-changed", group.name, replica.index, "missed a ping")
         if replica.failed_pings >= self.settings.hung_after and replica.ready_since is None:
             replica.state = "hung"
-            replica.term_sent = time.monotonic()
             self.events.emit(
                 "hung",
                 group.name,
@@ -368,15 +482,51 @@ class Supervisor:
                 f"no answer to {replica.failed_pings} pings: SIGTERM, SIGKILL in "
                 f"{self.settings.kill_grace:g} s",
             )
-            replica.signal(signal.SIGTERM)
+            self._terminate(replica, self.settings.kill_grace)
             self._wake.set()
+
+    # Scale to zero: the activator --------------------------------------------------------
+
+    def _arm(self, group: CellGroup) -> None:
+        """No replica: watch the shared socket. Nothing accepts, so a connection waits in the
+        kernel's queue until a replica started for it accepts it: no proxy, nothing lost."""
+        group.activator = True
+        asyncio.get_running_loop().add_reader(group.sock.fileno(), self._activate, group)
+
+    def _disarm(self, group: CellGroup) -> None:
+        if group.activator:
+            group.activator = False
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(group.sock.fileno())
+
+    def _activate(self, group: CellGroup) -> None:
+        self._disarm(group)
+        if self._stopping:
+            return
+        wanted = max(1, group.scaling.min)
+        self.events.emit(
+            "scaled",
+            group.name,
+            detail=f"0 -> {wanted}: a connection is waiting (activator)",
+            previous=0,
+            desired=wanted,
+            source="activator",
+        )
+        group.desired = wanted
+        group.last_busy = time.monotonic()
+        self._wake.set()
 
     def _autoscale(self, group: CellGroup, now: float) -> None:
         assert group.scaler is not None
         ready = sum(1 for r in group.replicas if r.state == "ready")
+        previous_admitted = group.last_admitted
         if group.sample(now) is None or not ready:
             return
+        if group.last_admitted != previous_admitted or any(r.in_flight for r in group.replicas):
+            group.last_busy = now
         decision = group.scaler.decide(list(group.samples), ready, now, group.desired)
+        if decision.desired == 0 and now - group.last_busy < group.scaling.stable_window:
+            return  # to zero only after a whole stable window without a request
         if decision.desired != group.desired and not self._stopping:
             self.events.emit(
                 "scaled",
@@ -392,7 +542,8 @@ class Supervisor:
     # Stopping -----------------------------------------------------------------------------
 
     async def _shutdown(self) -> int:
-        """Drain every replica under one deadline; SIGKILL what is left after it."""
+        """Drain every replica under one deadline; the loop kills what outlives it. The exit
+        code: 130 when forced, 1 if a replica that was serving did not exit cleanly, else 0."""
         serving: set[int] = set()  # replicas that were serving: their exit code counts
         for group in self.groups.values():
             self.events.emit("stopping", group.name, detail="controller stopping")
@@ -401,27 +552,33 @@ class Supervisor:
                     serving.add(id(replica))
                 if replica.state != "draining":
                     self._drain(group, replica, "controller stopping")
-        await asyncio.sleep(0.5)  # replicas still spawning are signalled once they exist
-        replicas = [r for g in self.groups.values() for r in g.replicas if r.proc is not None]
-        procs = [r.proc for r in replicas if r.proc is not None]
-        deadline = self.settings.drain_timeout * 2 + 5
-        try:
-            async with asyncio.timeout(deadline):
-                codes = await asyncio.gather(*(p.wait() for p in procs))
-        except TimeoutError:
-            for proc in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-            return 1
+        exited: list[Replica] = []
+        # Replicas still spawning are signalled once they exist; every signalled one is
+        # killed by _reconcile at its deadline: this bound is a last resort only.
+        bound = time.monotonic() + self.settings.drain_timeout + KILL_MARGIN + 10.0
+        while time.monotonic() < bound:
+            for group in self.groups.values():
+                for replica in group.replicas:
+                    if replica.proc is not None and replica.term_sent is None:
+                        self._terminate(replica)
+            before = {id(r): r for g in self.groups.values() for r in g.replicas}
+            self._reconcile()
+            after = {id(r) for g in self.groups.values() for r in g.replicas}
+            exited += [r for key, r in before.items() if key not in after]
+            if not after:
+                break
+            await self._pause()
+        else:
+            for group in self.groups.values():
+                for replica in group.replicas:
+                    replica.signal(signal.SIGKILL)
+            return 130 if self._forced else 1
+        if self._forced:
+            return 130
         # A replica stopped while it was still starting may exit with any code: no failure.
-        failed = [r for r, code in zip(replicas, codes, strict=True) if code and id(r) in serving]
+        failed = [r for r in exited if r.exit_code and id(r) in serving]
         return 1 if failed else 0
 
 
 def _call_hook(hook: Callable[[Any, Any], Any], actions: Supervisor, event: Any) -> None:
     hook(event, actions)
-
-
-def _log_failure(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        _log.error("could not start a replica", exc_info=future.exception())

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
 import socket
+from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -45,18 +47,42 @@ class _ProblemRequestHandler(RequestHandler):
 
 
 class ProblemServer(web.Server):
-    """aiohttp's low-level server whose own error answers are problem+json."""
+    """aiohttp's low-level server whose own error answers are problem+json.
+
+    Once ``draining`` is set, every answer carries ``Connection: close`` and its connection
+    closes after it: a keep-alive client learns to open a new connection (to another
+    replica) instead of sending its next request down a connection about to close.
+    """
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(self._closing_when_draining, **kwargs)
+        self._inner = handler
+        self.draining = False
+
+    async def _closing_when_draining(self, request: web.BaseRequest) -> web.StreamResponse:
+        response: web.StreamResponse = await self._inner(request)
+        if self.draining:
+            response.force_close()  # the header when not yet sent; the close in any case
+        return response
 
     def __call__(self) -> RequestHandler:
         return _ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
+# After the drain deadline cancels the requests left, the most they get to unwind.
+_UNWIND = 0.5
+# How long a drain keeps idle keep-alive connections open for a request already on its way
+# (answered with Connection: close) before it closes them.
+IDLE_GRACE = 0.5
+
+
 class Listener:
     """Serves one aiohttp low-level server on one TCP address.
 
-    ``drain`` closes the listening socket first (new connections are refused), closes idle
-    keep-alive connections, lets requests in flight finish for up to ``drain_timeout``
-    seconds, then cancels what is left.
+    ``drain`` closes the listening socket first (new connections are refused), marks every
+    answer from then on ``Connection: close``, closes idle keep-alive connections (after
+    ``IDLE_GRACE``, for a request already on its way), lets requests in flight finish for up
+    to ``drain_timeout`` seconds (that long, not twice), then cancels what is left.
     """
 
     def __init__(self, server: web.Server, *, drain_timeout: float) -> None:
@@ -96,18 +122,52 @@ class Listener:
             site, self._shared = self._shared, None
             await site.stop()
 
-    async def drain(self) -> None:
-        """Stop accepting, finish requests in flight (bounded), close. Idempotent."""
+    async def drain(self, within: float | None = None) -> None:
+        """Stop accepting, finish requests in flight for up to ``within`` seconds (default:
+        the drain timeout), cancel the rest, close. Idempotent."""
         if not self._started:
             return
         self._started = False
-        # aiohttp waits up to shutdown_timeout for handlers, then as long again for cancelled
-        # ones to unwind; the outer bound keeps one deadline whatever happens inside.
+        budget = self._drain_timeout if within is None else max(0.0, within)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        server = self._runner.server
+        self._shared = None
+        for site in list(self._runner.sites):
+            await site.stop()  # new connections are refused (the shared queue stays)
+        if isinstance(server, ProblemServer):
+            server.draining = True
+        if server is not None:
+            # First, every answer says Connection: close and its connection closes after it:
+            # a client sending on its keep-alive connection right now is answered, not reset.
+            # Connections still idle after IDLE_GRACE close then (busy ones after their
+            # answer): closing an idle one at once would fail a request already on the wire.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(min(deadline, loop.time() + IDLE_GRACE)):
+                    while server.connections:  # noqa: ASYNC110 (no event to wait on)
+                        await asyncio.sleep(0.02)
+            server.pre_shutdown()
+            # aiohttp's own shutdown waits its timeout for handlers, then as long again
+            # before it cancels them: wait here instead, once, then let it cancel at once.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    while any(_busy(c) for c in server.connections):  # noqa: ASYNC110 (no event to wait on)
+                        await asyncio.sleep(0.02)
+            try:
+                async with asyncio.timeout(_UNWIND):
+                    await server.shutdown(0.01)  # cancels what is left (0 means "no bound")
+            except TimeoutError:
+                _log.warning("listener on port %d: requests did not unwind in time", self.port)
         try:
-            async with asyncio.timeout(self._drain_timeout * 2 + 1):
+            async with asyncio.timeout(_UNWIND):
                 await self._runner.cleanup()
         except TimeoutError:
             _log.warning("listener on port %d did not close in time", self.port)
+
+
+def _busy(connection: RequestHandler) -> bool:
+    """A request is being handled on ``connection`` (aiohttp keeps no public flag for it)."""
+    return bool(getattr(connection, "_request_in_progress", False))
 
 
 def _bind_error(exc: OSError, host: str, port: int, cell: str) -> str:

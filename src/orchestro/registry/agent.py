@@ -4,16 +4,22 @@ The agent registers instances, renews the process's lease every third of the TTL
 registry is unreachable keeps retrying with exponential backoff and jitter (tenacity), logging
 one warning with the URL. When the registry answers again, or reports the lease lost, every
 instance is registered again under the same id — so no duplicates and no ghosts.
+
+The keep-alive runs under a :class:`~orchestro.background.Background` owner: an unexpected
+error (not the registry being down) is logged, counted and the loop restarted, rather than
+letting the instance expire while it still serves. ``say`` (the CLI passes its terminal
+line) tells a person once, plainly, that the registry cannot be reached.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Callable
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
+from ..background import Background
 from ..errors import DiscoveryError
 from .base import Instance, InstanceState, LeaseLost, Registry
 
@@ -25,52 +31,62 @@ _log = logging.getLogger("orchestro.registry")
 class Registration:
     """The instances this process has registered, kept alive in the background."""
 
-    def __init__(self, registry: Registry, *, first_attempt_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        first_attempt_timeout: float = 2.0,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
         self.registry = registry
         self._instances: dict[str, Instance] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = Background("registration")
         self._wake = asyncio.Event()
         self._first_attempt_timeout = first_attempt_timeout
+        self._say = say
+        self._said = False
         self.healthy = True
 
-    async def add(self, instance: Instance) -> None:
+    def _bound(self, timeout: float | None) -> float:
+        if timeout is None:
+            return self._first_attempt_timeout
+        return max(0.0, min(self._first_attempt_timeout, timeout))
+
+    async def add(self, instance: Instance, *, within: float | None = None) -> None:
         """Register ``instance`` (or update it: same id). Never raises for an unreachable
-        registry: the cell keeps serving and registration is retried in the background."""
+        registry: the cell keeps serving and registration is retried in the background.
+        ``within`` (seconds) bounds the first attempt further (a drain's time left)."""
         self._instances[instance.id] = instance
-        self._ensure_task()
+        if not self._tasks.running("keep-alive"):
+            self._tasks.start("keep-alive", self._keep_alive)
         try:
-            async with asyncio.timeout(self._first_attempt_timeout):
+            async with asyncio.timeout(self._bound(within)):
                 await self.registry.register(instance)
         except (DiscoveryError, TimeoutError, LeaseLost) as exc:
             self._failed(exc)
 
-    async def set_state(self, instance_id: str, state: InstanceState) -> None:
+    async def set_state(
+        self, instance_id: str, state: InstanceState, *, within: float | None = None
+    ) -> None:
         instance = self._instances.get(instance_id)
         if instance is not None:
-            await self.add(instance.model_copy(update={"state": state}))
+            await self.add(instance.model_copy(update={"state": state}), within=within)
 
-    async def remove(self, instance_id: str) -> None:
+    async def remove(self, instance_id: str, *, within: float | None = None) -> None:
         if self._instances.pop(instance_id, None) is None:
             return
         try:
-            async with asyncio.timeout(self._first_attempt_timeout):
+            async with asyncio.timeout(self._bound(within)):
                 await self.registry.deregister(instance_id)
         except (DiscoveryError, TimeoutError) as exc:
             # The TTL removes it: this process stops renewing its lease soon.
             _log.warning("could not deregister %s from %s: %s", instance_id, self.registry.url, exc)
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, within: float | None = None) -> None:
+        """Deregister every instance (each bounded by ``within`` seconds), stop the keep-alive."""
+        await self._tasks.aclose()
         for instance_id in list(self._instances):
-            await self.remove(instance_id)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    def _ensure_task(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._keep_alive(), name="orchestro-registration")
+            await self.remove(instance_id, within=within)
 
     def _failed(self, exc: BaseException) -> None:
         if self.healthy:
@@ -79,6 +95,12 @@ class Registration:
                 self.registry.url,
                 exc or type(exc).__name__,
             )
+            if self._say is not None and not self._said:
+                self._said = True
+                self._say(
+                    f"warning: {exc or type(exc).__name__}; this cell serves, but callers "
+                    "cannot find it until the registry answers (retrying in the background)"
+                )
         self.healthy = False
         self._wake.set()
 
