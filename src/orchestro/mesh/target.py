@@ -64,6 +64,20 @@ class Target:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(self.policy.hedge_percentile * len(ordered)))]
 
+    def forget(self, live: set[str]) -> None:
+        """Drop what is kept about instances that left the registry (``live``: the ids it
+        still lists): instance ids are unique per process start, so a caller that kept them
+        would grow with every restart and every autoscaling step."""
+        gone = [iid for iid in self.stats if iid not in live]
+        for iid in gone:
+            del self.stats[iid]
+        self.detector.forget(live)
+        if gone:
+            self.seen = None  # indexed again on the next call
+            self.by_id = {}
+            self.ids = []
+            self.all_stats = []
+
     def stat(self, instance_id: str) -> EndpointStats:
         found = self.stats.get(instance_id)
         if found is None:

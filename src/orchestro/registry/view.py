@@ -70,6 +70,11 @@ class RegistryView:
         """Call ``listener`` with the new contents after every change."""
         self._listeners.append(listener)
 
+    def off_change(self, listener: Callable[[dict[str, tuple[Instance, ...]]], None]) -> None:
+        """Stop calling ``listener`` (given to :meth:`on_change`)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     async def start(self) -> None:
         """Open the registry if it has something to open (a local:// file: a bad path or a
         corrupt file is reported here, as a ConfigurationError), then follow its watch."""
