@@ -7,9 +7,9 @@ stub / raw client ─► Mesh.call ─► resolve (registry view, locality; none
   refused the request unprocessed — within the retry budget and the deadline)
 ```
 
-What the mesh keeps per instance is forgotten when the instance leaves the registry view,
-and what it keeps per policy is bounded, so a long-lived caller's memory does not grow with
-restarts, autoscaling or ad-hoc policies.
+What the mesh keeps per instance is forgotten once the instance has left the registry view
+(when a target next sees the view changed), and what it keeps per policy is bounded, so a
+long-lived caller's memory does not grow with restarts, autoscaling or ad-hoc policies.
 
 ```python
 async with Mesh(registry="local://") as mesh:
@@ -121,7 +121,6 @@ class Mesh:
         self._by_policy: dict[tuple[str, CallPolicy], Target] = {}
         self._targets: dict[tuple[str, int], tuple[CallPolicy, Target]] = {}
         self._waits = InstanceWaits(self.view, self._now)
-        self.view.on_change(self._forget_departed)
         self._external: dict[str, tuple[Instance, ...]] = {}
         self._stubs: dict[Any, Any] = {}
         self._local: dict[str, list[Any]] = {}  # cell -> CellHosts serving in this process
@@ -165,7 +164,6 @@ class Mesh:
     async def aclose(self) -> None:
         if self._obs is not None:
             self._obs.forget(self)
-        self.view.off_change(self._forget_departed)
         if self._owns_view:
             await self.view.aclose()
             await self.view.registry.aclose()
@@ -314,12 +312,6 @@ class Mesh:
     def target_state(self, cell: str) -> Target | None:
         """The state kept for calls to ``cell`` under its cell-level policy (for tests)."""
         return self._by_policy.get((cell, self.policy_for(cell)))
-
-    def _forget_departed(self, cells: Mapping[str, tuple[Instance, ...]]) -> None:
-        """The view changed: drop what the targets keep about instances no longer in it."""
-        for (cell, _), target in list(self._by_policy.items()):
-            if cell not in self._external:
-                target.forget({i.id for i in cells.get(cell, ())})
 
     def retained(self) -> dict[str, int]:
         """How much per-instance and per-policy state this mesh holds (tests and leak hunts
@@ -561,7 +553,10 @@ class Mesh:
         elif not instances:
             raise NoInstancesError(f"no ready instance of cell {cell!r}", cell=cell)
         if instances is not target.seen:
-            # The view changed (its tuples are replaced, never mutated): index it once.
+            # The view changed (its tuples are replaced, never mutated): index it once, and
+            # forget the instances that left it (draining ones stay until they are gone).
+            if target.seen is not None and cell not in self._external:
+                target.forget({i.id for i in self.view.instances(cell)})
             target.seen = instances
             target.by_id = {i.id: i for i in instances}
             target.ids = list(target.by_id)

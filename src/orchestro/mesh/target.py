@@ -72,11 +72,6 @@ class Target:
         for iid in gone:
             del self.stats[iid]
         self.detector.forget(live)
-        if gone:
-            self.seen = None  # indexed again on the next call
-            self.by_id = {}
-            self.ids = []
-            self.all_stats = []
 
     def stat(self, instance_id: str) -> EndpointStats:
         found = self.stats.get(instance_id)

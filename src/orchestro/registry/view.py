@@ -150,15 +150,38 @@ class RegistryView:
         by_cell: dict[str, list[Instance]] = {}
         for instance in snapshot:
             by_cell.setdefault(instance.cell, []).append(instance)
-        frozen = {cell: tuple(sorted(found, key=lambda i: i.id)) for cell, found in by_cell.items()}
+        old, old_ready = self._by_cell, self._ready_by_cell
+        frozen: dict[str, tuple[Instance, ...]] = {}
+        ready_by_cell: dict[str, tuple[Instance, ...]] = {}
+        for cell, found in by_cell.items():
+            found.sort(key=lambda i: i.id)
+            instances = tuple(found)
+            before = old.get(cell)
+            # A cell that did not change keeps its tuples: readers (the mesh) index a tuple
+            # once and re-index only when it is replaced.
+            if before is not None and _same(before, instances):
+                frozen[cell] = before
+                if cell in old_ready:
+                    ready_by_cell[cell] = old_ready[cell]
+                continue
+            frozen[cell] = instances
+            ready = tuple(i for i in instances if i.ready)
+            if ready:
+                ready_by_cell[cell] = ready
         self._by_cell = frozen
-        self._ready_by_cell = {
-            cell: ready
-            for cell, found in frozen.items()
-            if (ready := tuple(i for i in found if i.ready))
-        }
+        self._ready_by_cell = ready_by_cell
         self._loaded.set()
         for listener in self._listeners:
             listener(frozen)
         async with self._changed:
             self._changed.notify_all()
+
+
+def _same(a: tuple[Instance, ...], b: tuple[Instance, ...]) -> bool:
+    """Whether two sorted lists of a cell's instances say the same (id, state, address)."""
+    if len(a) != len(b):
+        return False
+    return all(
+        x is y or (x.id == y.id and x.state == y.state and x.url == y.url)
+        for x, y in zip(a, b, strict=True)
+    )
