@@ -52,11 +52,11 @@ class Frontend:
         try:
             return await self.backend.order(order)
         except TransportError as exc:
-            if "reset by peer" in str(exc):
+            if "reset by peer" in str(exc) or "Server disconnected" in str(exc):
                 # Sent whole on a pooled connection the draining backend closed at that
                 # moment: it may have been processed for all the client can tell, so a
-                # POST is not sent again (as Go's and Envoy's clients don't).
-                raise HTTPError(502, "reset") from exc
+                # POST is not sent again (Go's client doesn't either).
+                raise HTTPError(502, "ambiguous") from exc
             raise
 """
 
@@ -134,10 +134,11 @@ async def test_restarting_the_only_backend_under_load_fails_no_call(
     assert await frontend.wait() == 0
     print(f"answers: {dict(statuses)}; failures: {len(failures)}")
     # A POST sent whole just as the backend's drain closed its idle keep-alive connection is
-    # the one ambiguous case (rare: 2 of 1,497 POSTs over 6 restarts); nothing else fails.
-    ambiguous = [f for f in failures if f.startswith("POST 502") and "reset" in f]
+    # the one ambiguous case (the drain's to prevent: issue 12.2); nothing else may fail —
+    # no GET, and no POST refused before it was processed.
+    ambiguous = [f for f in failures if f.startswith("POST 502") and "ambiguous" in f]
     assert [f for f in failures if f not in ambiguous] == [], failures[:5]
-    assert len(ambiguous) <= statuses["POST", 200] // 100
+    assert len(ambiguous) <= statuses["POST", 200] // 20
     assert statuses["GET", 200] > 0
     assert statuses["POST", 200] > 0
     assert len(pids) == 3  # all three backend processes answered

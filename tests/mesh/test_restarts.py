@@ -162,3 +162,31 @@ async def test_waiting_for_an_instance_is_bounded() -> None:
     async for calls in mesh_over(registry, lambda i, r: OK, timeout=30, wait_for_instances=0.05):
         with pytest.raises(NoInstancesError):
             await calls.client("backend").get("/who")
+
+
+async def test_an_instance_that_says_draining_is_skipped_ahead_of_the_view(
+    pauses: list[float],
+) -> None:
+    registry = MemoryRegistry()
+    await registry.register(record(1))
+    await registry.register(record(2))
+    draining = CallResponse(503, {"Retry-After": "1", UNPROCESSED_HEADER: "draining"}, b"{}")
+    asked: list[str] = []
+
+    def handler(instance: Instance, request: CallRequest) -> CallResponse:
+        asked.append(instance.id)
+        return draining if instance.id == "backend-1" else OK
+
+    async for calls in mesh_over(registry, handler, balancer="round-robin"):
+        raw = calls.client("backend")
+        for _ in range(10):
+            assert await raw.post("/orders", json={}) == "ok"
+        # The view still lists it ready; the caller stopped choosing it after its answer.
+        assert len(calls.view.ready("backend")) == 2
+        assert asked.count("backend-1") == 1
+        await registry.deregister("backend-1")  # it leaves the view: forgotten
+        await calls.view.wait_for(lambda v: len(v.ready("backend")) == 1)
+        await raw.get("/who")
+        target = calls.target_state("backend")
+        assert target is not None
+        assert target.draining == set()

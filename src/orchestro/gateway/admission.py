@@ -16,9 +16,11 @@ __all__ = ["UNPROCESSED_HEADER", "Admission", "Gate"]
 # On a 503 refused by admission (starting, draining, at the concurrency limit): the service
 # never saw the request, so a caller may send it again, to this instance or another, whatever
 # its method (gRPC's "transparent retry" of a stream the server refused unprocessed, and
-# HTTP/2's REFUSED_STREAM). The mesh reads it (mesh/outcomes.py).
+# HTTP/2's REFUSED_STREAM). The mesh reads it (mesh/outcomes.py). Its value says why: the
+# gate's reason ("draining": a caller stops choosing this instance at once, ahead of its
+# registry view; "starting"), or "busy" at the concurrency limit.
 UNPROCESSED_HEADER: Final = "x-orchestro-unprocessed"
-_REFUSED = {"Retry-After": "1", UNPROCESSED_HEADER: "1"}
+_BUSY = {"Retry-After": "1", UNPROCESSED_HEADER: "busy"}
 
 
 class Gate:
@@ -79,6 +81,11 @@ class Admission:
     def refusal(self) -> HTTPError:
         """The 503 for a request the gate does not let in now, marked as not processed
         (:data:`UNPROCESSED_HEADER`): safe to send again for any method."""
-        if not self.gate.admits:
-            return HTTPError(503, f"cell {self._cell!r} is {self.gate.reason}", headers=_REFUSED)
-        return HTTPError(503, self._busy, headers=_REFUSED)
+        gate = self.gate
+        if not gate.admits:
+            return HTTPError(
+                503,
+                f"cell {self._cell!r} is {gate.reason}",
+                headers={"Retry-After": "1", UNPROCESSED_HEADER: gate.reason},
+            )
+        return HTTPError(503, self._busy, headers=_BUSY)

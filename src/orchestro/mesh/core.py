@@ -43,7 +43,7 @@ from ..errors import (
 from ..registry import Instance, Registry, RegistryView, open_registry
 from .clock import Clock, MonotonicClock
 from .deadline import ATTEMPT_HEADER, CALLER_HEADER, DEADLINE_HEADER, current_deadline
-from .outcomes import remote_error, retry_after, retryable, unprocessed
+from .outcomes import draining, remote_error, retry_after, retryable, unprocessed
 from .policy import CallPolicy, Policies
 from .raw import RawClient
 from .target import Pick, Target
@@ -422,11 +422,14 @@ class Mesh:
                     # wait_for_instances in all) for an instance to appear.
                     if waited_until is None:
                         waited_until = min(deadline, self._now() + policy.wait_for_instances)
-                    if not await self._waits.wait(cell, waited_until, obs):
+                    if not await self._waits.wait(cell, waited_until, obs, target.draining):
                         raise
                     now = self._now()
                 except CallError as exc:
                     refused = unprocessed(exc)
+                    gone = draining(exc) if refused else None
+                    if gone is not None:
+                        target.draining.add(gone)  # ahead of the view: stop choosing it
                     if not refused and (
                         counted >= policy.max_attempts or not retryable(exc, request)
                     ):
@@ -548,15 +551,22 @@ class Mesh:
     ) -> Pick:
         """Resolve, skip ejected instances, balance, and stamp the deadline: no I/O."""
         instances = self._external.get(cell) or self.view.ready(cell)
+        if instances is not target.viewed:
+            # The view changed (its tuples are replaced, never mutated): forget the instances
+            # that left it (draining ones stay until they are gone).
+            if target.viewed is not None and cell not in self._external:
+                target.forget({i.id for i in self.view.instances(cell)})
+            target.viewed = instances
+        if target.draining:
+            instances = tuple(i for i in instances if i.id not in target.draining)
+            if instances == target.seen:
+                instances = target.seen  # keep the index
         if len(instances) > 1:
             instances = self._nearest(instances)
         elif not instances:
             raise NoInstancesError(f"no ready instance of cell {cell!r}", cell=cell)
         if instances is not target.seen:
-            # The view changed (its tuples are replaced, never mutated): index it once, and
-            # forget the instances that left it (draining ones stay until they are gone).
-            if target.seen is not None and cell not in self._external:
-                target.forget({i.id for i in self.view.instances(cell)})
+            # Index the instances to choose from once.
             target.seen = instances
             target.by_id = {i.id: i for i in instances}
             target.ids = list(target.by_id)

@@ -13,7 +13,14 @@ from ..registry import Instance
 from .deadline import EXPIRED_HEADER
 from .transports.base import CallRequest, CallResponse
 
-__all__ = ["UNPROCESSED_HEADER", "remote_error", "retry_after", "retryable", "unprocessed"]
+__all__ = [
+    "UNPROCESSED_HEADER",
+    "draining",
+    "remote_error",
+    "retry_after",
+    "retryable",
+    "unprocessed",
+]
 
 # Statuses an idempotent call is retried on (429 after its Retry-After).
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
@@ -31,6 +38,15 @@ def unprocessed(exc: CallError) -> bool:
     if isinstance(exc, RemoteError):
         return exc.status == 503 and exc.problem.get("_unprocessed") is True
     return False
+
+
+def draining(exc: CallError) -> str | None:
+    """The id of the instance that said it is draining (and will refuse every request from
+    now on), or None."""
+    if isinstance(exc, RemoteError):
+        found = exc.problem.get("_draining")
+        return found if isinstance(found, str) else None
+    return None
 
 
 def retryable(exc: CallError, request: CallRequest) -> bool:
@@ -65,8 +81,12 @@ def remote_error(cell: str, instance: Instance, response: CallResponse) -> CallE
         problem = parsed if isinstance(parsed, dict) else {"detail": parsed}
     except ValueError:
         problem = {"detail": response.body[:500].decode(errors="replace")}
-    if response.status == 503 and response.headers.get(UNPROCESSED_HEADER):
-        problem["_unprocessed"] = True
+    if response.status == 503:
+        why = response.headers.get(UNPROCESSED_HEADER)
+        if why:
+            problem["_unprocessed"] = True
+            if why == "draining":
+                problem["_draining"] = instance.id
     retry_after = response.headers.get("Retry-After")
     if retry_after is not None:
         with contextlib.suppress(ValueError):

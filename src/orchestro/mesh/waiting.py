@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -50,16 +50,23 @@ class InstanceWaits:
         self._now = now
         self._instruments: tuple[Any, Any] | None = None
 
-    async def wait(self, cell: str, until: float, obs: Any = None) -> bool:
-        """Wait until ``cell`` has a ready instance (True), or ``until`` passes (False)."""
+    async def wait(
+        self, cell: str, until: float, obs: Any = None, skip: Container[str] = ()
+    ) -> bool:
+        """Wait until ``cell`` has a ready instance (not one of ``skip``: those that said
+        they are draining) (True), or ``until`` passes (False)."""
         started = self._now()
         remaining = until - started
         view = self._view
-        appeared = bool(view.ready(cell))
+
+        def ready(v: RegistryView) -> bool:
+            return any(i.id not in skip for i in v.ready(cell))
+
+        appeared = ready(view)
         if not appeared and remaining > 0:
             try:
                 async with asyncio.timeout(remaining):
-                    await view.wait_for(lambda v: bool(v.ready(cell)))
+                    await view.wait_for(ready)
                 appeared = True
             except TimeoutError:
                 appeared = False
