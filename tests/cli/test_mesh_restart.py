@@ -78,9 +78,13 @@ async def test_restarting_the_only_backend_under_load_fails_no_call(
     registry = f"local://{tmp_path}/registry.db"
     backend, port = await start_backend(cells, registry, 0)
     cli_processes.append(backend)
+    # "Ready within the deadline" on a loaded 2-core machine: a restart can take 10 s there,
+    # so the deadline and the wait bound are raised beyond it (defaults: 15 s and 10 s).
+    patient = {"ORCHESTRO_MESH_TIMEOUT": "60", "ORCHESTRO_MESH_WAIT_FOR_INSTANCES": "50"}
     frontend = await start_cli(
-        "run", str(cells), "--cell", "frontend", "--registry", registry, "--registry-ttl", "2"
-    )
+        "run", str(cells), "--cell", "frontend", "--registry", registry, "--registry-ttl", "2",
+        env=patient,
+    )  # fmt: skip
     cli_processes.append(frontend)
     url = (await frontend.wait_serving())["frontend"]
 
