@@ -450,9 +450,10 @@ class Mesh:
                         state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
                         state.attempt_number = counted
                         pause = target.wait(state)
-                    if not self._elsewhere(cell, target, tried):
+                    if gone is None and not self._elsewhere(cell, target, tried):
                         # Retry-After is the instance's own: a retry that goes to another,
-                        # ready instance does not sleep it.
+                        # ready instance does not sleep it (nor one that waits for a new
+                        # instance, the first being gone).
                         pause = max(pause, retry_after(exc))
                     if self._now() + pause >= deadline:
                         raise DeadlineExceeded(
@@ -480,7 +481,7 @@ class Mesh:
         instances = self._external.get(cell) or self.view.ready(cell)
         if len(instances) > 1:
             instances = self._nearest(instances)
-        fresh = [i.id for i in instances if i.id not in tried]
+        fresh = [i.id for i in instances if i.id not in tried and i.id not in target.draining]
         return bool(fresh) and bool(target.detector.available(fresh))
 
     async def _hedged(
