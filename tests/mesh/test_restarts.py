@@ -17,7 +17,7 @@ from orchestro.mesh.transports.base import CallRequest, CallResponse
 from orchestro.mesh.waiting import unprocessed_pause
 from orchestro.registry import Instance, RegistryView
 from orchestro.registry.memory import MemoryRegistry
-from orchestro.testing import MockTransport
+from orchestro.testing import MockTransport, read_metrics
 
 REFUSED = CallResponse(
     503, {"Retry-After": "1", UNPROCESSED_HEADER: "1"}, b'{"title":"Service Unavailable"}'
@@ -147,14 +147,19 @@ async def test_retry_after_is_slept_when_the_same_instance_is_retried(
 
 async def test_a_call_waits_for_an_instance_to_appear() -> None:
     registry = MemoryRegistry()
+    late = Instance(cell="late-backend", id="late-1", host="127.0.0.1", port=9001)
     async for calls in mesh_over(registry, lambda i, r: OK, timeout=30, wait_for_instances=30):
-        call = asyncio.create_task(calls.client("backend").get("/who"))
+        call = asyncio.create_task(calls.client("late-backend").get("/who"))
         for _ in range(5):
             await asyncio.sleep(0)
         assert not call.done()  # waiting, not failed
-        await registry.register(record(1))  # the restarted instance is ready
+        await registry.register(late)  # the restarted instance is ready
         async with asyncio.timeout(10):
             assert await call == "ok"
+    metrics = read_metrics()
+    labels = {"server_address": "late-backend", "orchestro_wait_outcome": "ready"}
+    assert metrics.value("orchestro_mesh_waits_total", **labels) == 1
+    assert metrics.value("orchestro_mesh_wait_duration_seconds_count", **labels) == 1
 
 
 async def test_waiting_for_an_instance_is_bounded() -> None:
