@@ -178,10 +178,5 @@ class RegistryView:
 
 
 def _same(a: tuple[Instance, ...], b: tuple[Instance, ...]) -> bool:
-    """Whether two sorted lists of a cell's instances say the same (id, state, address)."""
-    if len(a) != len(b):
-        return False
-    return all(
-        x is y or (x.id == y.id and x.state == y.state and x.url == y.url)
-        for x, y in zip(a, b, strict=True)
-    )
+    """Whether two sorted lists of a cell's instances hold the same records."""
+    return len(a) == len(b) and all(x is y or x == y for x, y in zip(a, b, strict=True))
