@@ -16,7 +16,9 @@ async def test_frontend_calls_greeter_across_processes(cli_processes: list[Cli])
     greeter = await start_cli("run", "examples/hello.py", "--port", "0")
     cli_processes.append(greeter)
     await greeter.wait_serving()
-    frontend = await start_cli("run", "examples/frontend.py", "--port", "0")
+    # A call waits this long for a greeter to (re)appear before failing (default 10 s).
+    wait = {"ORCHESTRO_MESH_WAIT_FOR_INSTANCES": "0.5"}
+    frontend = await start_cli("run", "examples/frontend.py", "--port", "0", env=wait)
     cli_processes.append(frontend)
     url = (await frontend.wait_serving())["frontend"]
     async with aiohttp.ClientSession() as session:
@@ -31,7 +33,7 @@ async def test_frontend_calls_greeter_across_processes(cli_processes: list[Cli])
         greeter.signal(signal.SIGTERM)
         assert await greeter.wait() == 0
         async with session.get(f"{url}/hello/Ada") as response:
-            assert response.status == 503  # no greeter left: a clear answer, not a hang
+            assert response.status == 503  # no greeter came back: a clear answer, not a hang
             assert (await response.json())["detail"].startswith("the greeter is unavailable")
     frontend.signal()
     assert await frontend.wait() == 0

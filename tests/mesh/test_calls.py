@@ -182,7 +182,8 @@ async def test_retry_budget_stops_a_retry_storm(cluster: Cluster) -> None:
 
 
 async def test_no_instances(cluster: Cluster) -> None:
-    calls = Mesh(RegistryView(cluster.registry))
+    # Waits wait_for_instances (here 50 ms) for one to appear, then fails.
+    calls = Mesh(RegistryView(cluster.registry), policy=CallPolicy(wait_for_instances=0.05))
     cluster.meshes.append(calls)
     await calls.start()
     with pytest.raises(NoInstancesError, match="no ready instance of cell 'stock'"):
@@ -248,4 +249,4 @@ async def test_calls_to_a_cell_in_this_process_skip_the_network(cluster: Cluster
 
     await host.drain()  # draining: the local path is closed, calls go over the network
     with pytest.raises(NoInstancesError):
-        await client.get("tea")
+        await calls.client(Stock, policy=CallPolicy(wait_for_instances=0)).get("tea")

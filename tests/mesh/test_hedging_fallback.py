@@ -101,7 +101,11 @@ async def test_fallback_answers_when_the_call_finally_fails() -> None:
 
 
 async def test_fallback_covers_no_instances() -> None:
-    async with Mesh("memory://", transport=MockTransport(lambda i, r: None)) as calls:
+    async with Mesh(
+        "memory://",
+        transport=MockTransport(lambda i, r: None),
+        policy=CallPolicy(wait_for_instances=0),
+    ) as calls:
         greeter = calls.client(Greeter, fallback={"greet": lambda e, **kw: Greeting(message="-")})
         assert (await greeter.greet()).message == "-"
         with pytest.raises(NoInstancesError):

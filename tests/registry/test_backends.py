@@ -53,7 +53,6 @@ def test_default_local_path_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_pat
         ("etcd://host:notaport", "'host:notaport' is not host:port"),
         ("static://orders", "'orders' is not name=http://host:port"),
         ("static://orders=ftp://x", "is not name=http://host:port"),
-        ("local:///proc/orchestro/registry.db", "cannot create /proc/orchestro"),
     ],
 )
 def test_bad_urls_say_what_to_write(url: str, message: str) -> None:
@@ -61,11 +60,25 @@ def test_bad_urls_say_what_to_write(url: str, message: str) -> None:
         open_registry(url)
 
 
-def test_corrupt_database_names_the_file_and_the_fix(tmp_path: Path) -> None:
+async def test_an_unwritable_local_path_is_reported_when_opened() -> None:
+    # Opening a local:// file is I/O (and may wait for a lock): it happens in a thread, on
+    # open() (which the registry view's start calls) or on first use.
+    registry = open_registry("local:///proc/orchestro/registry.db")
+    with pytest.raises(ConfigurationError, match="cannot create /proc/orchestro"):
+        await registry.open()  # type: ignore[attr-defined]
+    await registry.aclose()
+
+
+async def test_corrupt_database_names_the_file_and_the_fix(tmp_path: Path) -> None:
     path = tmp_path / "registry.db"
     path.write_bytes(b"this is not sqlite" * 100)
+    registry = open_registry(f"local://{path}")
     with pytest.raises(ConfigurationError, match=r"is not a registry database .* delete it"):
-        open_registry(f"local://{path}")
+        await registry.list()
+    view = RegistryView(registry)
+    with pytest.raises(ConfigurationError, match=r"is not a registry database"):
+        await view.start()
+    await registry.aclose()
 
 
 async def test_static_registry_lists_its_addresses() -> None:

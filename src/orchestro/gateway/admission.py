@@ -7,9 +7,20 @@ updates inline, where a hook step cost two function calls per request.
 
 from __future__ import annotations
 
+from typing import Final
+
 from ..errors import HTTPError
 
-__all__ = ["Admission", "Gate"]
+__all__ = ["UNPROCESSED_HEADER", "Admission", "Gate"]
+
+# On a 503 refused by admission (starting, draining, at the concurrency limit): the service
+# never saw the request, so a caller may send it again, to this instance or another, whatever
+# its method (gRPC's "transparent retry" of a stream the server refused unprocessed, and
+# HTTP/2's REFUSED_STREAM). The mesh reads it (mesh/outcomes.py). Its value says why: the
+# gate's reason ("draining": a caller stops choosing this instance at once, ahead of its
+# registry view; "starting"), or "busy" at the concurrency limit.
+UNPROCESSED_HEADER: Final = "x-orchestro-unprocessed"
+_BUSY = {"Retry-After": "1", UNPROCESSED_HEADER: "busy"}
 
 
 class Gate:
@@ -19,7 +30,7 @@ class Gate:
     admission and ``/readyz`` read it.
     """
 
-    __slots__ = ("admits", "admitted", "in_flight", "is_open", "reason")
+    __slots__ = ("admission", "admits", "admitted", "in_flight", "is_open", "reason")
 
     def __init__(self) -> None:
         self.is_open = False  # ready (what /readyz says)
@@ -27,6 +38,9 @@ class Gate:
         self.reason = "starting"
         self.in_flight = 0
         self.admitted = 0  # requests let in since start (a replica's load report)
+        # The admission of the cell's routes (its concurrency limit), once the gateway is
+        # built: calls from this process (the mesh's local transport) pass it too.
+        self.admission: Admission | None = None
 
     def open(self) -> None:
         self.is_open = self.admits = True
@@ -57,11 +71,21 @@ class Admission:
         self._busy = (
             f"cell {cell!r} is answering its limit of {max_concurrency} concurrent requests"
         )
+        gate.admission = self
+
+    def admits(self) -> bool:
+        """Whether a request may come in now (the frame inlines the same test)."""
+        gate = self.gate
+        return gate.admits and gate.in_flight < self.limit
 
     def refusal(self) -> HTTPError:
-        """The 503 for a request the gate does not let in now."""
-        if not self.gate.admits:
+        """The 503 for a request the gate does not let in now, marked as not processed
+        (:data:`UNPROCESSED_HEADER`): safe to send again for any method."""
+        gate = self.gate
+        if not gate.admits:
             return HTTPError(
-                503, f"cell {self._cell!r} is {self.gate.reason}", headers={"Retry-After": "1"}
+                503,
+                f"cell {self._cell!r} is {gate.reason}",
+                headers={"Retry-After": "1", UNPROCESSED_HEADER: gate.reason},
             )
-        return HTTPError(503, self._busy, headers={"Retry-After": "1"})
+        return HTTPError(503, self._busy, headers=_BUSY)

@@ -151,9 +151,13 @@ class OutlierDetector:
         if self.on_eject is not None:
             self.on_eject(instance_id)
 
-    def forget(self, live: Sequence[str]) -> None:
+    def tracked(self) -> int:
+        """How many instances this detector keeps state for."""
+        return len(self._health)
+
+    def forget(self, live: Sequence[str] | set[str]) -> None:
         """Drop the state of instances that left the registry."""
-        keep = set(live)
+        keep = live if isinstance(live, set) else set(live)
         for iid in [i for i in self._health if i not in keep]:
             del self._health[iid]
             self._ejected.discard(iid)

@@ -1,10 +1,15 @@
 """The mesh: call another cell by name, as robustly as a service-mesh data plane would.
 
 ```
-stub / raw client ─► Mesh.call ─► resolve (registry view, locality) ─► outlier ejection
-  ─► balancer ─► deadline header ─► transport ─► classify ─► retry (tenacity backoff,
-  idempotent only, within the retry budget and the deadline)
+stub / raw client ─► Mesh.call ─► resolve (registry view, locality; none ready: wait for
+  one, within the deadline) ─► outlier ejection ─► balancer ─► deadline header ─► transport
+  ─► classify ─► retry (tenacity backoff, idempotent only — or any method when the callee
+  refused the request unprocessed — within the retry budget and the deadline)
 ```
+
+What the mesh keeps per instance is forgotten once the instance has left the registry view
+(when a target next sees the view changed), and what it keeps per policy is bounded, so a
+long-lived caller's memory does not grow with restarts, autoscaling or ad-hoc policies.
 
 ```python
 async with Mesh(registry="local://") as mesh:
@@ -38,13 +43,14 @@ from ..errors import (
 from ..registry import Instance, Registry, RegistryView, open_registry
 from .clock import Clock, MonotonicClock
 from .deadline import ATTEMPT_HEADER, CALLER_HEADER, DEADLINE_HEADER, current_deadline
-from .outcomes import remote_error, retry_after, retryable
+from .outcomes import draining, remote_error, retry_after, retryable, unprocessed
 from .policy import CallPolicy, Policies
 from .raw import RawClient
 from .target import Pick, Target
 from .transports.base import CallRequest, CallResponse, Transport
 from .transports.http import HttpTransport
 from .transports.local import call_in_process
+from .waiting import InstanceWaits, unprocessed_pause
 
 if TYPE_CHECKING:
     from ..observability.client import MeshTelemetry
@@ -56,6 +62,10 @@ Fallback = Callable[..., Any]
 
 _log = logging.getLogger("orchestro.mesh")
 _ATTEMPTS = tuple(str(n) for n in range(10))  # attempt header values, made once
+# Bounds on what is kept per policy: a Target per (cell, policy value), a stub per client()
+# key. Code that makes a policy or a fallback per call would otherwise grow them forever.
+MAX_TARGETS = 256
+MAX_STUBS = 1024
 
 
 class Mesh:
@@ -105,7 +115,12 @@ class Mesh:
         self._view_loaded = False
         self._hostname = socket.gethostname()
         self._zone = zone
-        self._targets: dict[tuple[str, int], Target] = {}
+        # Targets by (cell, policy value), oldest first; and an index by the policy object's
+        # identity (hashing a pydantic model costs microseconds a call), which keeps the
+        # policy object so that its id cannot be reused while indexed.
+        self._by_policy: dict[tuple[str, CallPolicy], Target] = {}
+        self._targets: dict[tuple[str, int], tuple[CallPolicy, Target]] = {}
+        self._waits = InstanceWaits(self.view, self._now)
         self._external: dict[str, tuple[Instance, ...]] = {}
         self._stubs: dict[Any, Any] = {}
         self._local: dict[str, list[Any]] = {}  # cell -> CellHosts serving in this process
@@ -126,7 +141,7 @@ class Mesh:
 
     def _breaker_states(self) -> list[tuple[str, str, str]]:
         found = {}
-        for (cell, _), target in list(self._targets.items()):
+        for (cell, _), target in list(self._by_policy.items()):
             for iid in target.ids:
                 found[cell, iid] = target.detector.state(iid)
         return [(cell, iid, state) for (cell, iid), state in found.items()]
@@ -206,6 +221,8 @@ class Mesh:
                 stub = RawClient(self, self._name_of(target), policy)
             else:
                 stub = build_stub(self, target, policy, dict(fallback or {}))
+            if len(self._stubs) >= MAX_STUBS:
+                del self._stubs[next(iter(self._stubs))]  # the oldest: made again if used
             self._stubs[key] = stub
         return stub
 
@@ -274,21 +291,40 @@ class Mesh:
         return self.policies.for_operation(cell, operation)
 
     def _target(self, cell: str, policy: CallPolicy) -> Target:
-        # One state (statistics, ejections, budget) per target cell and policy: the policy
-        # configures the balancer and the detector.
-        # Keyed by the policy's identity: hashing a pydantic model costs microseconds a call.
-        key = (cell, id(policy))
-        target = self._targets.get(key)
-        if target is None or target.policy is not policy:
-            target = self._targets[key] = Target(policy, self._clock)
+        """The state (statistics, ejections, budget) for calls to ``cell`` under ``policy``:
+        one per cell and policy *value* (equal policies share it), at most MAX_TARGETS, the
+        oldest made again from scratch if it is needed after being dropped."""
+        by_value = (cell, policy)
+        target = self._by_policy.get(by_value)
+        if target is None:
+            if len(self._by_policy) >= MAX_TARGETS:
+                del self._by_policy[next(iter(self._by_policy))]
+                self._targets.clear()  # may index the one dropped; rebuilt on use
+            target = self._by_policy[by_value] = Target(policy, self._clock)
             obs = self._obs if self._obs is not None else self._observe()
             if obs is not None:
                 obs.new_target(cell, target.detector)
+        if len(self._targets) >= 4 * MAX_TARGETS:
+            self._targets.clear()  # policy objects made per call: rebuilt on use
+        self._targets[cell, id(policy)] = (policy, target)
         return target
 
     def target_state(self, cell: str) -> Target | None:
         """The state kept for calls to ``cell`` under its cell-level policy (for tests)."""
-        return self._targets.get((cell, id(self.policy_for(cell))))
+        return self._by_policy.get((cell, self.policy_for(cell)))
+
+    def retained(self) -> dict[str, int]:
+        """How much per-instance and per-policy state this mesh holds (tests and leak hunts
+        read it): entries, not bytes."""
+        targets = list(self._by_policy.values())
+        return {
+            "targets": len(self._by_policy),
+            "target_index": len(self._targets),
+            "stubs": len(self._stubs),
+            "stats": sum(len(t.stats) for t in targets),
+            "health": sum(t.detector.tracked() for t in targets),
+            "indexed": sum(len(t.by_id) for t in targets),
+        }
 
     def resolve(self, cell: str) -> tuple[Instance, ...]:
         """Ready instances of ``cell``, those on this host first, then this zone."""
@@ -335,8 +371,10 @@ class Mesh:
         # (bench/mesh.py) sees it.
         if policy is None:
             policy = self.policy_for(cell)
-        target = self._targets.get((cell, id(policy)))
-        if target is None or target.policy is not policy:
+        indexed = self._targets.get((cell, id(policy)))
+        if indexed is not None and indexed[0] is policy:
+            target = indexed[1]
+        else:
             target = self._target(cell, policy)
         obs = self._obs if self._obs is not None else self._observe()
         traced = None
@@ -358,7 +396,10 @@ class Mesh:
                             await self.view.wait_ready()
                     now = self._now()
                 self._view_loaded = self.view.loaded  # once loaded, a view stays loaded
-            attempt = 1
+            attempt = 1  # requests sent (the attempt header)
+            counted = 1  # attempts that count against max_attempts
+            resends = 0  # resends of requests refused unprocessed
+            waited_until: float | None = None  # the bound on waiting for an instance
             tried: list[str] = []
             while True:
                 try:
@@ -376,8 +417,22 @@ class Mesh:
                         raise
                     response = self._answered(cell, target, pick, sent)
                     break
+                except NoInstancesError:
+                    # Restarting, or not started yet: wait (within the deadline, for at most
+                    # wait_for_instances in all) for an instance to appear.
+                    if waited_until is None:
+                        waited_until = min(deadline, self._now() + policy.wait_for_instances)
+                    if not await self._waits.wait(cell, waited_until, obs, target.draining):
+                        raise
+                    now = self._now()
                 except CallError as exc:
-                    if attempt >= policy.max_attempts or not retryable(exc, request):
+                    refused = unprocessed(exc)
+                    gone = draining(exc) if refused else None
+                    if gone is not None:
+                        target.draining.add(gone)  # ahead of the view: stop choosing it
+                    if not refused and (
+                        counted >= policy.max_attempts or not retryable(exc, request)
+                    ):
                         raise
                     if not target.budget.try_spend():
                         if obs is not None:
@@ -386,9 +441,20 @@ class Mesh:
                             f"call to {cell!r} failed ({exc}) and the retry budget is spent",
                             cell=cell,
                         ) from exc
-                    state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-                    state.attempt_number = attempt
-                    pause = max(target.wait(state), retry_after(exc))
+                    if refused:
+                        resends += 1
+                        pause = unprocessed_pause(
+                            resends, policy.backoff_base, policy.unprocessed_backoff_max
+                        )
+                    else:
+                        state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+                        state.attempt_number = counted
+                        pause = target.wait(state)
+                    if gone is None and not self._elsewhere(cell, target, tried):
+                        # Retry-After is the instance's own: a retry that goes to another,
+                        # ready instance does not sleep it (nor one that waits for a new
+                        # instance, the first being gone).
+                        pause = max(pause, retry_after(exc))
                     if self._now() + pause >= deadline:
                         raise DeadlineExceeded(
                             f"call to {cell!r} failed ({exc}) and its deadline leaves no time "
@@ -397,6 +463,8 @@ class Mesh:
                         ) from exc
                     await asyncio.sleep(pause)
                     attempt += 1
+                    if not refused:
+                        counted += 1
                     now = self._now()
                     if obs is not None:
                         obs.count(obs.retries, cell)
@@ -407,6 +475,14 @@ class Mesh:
         if traced is not None:
             obs.end_call(traced, None)  # type: ignore[union-attr]
         return response if decode is None else decode(response)
+
+    def _elsewhere(self, cell: str, target: Target, tried: list[str]) -> bool:
+        """Whether a retry now would go to a ready, available instance not tried yet."""
+        instances = self._external.get(cell) or self.view.ready(cell)
+        if len(instances) > 1:
+            instances = self._nearest(instances)
+        fresh = [i.id for i in instances if i.id not in tried and i.id not in target.draining]
+        return bool(fresh) and bool(target.detector.available(fresh))
 
     async def _hedged(
         self, cell: str, target: Target, request: CallRequest, deadline: float, tried: list[str]
@@ -476,12 +552,22 @@ class Mesh:
     ) -> Pick:
         """Resolve, skip ejected instances, balance, and stamp the deadline: no I/O."""
         instances = self._external.get(cell) or self.view.ready(cell)
+        if instances is not target.viewed:
+            # The view changed (its tuples are replaced, never mutated): forget the instances
+            # that left it (draining ones stay until they are gone).
+            if target.viewed is not None and cell not in self._external:
+                target.forget({i.id for i in self.view.instances(cell)})
+            target.viewed = instances
+        if target.draining:
+            instances = tuple(i for i in instances if i.id not in target.draining)
+            if instances == target.seen:
+                instances = target.seen  # keep the index
         if len(instances) > 1:
             instances = self._nearest(instances)
         elif not instances:
             raise NoInstancesError(f"no ready instance of cell {cell!r}", cell=cell)
         if instances is not target.seen:
-            # The view changed (its tuples are replaced, never mutated): index it once.
+            # Index the instances to choose from once.
             target.seen = instances
             target.by_id = {i.id: i for i in instances}
             target.ids = list(target.by_id)

@@ -1,27 +1,60 @@
-"""How a mesh attempt's outcome is judged: which failures may be retried, how long the
-callee asked to wait, and the error a failed answer becomes."""
+"""How a mesh attempt's outcome is judged: which failures may be retried, which were never
+processed (and so may be sent again for any method), how long the callee asked to wait, and
+the error a failed answer becomes."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any
+from typing import Any, Final
 
 from ..errors import CallError, DeadlineExceeded, RemoteError, TransportError
 from ..registry import Instance
 from .deadline import EXPIRED_HEADER
 from .transports.base import CallRequest, CallResponse
 
-__all__ = ["remote_error", "retry_after", "retryable"]
+__all__ = [
+    "UNPROCESSED_HEADER",
+    "draining",
+    "remote_error",
+    "retry_after",
+    "retryable",
+    "unprocessed",
+]
 
 # Statuses an idempotent call is retried on (429 after its Retry-After).
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+# Set by the callee's admission (gateway/admission.py, which the mesh does not import) on a
+# 503 it refused before any service code ran; a test pins that both spell it alike.
+UNPROCESSED_HEADER: Final = "x-orchestro-unprocessed"
+
+
+def unprocessed(exc: CallError) -> bool:
+    """Whether the callee certainly did not process the request: the connection was refused
+    (nothing was sent), or its admission refused it (a 503 marked so). Such a request is
+    safe to send again for any method, POST included."""
+    if isinstance(exc, TransportError):
+        return exc.connect
+    if isinstance(exc, RemoteError):
+        return exc.status == 503 and exc.problem.get("_unprocessed") is True
+    return False
+
+
+def draining(exc: CallError) -> str | None:
+    """The id of the instance that said it is draining (and will refuse every request from
+    now on), or None."""
+    if isinstance(exc, RemoteError):
+        found = exc.problem.get("_draining")
+        return found if isinstance(found, str) else None
+    return None
 
 
 def retryable(exc: CallError, request: CallRequest) -> bool:
     if isinstance(exc, TransportError):
         return exc.connect or request.idempotent  # nothing was sent: safe for any method
     if isinstance(exc, RemoteError):
+        if exc.status == 503 and exc.problem.get("_unprocessed") is True:
+            return True  # refused before the service ran: safe for any method
         return request.idempotent and exc.status in _RETRYABLE_STATUS
     return False
 
@@ -48,6 +81,12 @@ def remote_error(cell: str, instance: Instance, response: CallResponse) -> CallE
         problem = parsed if isinstance(parsed, dict) else {"detail": parsed}
     except ValueError:
         problem = {"detail": response.body[:500].decode(errors="replace")}
+    if response.status == 503:
+        why = response.headers.get(UNPROCESSED_HEADER)
+        if why:
+            problem["_unprocessed"] = True
+            if why == "draining":
+                problem["_draining"] = instance.id
     retry_after = response.headers.get("Retry-After")
     if retry_after is not None:
         with contextlib.suppress(ValueError):

@@ -33,6 +33,20 @@ class CallPolicy(BaseSettings):
     backoff_max: float = Field(
         0.25, gt=0, description="Longest retry backoff (Envoy: 10 x the base)."
     )
+    wait_for_instances: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds a call waits, within its timeout, for a ready instance of its "
+        "cell to (re)appear before failing with NoInstancesError; 0 fails at once (gRPC "
+        "wait_for_ready waits up to the deadline; Linkerd fails fast after 3 s).",
+    )
+    unprocessed_backoff_max: float = Field(
+        1.0,
+        gt=0,
+        description="Longest pause between resends of a request refused before it was "
+        "processed (connection refused, a 503 marked unprocessed); they start at "
+        "backoff_base and double (gRPC: initial 1 s, x1.6, max 120 s for reconnects).",
+    )
     retry_budget_ratio: float = Field(
         0.2, ge=0, le=1, description="Retries as a share of requests (Finagle, Linkerd: 20%)."
     )

@@ -2,8 +2,13 @@
 
 ``mesh.client(Greeter)`` returns an object whose methods have the service methods' names and
 parameters; calling one validates the arguments with the same types the callee binds them
-with, sends the request through :meth:`Mesh.call`, and validates the answer into the
-method's return type. A service's own ``idempotent`` and ``timeout`` apply.
+with (path, query, header and body alike: a ``ValidationError`` before anything is sent),
+sends the request through :meth:`Mesh.call`, and validates the answer into the method's
+return type. A service's own ``idempotent`` and ``timeout`` apply.
+
+A call to a cell hosted in this process keeps the same contract without a socket: the
+arguments and the answer are copies (a JSON round trip through the callee's types, as over
+HTTP), so neither side can change the other's objects.
 """
 
 from __future__ import annotations
@@ -95,7 +100,10 @@ def _method(
         return result.validate_json(answer.body)
 
     def decode_local(answer: Any) -> Any:
-        return None if result is None or answer is None else result.validate_python(answer)
+        if result is None or answer is None:
+            return None
+        # A copy, as over HTTP: the caller must not hold the callee's own objects.
+        return _copy(result, result.validate_python(answer))
 
     # Not a coroutine function: it returns the mesh's own coroutine, which decodes the answer
     # itself, so awaiting a stub method adds no coroutine layer of its own (each layer costs
@@ -111,9 +119,10 @@ def _method(
         host = mesh.local_host(cell)
         if host is not None:
             # In this process: validated with the callee's types, called directly.
+            # Copies, as over HTTP: the callee must not change the caller's objects.
             arguments = (
                 {
-                    name: adapters[name].validate_python(value)
+                    name: _copy(adapters[name], adapters[name].validate_python(value))
                     for name, value in bound.items()
                     if name in wire
                 }
@@ -135,11 +144,14 @@ def _method(
             value = bound[p.name]
             if value is None and p.source is not ParamSource.BODY:
                 continue  # optional and omitted: the callee applies its default
+            adapter = adapters[p.name]
             if p.source is ParamSource.BODY:
-                adapter = adapters[p.name]
                 body = adapter.dump_json(adapter.validate_python(value))
                 headers["Content-Type"] = "application/json"
-            elif p.source is ParamSource.PATH:
+                continue
+            # Checked with the callee's types before sending, as the local path does.
+            value = adapter.validate_python(value)
+            if p.source is ParamSource.PATH:
                 path = path.replace("{" + p.name + "}", quote(_text(value), safe=""))
             elif p.source is ParamSource.HEADER:
                 headers[p.alias] = _text(value)
@@ -155,3 +167,14 @@ def _method(
     call.__qualname__ = f"{cls.__name__}Stub.{op.name}"
     call.__doc__ = f"Call {cell}'s {svc.method} {svc.path} through the mesh."
     return call
+
+
+_IMMUTABLE = frozenset({int, float, str, bool, bytes, type(None)})
+
+
+def _copy(adapter: TypeAdapter[Any], value: Any) -> Any:
+    """``value`` as the other side of an HTTP call would get it: a JSON round trip through
+    its type (immutable scalars as they are)."""
+    if type(value) in _IMMUTABLE:
+        return value
+    return adapter.validate_json(adapter.dump_json(value))

@@ -50,9 +50,14 @@ class Target:
         self.latencies: deque[float] = deque(maxlen=256)  # recent successful attempts
         # The last view of the cell's instances, indexed (rebuilt when the view changes).
         self.seen: tuple[Instance, ...] | None = None
+        self.viewed: tuple[Instance, ...] | None = None  # the view's tuple, as last read
         self.by_id: dict[str, Instance] = {}
         self.ids: list[str] = []
         self.all_stats: list[EndpointStats] = []
+        # Instances that answered "draining", skipped until the view drops them or marks
+        # them draining itself: the view lags the instance by a poll or more, and every
+        # request sent there meanwhile races the instance closing its connections.
+        self.draining: set[str] = set()
         self.wait = wait_random_exponential(multiplier=policy.backoff_base, max=policy.backoff_max)
 
     def hedge_delay(self) -> float | None:
@@ -63,6 +68,16 @@ class Target:
             return None
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(self.policy.hedge_percentile * len(ordered)))]
+
+    def forget(self, live: set[str]) -> None:
+        """Drop what is kept about instances that left the registry (``live``: the ids it
+        still lists): instance ids are unique per process start, so a caller that kept them
+        would grow with every restart and every autoscaling step."""
+        gone = [iid for iid in self.stats if iid not in live]
+        for iid in gone:
+            del self.stats[iid]
+        self.detector.forget(live)
+        self.draining &= live
 
     def stat(self, instance_id: str) -> EndpointStats:
         found = self.stats.get(instance_id)

@@ -7,6 +7,9 @@ its instances drop out of every view within the TTL. Watchers poll SQLite's chea
 ``data_version`` every 50 ms and re-read the table only when a process wrote or an instance's
 expiry passed.
 
+Every SQLite call, opening the file included, runs in a worker thread: another process may
+hold the file locked for seconds, and the event loop must keep serving meanwhile.
+
 The default file is ``$XDG_RUNTIME_DIR/orchestro/registry.db`` (cleared at logout), else
 ``$XDG_STATE_HOME/orchestro/registry.db`` (``~/.local/state/...``).
 """
@@ -68,13 +71,21 @@ class LocalRegistry:
         self._mine: set[str] = set()
         self._lock = threading.Lock()
         self._warned: set[str] = set()
-        self._db = self._open()
+        # Opened on first use, in a worker thread (see open()): opening may wait seconds for
+        # another process's lock, and must never do so on the event loop.
+        self._db: sqlite3.Connection | None = None
+        self._closed = False
 
     @classmethod
     def from_url(cls, url: str, *, ttl: float) -> LocalRegistry:
         rest = url.split("://", 1)[1]
         path = Path(rest).expanduser() if rest else default_path()
         return cls(path, ttl=ttl, url=url if rest else f"local://{path}")
+
+    async def open(self) -> None:
+        """Open the file now (in a thread), so that a bad path or a corrupt file is reported
+        here rather than by the first call. Optional: every call opens it when needed."""
+        await self._run(lambda db: None)
 
     def _open(self) -> sqlite3.Connection:
         fix = "choose a writable file, e.g. --registry local:///tmp/orchestro-registry.db"
@@ -122,6 +133,10 @@ class LocalRegistry:
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def locked() -> T:
             with self._lock:
+                if self._closed:
+                    raise DiscoveryError(f"registry {self.url} is closed")
+                if self._db is None:
+                    self._db = self._open()  # in this worker thread, never on the loop
                 return fn(self._db)
 
         try:
@@ -204,18 +219,18 @@ class LocalRegistry:
     async def watch(self) -> AsyncIterator[Sequence[Instance]]:
         # `PRAGMA data_version` on a connection of its own changes whenever any other
         # connection (this process's writer included) commits; reading it costs microseconds
-        # and takes no lock in WAL mode, so it is polled on the event loop itself. The table
-        # is re-read (in a thread) only when it changed or an instance's expiry passed.
-        reader = self._reader()
+        # and takes no lock in WAL mode. It is read in a worker thread all the same (a thread
+        # hop every 50 ms costs nothing): a file another process holds locked (while it
+        # switches the file to WAL, say) would stall the event loop for the busy timeout. The
+        # table is re-read only when it changed or an instance's expiry passed.
+        await self.open()  # the file exists and is a registry: the reader may open it
+        reader = await self._in_thread(self._reader)
         last: tuple[tuple[str, str, str], ...] | None = None
         version = -1
         next_expiry = 0.0
         try:
             while True:
-                try:
-                    current = int(reader.execute("PRAGMA data_version").fetchone()[0])
-                except sqlite3.Error as exc:
-                    raise DiscoveryError(f"registry {self.url}: {exc}") from exc
+                current = await self._in_thread(lambda: _data_version(reader))
                 if current != version or time.time() >= next_expiry:
                     version = current
                     snapshot, next_expiry = await self._snapshot()
@@ -228,8 +243,13 @@ class LocalRegistry:
             reader.close()
 
     def _reader(self) -> sqlite3.Connection:
+        return sqlite3.connect(
+            self.path, timeout=0.1, isolation_level=None, check_same_thread=False
+        )
+
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
         try:
-            return sqlite3.connect(self.path, timeout=0.1, isolation_level=None)
+            return await asyncio.to_thread(fn)
         except sqlite3.Error as exc:
             raise DiscoveryError(f"registry {self.url}: {exc}") from exc
 
@@ -238,4 +258,11 @@ class LocalRegistry:
 
     def _close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._closed = True
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+def _data_version(reader: sqlite3.Connection) -> int:
+    return int(reader.execute("PRAGMA data_version").fetchone()[0])

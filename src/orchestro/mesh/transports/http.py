@@ -19,6 +19,10 @@ __all__ = ["HttpTransport"]
 
 # aiohttp's own timers off: the deadline is enforced around the whole request (see send).
 _NO_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
+# How aiohttp (3.9 to 3.14 at least) reports a request whose body could not be written
+# because the connection was closed: it sends the buffered headers with the body, so the
+# server got nothing, or an incomplete request.
+_UNWRITTEN = "Can not write request body"
 
 
 class HttpTransport:
@@ -100,6 +104,16 @@ class HttpTransport:
             raise TransportError(
                 f"cannot connect to {instance.url}: {exc.os_error}", connect=True
             ) from exc
+        except aiohttp.ClientOSError as exc:
+            if _UNWRITTEN in str(exc):
+                # A pooled connection the server closed (a drain closing idle keep-alive
+                # connections) under the request: it was not written whole, so the callee
+                # cannot have served it — as good as refused, safe to send again.
+                raise TransportError(
+                    f"{instance.url}: the connection closed before the request was sent",
+                    connect=True,
+                ) from exc
+            raise TransportError(f"{instance.url}: {exc or type(exc).__name__}") from exc
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise TransportError(f"{instance.url}: {exc or type(exc).__name__}") from exc
         finally:

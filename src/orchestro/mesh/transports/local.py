@@ -1,10 +1,12 @@
 """The local transport: a typed call to a cell hosted in this process.
 
-No socket and no serialisation, but the same admission (a draining cell is not called), the
-same deadline, the same error translation as over HTTP (``HTTPError`` becomes
-``RemoteError`` with its problem, anything else a 500 ``RemoteError``) and the same client
-telemetry: a duration per call and, while spans are recorded, a client span and the callee's
-server span.
+No socket, but the contract of an HTTP call: the callee's admission (a draining cell is not
+called; at its ``max_concurrency`` a call is refused with the 503 its gateway would answer,
+marked unprocessed, and sent again after its Retry-After while the deadline allows, as the
+mesh does over HTTP), copied arguments and answers (the stub's JSON round trip), the same
+deadline, the same error translation (``HTTPError`` becomes ``RemoteError`` with its
+problem, anything else a 500 ``RemoteError``) and the same client telemetry: a duration per
+call and, while spans are recorded, a client span and the callee's server span.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ async def call_in_process(
     ``seconds``; an answer is ``decode(result)``, errors are translated as over HTTP."""
     gate = host.gate
     timeout = seconds
+    admission = gate.admission
+    if not gate.admits or (admission is not None and gate.in_flight >= admission.limit):
+        await _admitted(cell, gate, time.monotonic() + timeout)
     call = getattr(host.instance, operation)
     # The loop's deadline timer rather than asyncio.timeout(): the same cancellation for a
     # fraction of the cost, which matters on a path that should cost a few microseconds.
@@ -54,6 +59,7 @@ async def call_in_process(
     outcome: int | str = 200
     expiry = timer.start(time.monotonic() + timeout, task)
     gate.in_flight += 1
+    gate.admitted += 1
     try:
         answer = await call(**arguments)
         return answer if decode is None else decode(answer)
@@ -86,6 +92,37 @@ async def call_in_process(
             obs.record(cell, method, outcome, _clock() - started)
             if spans is not None:
                 obs.end_local(spans, outcome)
+
+
+async def _admitted(cell: str, gate: Any, deadline: float) -> None:
+    """Wait until the callee's admission lets a call in, resending (after its Retry-After)
+    while the deadline allows, as the mesh does with a 503 marked unprocessed over HTTP;
+    else raise what the caller would get over HTTP."""
+    while True:
+        admission = gate.admission
+        if gate.admits and (admission is None or gate.in_flight < admission.limit):
+            return
+        refusal = admission.refusal() if admission is not None else None
+        problem = (
+            refusal.to_problem()
+            if refusal is not None
+            else {"type": "about:blank", "title": "Service Unavailable", "status": 503}
+        )
+        problem["_unprocessed"] = True
+        error = RemoteError(
+            f"cell {cell!r} (in process) answered 503: {problem.get('detail', '')}",
+            cell=cell,
+            status=503,
+            problem=problem,
+        )
+        pause = 1.0  # the gateway's Retry-After
+        problem["_retry_after"] = pause
+        if time.monotonic() + pause >= deadline:
+            raise DeadlineExceeded(
+                f"call to {cell!r} failed ({error}) and its deadline leaves no time to retry",
+                cell=cell,
+            ) from error
+        await asyncio.sleep(pause)
 
 
 def _internal(cell: str, operation: str, exc: BaseException) -> RemoteError:
