@@ -8,6 +8,7 @@ Backends are chosen by URL and imported only when chosen:
 | ``etcd://host:port[,host:port]`` | etcd v3, for many machines |
 | ``memory://`` | one process |
 | ``static://name=http://host:port,...`` | fixed addresses |
+| ``dns://[SERVER:PORT]/cell=host[:port],...`` | DNS records (a headless Service's A/AAAA + SRV) |
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ BACKENDS: Final = {
     "etcd": "orchestro.registry.etcd:EtcdRegistry",
     "memory": "orchestro.registry.memory:MemoryRegistry",
     "static": "orchestro.registry.static:StaticRegistry",
+    "dns": "orchestro.registry.dns:DnsRegistry",
 }
 
 

@@ -10,8 +10,8 @@ expiry passed.
 Every SQLite call, opening the file included, runs in a worker thread: another process may
 hold the file locked for seconds, and the event loop must keep serving meanwhile.
 
-The default file is ``$XDG_RUNTIME_DIR/orchestro/registry.db`` (cleared at logout), else
-``$XDG_STATE_HOME/orchestro/registry.db`` (``~/.local/state/...``).
+The default file is ``registry.db`` in the state directory (``$ORCHESTRO_STATE_DIR``, else
+``$XDG_RUNTIME_DIR/orchestro``, cleared at logout, else ``$XDG_STATE_HOME/orchestro``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any, NoReturn, TypeVar
 from pydantic import ValidationError
 
 from ..errors import ConfigurationError, DiscoveryError
+from ..state import default_state_dir
 from .base import Instance, LeaseLost
 
 __all__ = ["LocalRegistry", "default_path"]
@@ -53,11 +54,8 @@ POLL_INTERVAL = 0.05
 
 
 def default_path() -> Path:
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return Path(runtime) / "orchestro" / "registry.db"
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "orchestro" / "registry.db"
+    """``registry.db`` in the state directory (:mod:`orchestro.state`)."""
+    return default_state_dir() / "registry.db"
 
 
 class LocalRegistry:
