@@ -136,7 +136,7 @@ async def test_ls_errors() -> None:
     assert code == 2
     assert err.strip() == (
         "orchestro: error: registry URL 'nope://x': unknown scheme 'nope'; use one of "
-        "local://, etcd://, memory://, static://"
+        "local://, etcd://, memory://, static://, dns://"
     )
 
 
