@@ -36,7 +36,13 @@ from aiohttp import web
 
 from ..cell.spec import CellSpec, OperationSpec
 from ..errors import HTTPError
-from ..mesh.deadline import DEADLINE_HEADER, EXPIRED_HEADER, parse_deadline, set_deadline
+from ..mesh.deadline import (
+    DEADLINE_HEADER,
+    EXPIRED_HEADER,
+    InvalidDeadline,
+    parse_deadline,
+    set_deadline,
+)
 from ..observability.context import set_current
 from ..timer import DeadlineTimer, timer_for
 from .admission import Admission
@@ -229,19 +235,24 @@ class Pipeline:
             for before in route.befores:
                 before(request)
                 entered += 1
+            # The caller's deadline (which nested calls inherit) or the service's timeout,
+            # whichever comes first, enforced by the loop's deadline timer: inline, since a
+            # coroutine or asyncio.timeout() here would cost every such request. Read before
+            # the method's coroutine is made, so that a bad header leaves none unawaited.
+            header = request.headers.get(DEADLINE_HEADER)
+            when = None
+            if header is not None:
+                try:
+                    when = parse_deadline(header)
+                except InvalidDeadline as exc:
+                    raise HTTPError(400, str(exc)) from None
+                set_deadline(when)
             if endpoint.bind is not None:
                 call = endpoint.method(**endpoint.bind(request, match.params))
             elif endpoint.bind_async is not None:
                 call = endpoint.method(**(await endpoint.bind_async(request, match.params)))
             else:
                 call = endpoint.method(request)
-            # The caller's deadline (which nested calls inherit) or the service's timeout,
-            # whichever comes first, enforced by the loop's deadline timer: inline, since a
-            # coroutine or asyncio.timeout() here would cost every such request.
-            header = request.headers.get(DEADLINE_HEADER)
-            when = None if header is None else parse_deadline(header)
-            if when is not None:
-                set_deadline(when)
             own = False  # whether the service's own timeout comes first
             if endpoint.timeout is not None:
                 limit = time.monotonic() + endpoint.timeout

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from opentelemetry.semconv.attributes import url_attributes
 
@@ -15,6 +16,7 @@ from ..gateway.pipeline import Route
 from ..gateway.problem import REQUEST_ID_KEY
 from .context import RequestContext
 from .instruments import SIZE_BUCKETS
+from .logs import fast_access_writer
 from .route_meter import CELL_ATTRIBUTE, RouteMeter, access_logger
 from .telemetry import Telemetry
 
@@ -36,6 +38,9 @@ class ServerTelemetry:
         # (not per request: Logger.isEnabledFor measured ~1 µs a call in the busy gateway),
         # so a level changed at run time applies within a second.
         self.access_enabled = False
+        # Where access lines go when orchestro's own JSON handler is the only one: its
+        # buffer, bypassing `logging` (see logs.fast_access_writer); None: through logging.
+        self.access_write: Callable[[str], None] | None = None
         self.telemetry_recording_seen = False  # a span was started: ends must look for one
         # Either of the two: the one flag a request's end reads.
         self.extras = False
@@ -110,6 +115,7 @@ class ServerTelemetry:
 
     def _read_access_level(self) -> None:
         self.access_enabled = self._access_log and access_logger.isEnabledFor(logging.INFO)
+        self.access_write = fast_access_writer() if self.access_enabled else None
         self.extras = self.access_enabled or self.telemetry_recording_seen
 
     def close(self) -> None:
