@@ -47,7 +47,7 @@ from ..observability.context import set_current
 from ..timer import DeadlineTimer, timer_for
 from .admission import Admission
 from .binding import Binder
-from .problem import REQUEST_ID_HEADER, REQUEST_ID_KEY, error_response
+from .problem import REQUEST_ID_HEADER, REQUEST_ID_KEY, MalformedRequests, error_response
 from .responses import renderer
 from .router import Router
 
@@ -196,6 +196,8 @@ class Pipeline:
         self._not_found = not_found
         self._not_allowed = not_allowed
         self._timer: DeadlineTimer | None = None  # the loop's, found on first use
+        # What the connection handler counts: requests refused before they reached us.
+        self.malformed = MalformedRequests(cell)
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = request.headers.get(REQUEST_ID_HEADER)
