@@ -111,8 +111,8 @@ class DeadlineTimer:
         one more than :data:`HORIZON` away, or not finite, is never armed (see the module's
         docstring)."""
         away = when - self._loop.time()
-        if away > NEAR:
-            if not away <= HORIZON:  # also NaN
+        if not away <= NEAR:  # also NaN
+            if not away <= HORIZON:
                 return Expiry(task, _UNARMED, task.cancelling())
             coarse = self._coarse
             slot = (int(when / self._resolution) // coarse + 1) * coarse
