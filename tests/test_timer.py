@@ -220,13 +220,11 @@ class _Loop:
     """Enough of an event loop for the timer's arithmetic: a clock and call_at."""
 
     now = 1000.0
-    scheduled: list[float] = []
 
     def time(self) -> float:
         return self.now
 
     def call_at(self, when: float, *args: Any) -> Any:
-        self.scheduled.append(when)
         return self
 
     def cancel(self) -> None:

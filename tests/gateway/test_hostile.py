@@ -68,7 +68,7 @@ HOSTILE: list[tuple[str, bytes]] = [
     ("x-orchestro-attempt", b"99999999999999999999999999"),
     ("x-orchestro-attempt", b"-1"),
     ("x-orchestro-caller", b"\x00admin"),
-    ("User-Agent", b"\"}{\\" * 100),
+    ("User-Agent", b'"}{\\' * 100),
 ]
 
 

@@ -92,12 +92,15 @@ def test_log_fields_belong_to_the_request() -> None:
 
 # Hostile headers: every parser takes any text, and bounds what it passes on.
 
+
 @given(st.text(max_size=300))
 def test_any_traceparent_text_is_parsed_or_ignored(value: str) -> None:
     parsed = parse_traceparent(value)
     if parsed is not None:
         trace_id, span_id, flags = parsed
-        assert 0 < trace_id < 2**128 and 0 < span_id < 2**64 and 0 <= flags < 256
+        assert 0 < trace_id < 2**128
+        assert 0 < span_id < 2**64
+        assert 0 <= flags < 256
 
 
 @given(

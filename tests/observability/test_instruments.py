@@ -100,5 +100,6 @@ def test_observed_counters_are_monotonic_sums() -> None:
     dropped = producer.gauge("dropped", "{line}", "Dropped lines.", monotonic=True)
     dropped.observers["x"] = lambda: [({}, 7)]
     (metric,) = producer.produce()
-    assert isinstance(metric.data, Sum) and metric.data.is_monotonic
+    assert isinstance(metric.data, Sum)
+    assert metric.data.is_monotonic
     assert metric.data.data_points[0].value == 7

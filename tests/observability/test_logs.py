@@ -131,6 +131,7 @@ def test_a_stream_nobody_reads_drops_and_counts_instead_of_blocking() -> None:
         received = b""
         deadline = time.monotonic() + 20
         os.set_blocking(read_end, False)
+
         def reported() -> int:
             found = re.findall(r"^(\d+) log lines dropped", received.decode(), re.MULTILINE)
             return sum(int(n) for n in found)

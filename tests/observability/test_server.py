@@ -260,9 +260,8 @@ def test_the_load_reports_p95_is_a_sliding_window_that_reads_do_not_change() -> 
     from orchestro.observability.telemetry import Telemetry
 
     now = [100.0]
-    server = ServerTelemetry(
-        Telemetry(service_name="p95", set_global=False), "p95", "p95-1", Gate(), clock=lambda: now[0]
-    )
+    telemetry = Telemetry(service_name="p95", set_global=False)
+    server = ServerTelemetry(telemetry, "p95", "p95-1", Gate(), clock=lambda: now[0])
     durations = server._duration.series({CELL_ATTRIBUTE: "p95", "http.route": "/x"})
 
     def tick() -> None:  # what the one-second fold timer does
