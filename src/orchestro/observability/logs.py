@@ -23,9 +23,12 @@ than blocking; once the stream takes lines again, one line says how many were dr
 (``logging.shutdown``) the buffer is flushed for up to :data:`FLUSH_TIMEOUT` seconds.
 
 **Access lines are cheap.** When the access log goes only to orchestro's own JSON handler
-(the default outside a terminal), the gateway writes each line with :func:`access_line` — one
-f-string, no ``LogRecord`` — straight into the handler's buffer; otherwise it logs through
-``logging`` as any record (see :mod:`.route_meter`).
+(the default outside a terminal), the gateway makes each line with :class:`AccessLines` — one
+f-string, no ``LogRecord`` — and puts it straight into the handler's buffer; otherwise it logs
+through ``logging`` as any record (see :mod:`.route_meter`).
+
+The handlers alive (for the drop count) and the timestamp cache are per process, as the
+logging configuration itself is.
 """
 
 from __future__ import annotations
@@ -130,25 +133,25 @@ _CONTEXT: Final = ("cell", "instance", "request_id", "trace_id", "span_id")
 
 
 class _Stamp:
-    """The last millisecond formatted, and the strftime of its second: a busy gateway writes
-    many lines a millisecond, and formats a second once."""
+    """The last millisecond formatted and the last second: a busy gateway writes many lines a
+    millisecond, and formats a second once. Each is one (number, text) pair, replaced whole,
+    so that a thread reading it never pairs one's number with another's text."""
 
-    milli = -1
-    text = ""
-    second = -1
-    second_text = ""
+    milli: tuple[int, str] = (-1, "")
+    second: tuple[int, str] = (-1, "")
 
 
 def _iso(created: float, cache: type[_Stamp] = _Stamp) -> str:
     milli = int(created * 1000)
-    if milli == cache.milli:
-        return cache.text
+    last = cache.milli
+    if last[0] == milli:
+        return last[1]
     seconds, millis = divmod(milli, 1000)
-    if cache.second != seconds:
-        cache.second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-        cache.second = seconds
-    text = cache.text = f"{cache.second_text}.{millis:03d}Z"
-    cache.milli = milli
+    second = cache.second
+    if second[0] != seconds:
+        second = cache.second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    text = f"{second[1]}.{millis:03d}Z"
+    cache.milli = (milli, text)
     return text
 
 
