@@ -24,7 +24,11 @@ def test_lines_to_a_pipe_nobody_reads_are_dropped_and_counted_never_waited_for()
         assert elapsed < 30  # it returned at all: a blocking write would hang here forever
         relay.close(within=0.1)  # the writer is stuck on the full pipe: close does not wait
     finally:
-        os.close(read_end)  # the stuck write fails now, and the thread ends
+        os.close(read_end)  # the stuck write fails now, the queue drains, the thread ends
+        relay.close(within=30)
+        # Only then may the descriptor go: a later pipe reusing its number would get the
+        # writer's leftover lines.
+        assert not relay.writing
         os.close(write_end)
 
 

@@ -14,6 +14,7 @@ import contextlib
 import os
 import queue
 import threading
+import time
 
 __all__ = ["OutputRelay"]
 
@@ -38,9 +39,15 @@ class OutputRelay:
 
     def close(self, within: float = 1.0) -> None:
         """Write what is queued if that takes at most ``within`` seconds, then stop."""
+        began = time.monotonic()
         with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
-        self._thread.join(within)
+            self._queue.put(None, timeout=within)  # a full queue may drain meanwhile
+        self._thread.join(max(0.0, within - (time.monotonic() - began)))
+
+    @property
+    def writing(self) -> bool:
+        """Whether the writer thread is still running."""
+        return self._thread.is_alive()
 
     def _write(self) -> None:
         while True:
