@@ -168,3 +168,91 @@ def test_the_timer_works_on_uvloop() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(main()) >= 0.03
+
+
+# Hostile deadlines: memory is bounded by the deadlines pending, whatever callers ask for.
+
+
+async def test_distinct_far_deadlines_free_their_slots_when_stopped() -> None:
+    import random
+
+    loop = asyncio.get_running_loop()
+    timer = DeadlineTimer(loop)
+    task = current()
+    baseline = timer.slot_count
+    rng = random.Random(7)
+    for _ in range(20_000):  # one distinct far-future deadline per "request"
+        expiry = timer.start(loop.time() + rng.uniform(0.01, 80_000.0), task)
+        timer.stop(expiry)
+    assert timer.slot_count == baseline
+    assert timer.heap_size <= 2 * timer.slot_count + 65  # stale heap entries are bounded too
+    assert len(timer) == 0
+
+
+async def test_deadlines_far_away_share_coarse_slots() -> None:
+    from orchestro.timer import COARSE, NEAR
+
+    loop = asyncio.get_running_loop()
+    timer = DeadlineTimer(loop)
+    task = current()
+    now = loop.time()
+    expiries = [timer.start(now + NEAR + 1 + i * 0.001, task) for i in range(5_000)]
+    # 5 s of distinct deadlines: a handful of one-second slots, not a thousand 5 ms ones.
+    assert timer.slot_count <= 5 / COARSE + 2
+    for expiry in expiries:
+        timer.stop(expiry)
+    assert timer.slot_count == 0
+
+
+@pytest.mark.parametrize("when", [float("inf"), float("nan"), 1e300])
+async def test_absurd_deadlines_are_not_armed_and_never_raise(when: float) -> None:
+    loop = asyncio.get_running_loop()
+    timer = DeadlineTimer(loop)
+    expiry = timer.start(when, current())
+    assert timer.slot_count == 0
+    timer.stop(expiry)
+    await asyncio.sleep(2 * RESOLUTION)
+    assert not expiry.fired
+    assert current().cancelling() == 0
+
+
+class _Loop:
+    """Enough of an event loop for the timer's arithmetic: a clock and call_at."""
+
+    now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, *args: Any) -> Any:
+        return self
+
+    def cancel(self) -> None:
+        pass
+
+
+class _Task:
+    def cancelling(self) -> int:
+        return 0
+
+
+def test_a_deadline_is_never_armed_early_and_far_ones_at_most_a_coarse_slot_late() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from orchestro.timer import COARSE, HORIZON, NEAR
+
+    loop = _Loop()
+    timer = DeadlineTimer(loop)  # type: ignore[arg-type]
+
+    @given(st.floats(min_value=0.0, max_value=HORIZON, allow_nan=False))
+    def check(away: float) -> None:
+        when = loop.now + away
+        expiry = timer.start(when, _Task())  # type: ignore[arg-type]
+        fires = expiry.slot * RESOLUTION
+        assert fires >= when
+        assert fires - when <= (COARSE if away > NEAR else RESOLUTION) + 1e-6
+        timer.stop(expiry)
+        assert timer.slot_count == 0
+
+    check()

@@ -14,6 +14,14 @@ slot. Starting a deadline adds an entry to its slot's set, stopping it removes t
 only a slot's first entry touches the loop's heap. A deadline therefore fires up to
 :data:`RESOLUTION` late, never early.
 
+Memory is bounded by the deadlines pending, whatever deadlines callers ask for: a slot whose
+last deadline stops is freed at once (its heap entry is dropped lazily, the heap rebuilt when
+stale entries outnumber live ones), deadlines more than :data:`NEAR` seconds away share
+slots of :data:`COARSE` seconds (they fire up to a second late), and a deadline more than
+:data:`HORIZON` away — or not a finite number — is not armed at all: nothing orchestro runs
+lives that long, and the deadline header is clamped far below it
+(:data:`orchestro.mesh.deadline.MAX_DEADLINE_MS`).
+
 A fired deadline cancels its task, and the code that started it turns that cancellation
 into its own error::
 
@@ -40,9 +48,22 @@ import heapq
 import weakref
 from typing import Final
 
-__all__ = ["RESOLUTION", "DeadlineTimer", "Expiry", "running_timer", "timer_for"]
+__all__ = [
+    "COARSE",
+    "HORIZON",
+    "NEAR",
+    "RESOLUTION",
+    "DeadlineTimer",
+    "Expiry",
+    "running_timer",
+    "timer_for",
+]
 
 RESOLUTION: Final = 0.005  # seconds: how late a deadline may fire
+NEAR: Final = 60.0  # seconds: deadlines farther away than this share coarse slots
+COARSE: Final = 1.0  # seconds: how late a deadline more than NEAR away may fire
+HORIZON: Final = 7 * 86400.0  # seconds: a deadline farther away is not armed
+_UNARMED: Final = -1  # the slot of a deadline that is not armed
 
 
 class Expiry:
@@ -63,6 +84,7 @@ class DeadlineTimer:
     def __init__(self, loop: asyncio.AbstractEventLoop, resolution: float = RESOLUTION) -> None:
         self._loop = loop
         self._resolution = resolution
+        self._coarse = max(1, round(COARSE / resolution))  # slots per coarse slot
         self._slots: dict[int, set[Expiry]] = {}
         self._due: list[int] = []  # heap of the slots in _slots
         self._handle: asyncio.TimerHandle | None = None
@@ -72,9 +94,30 @@ class DeadlineTimer:
         """Deadlines started and neither stopped nor fired."""
         return sum(len(entries) for entries in self._slots.values())
 
+    @property
+    def slot_count(self) -> int:
+        """Slots held (each a set and a heap entry): bounded by the deadlines pending."""
+        return len(self._slots)
+
+    @property
+    def heap_size(self) -> int:
+        """Entries of the slot heap, stale ones included (at most about twice the slots)."""
+        return len(self._due)
+
     def start(self, when: float, task: asyncio.Task[object]) -> Expiry:
-        """Cancel ``task`` at ``when`` (on the loop's clock) unless stopped before."""
-        slot = int(when / self._resolution) + 1  # rounded up: never early
+        """Cancel ``task`` at ``when`` (on the loop's clock) unless stopped before.
+
+        A deadline more than :data:`NEAR` seconds away may fire up to :data:`COARSE` late;
+        one more than :data:`HORIZON` away, or not finite, is never armed (see the module's
+        docstring)."""
+        away = when - self._loop.time()
+        if not away <= NEAR:  # also NaN
+            if not away <= HORIZON:
+                return Expiry(task, _UNARMED, task.cancelling())
+            coarse = self._coarse
+            slot = (int(when / self._resolution) // coarse + 1) * coarse
+        else:
+            slot = int(when / self._resolution) + 1  # rounded up: never early
         expiry = Expiry(task, slot, task.cancelling())
         entries = self._slots.get(slot)
         if entries is None:
@@ -87,9 +130,17 @@ class DeadlineTimer:
 
     def stop(self, expiry: Expiry) -> None:
         """The work finished (or failed) before its deadline: forget the deadline."""
-        entries = self._slots.get(expiry.slot)
+        slot = expiry.slot
+        entries = self._slots.get(slot)
         if entries is not None:
             entries.discard(expiry)
+            if not entries:
+                # Freed at once: a distinct far deadline per request must not hold a slot
+                # until its time comes. Its heap entry goes stale; rebuild the heap when
+                # stale entries outnumber the live ones (amortised O(1) per stop).
+                del self._slots[slot]
+                if len(self._due) > 2 * len(self._slots) + 64:
+                    self._due = sorted(self._slots)  # a sorted list is a heap
 
     @staticmethod
     def expired(expiry: Expiry) -> bool:
@@ -116,6 +167,9 @@ class DeadlineTimer:
                 if not expiry.task.done():
                     expiry.fired = True
                     expiry.task.cancel()
+        slots = self._slots
+        while due and due[0] not in slots:  # stale: freed by stop()
+            heapq.heappop(due)
         if due:
             self._schedule(due[0])
 

@@ -1,5 +1,6 @@
 """The hot-path instruments and their production as OpenTelemetry data."""
 
+import pytest
 from opentelemetry.sdk.metrics.export import Gauge, Histogram, Sum
 
 from orchestro.observability.instruments import Producer
@@ -59,3 +60,46 @@ def test_empty_families_produce_nothing() -> None:
     producer.histogram("h", "s", "d").series({"a": 1})
     producer.counter("c", "1", "d")
     assert producer.produce() == []
+
+
+def test_folds_from_two_threads_count_every_value_once() -> None:
+    import sys
+    import threading
+
+    series = Producer().histogram("race", "s", "Raced folds.").series({"k": "v"})
+    appended = 200_000
+    stop = threading.Event()
+
+    def fold_forever() -> None:  # the periodic exporter's thread, and a scrape's
+        while not stop.is_set():
+            series.fold()
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    folders = [threading.Thread(target=fold_forever) for _ in range(2)]
+    try:
+        for thread in folders:
+            thread.start()
+        for i in range(appended):  # the event loop's thread, recording
+            series.append(0.001 if i % 2 else 1.0)
+            if i % 1000 == 0:
+                series.fold()
+    finally:
+        stop.set()
+        for thread in folders:
+            thread.join()
+        sys.setswitchinterval(previous)
+    count, total, counts, _, _ = series.snapshot()
+    assert count == appended == sum(counts)
+    assert counts[0] == appended // 2  # a value counted twice or lost shows here
+    assert total == pytest.approx(appended / 2 * 1.001)
+
+
+def test_observed_counters_are_monotonic_sums() -> None:
+    producer = Producer()
+    dropped = producer.gauge("dropped", "{line}", "Dropped lines.", monotonic=True)
+    dropped.observers["x"] = lambda: [({}, 7)]
+    (metric,) = producer.produce()
+    assert isinstance(metric.data, Sum)
+    assert metric.data.is_monotonic
+    assert metric.data.data_points[0].value == 7

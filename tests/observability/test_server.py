@@ -251,3 +251,41 @@ async def test_a_cells_own_telemetry_joins_orchestros(
     assert line.trace_id == f"{server.context.trace_id:032x}"  # type: ignore[attr-defined]
     assert line.order_id == 1  # type: ignore[attr-defined]
     assert line.sku == "tea"  # type: ignore[attr-defined]
+
+
+def test_the_load_reports_p95_is_a_sliding_window_that_reads_do_not_change() -> None:
+    from orchestro.gateway.admission import Gate
+    from orchestro.observability.route_meter import CELL_ATTRIBUTE
+    from orchestro.observability.server import P95_WINDOW, ServerTelemetry
+    from orchestro.observability.telemetry import Telemetry
+
+    now = [100.0]
+    telemetry = Telemetry(service_name="p95", set_global=False)
+    server = ServerTelemetry(telemetry, "p95", "p95-1", Gate(), clock=lambda: now[0])
+    durations = server._duration.series({CELL_ATTRIBUTE: "p95", "http.route": "/x"})
+
+    def tick() -> None:  # what the one-second fold timer does
+        now[0] += 1.0
+        server._remember()
+
+    server._remember()
+    for _ in range(100):
+        durations.append(0.2)  # 0.25 s bucket
+    tick()
+    first = server.latency_p95()
+    assert first == {"p95": 0.25}
+    # Two readers (the controller, a dashboard) at the same moment get the same answer:
+    assert server.latency_p95() == first
+    assert server.latency_p95() == first
+    # New, quick requests: the slow ones still count while inside the window...
+    for _ in range(10):
+        durations.append(0.001)
+    tick()
+    assert server.latency_p95() == {"p95": 0.25}
+    # ... and leave it once the window has passed over them.
+    for _ in range(int(P95_WINDOW) + 1):
+        for _ in range(50):
+            durations.append(0.001)
+        tick()
+    assert server.latency_p95() == {"p95": 0.005}
+    server.close()

@@ -25,7 +25,7 @@ from aiohttp.streams import StreamReader
 
 from ..cell.spec import CellSpec
 from ..config import GatewaySettings
-from ..errors import HTTPError
+from ..errors import CellDefinitionError, HTTPError
 from ..observability.server import ServerTelemetry
 from ..security.identity import IdentityResolver, anonymous
 from .admission import Admission, Gate
@@ -108,6 +108,15 @@ def build_gateway(
     openapi = build_openapi(spec)
     handlers = health_handlers(spec, gate, json.dumps(openapi).encode(), load)
     handlers.update(own_routes or {})
+    # The paths the gateway serves itself are what it mounts here: a service routed at one of
+    # them is refused by name (the decorator's reserved list is checked earlier, at import).
+    for op in spec.operations:
+        if op.service.path in handlers:
+            raise CellDefinitionError(
+                f"cell {spec.name!r}: service {op.name!r} is routed at {op.service.path!r}, a "
+                f"path the gateway serves itself ({', '.join(sorted(handlers))}): choose "
+                "another path"
+            )
     for path, handler in handlers.items():
         own = compose([], Route(spec, path), Endpoint.of_handler(handler))
         router.add("GET", path, own)
@@ -143,6 +152,8 @@ def build_gateway(
         not_found=compose([], unmatched, Endpoint.of_handler(_not_found), meter),
         not_allowed=not_allowed,
     )
+    if telemetry is not None:
+        telemetry.observe_malformed(pipeline.malformed)
     return Gateway(spec, pipeline, openapi, max_body)
 
 

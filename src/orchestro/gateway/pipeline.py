@@ -36,12 +36,18 @@ from aiohttp import web
 
 from ..cell.spec import CellSpec, OperationSpec
 from ..errors import HTTPError
-from ..mesh.deadline import DEADLINE_HEADER, EXPIRED_HEADER, parse_deadline, set_deadline
+from ..mesh.deadline import (
+    DEADLINE_HEADER,
+    EXPIRED_HEADER,
+    InvalidDeadline,
+    parse_deadline,
+    set_deadline,
+)
 from ..observability.context import set_current
 from ..timer import DeadlineTimer, timer_for
 from .admission import Admission
 from .binding import Binder
-from .problem import REQUEST_ID_HEADER, REQUEST_ID_KEY, error_response
+from .problem import REQUEST_ID_HEADER, REQUEST_ID_KEY, MalformedRequests, error_response
 from .responses import renderer
 from .router import Router
 
@@ -190,6 +196,8 @@ class Pipeline:
         self._not_found = not_found
         self._not_allowed = not_allowed
         self._timer: DeadlineTimer | None = None  # the loop's, found on first use
+        # What the connection handler counts: requests refused before they reached us.
+        self.malformed = MalformedRequests(cell)
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = request.headers.get(REQUEST_ID_HEADER)
@@ -229,19 +237,24 @@ class Pipeline:
             for before in route.befores:
                 before(request)
                 entered += 1
+            # The caller's deadline (which nested calls inherit) or the service's timeout,
+            # whichever comes first, enforced by the loop's deadline timer: inline, since a
+            # coroutine or asyncio.timeout() here would cost every such request. Read before
+            # the method's coroutine is made, so that a bad header leaves none unawaited.
+            header = request.headers.get(DEADLINE_HEADER)
+            when = None
+            if header is not None:
+                try:
+                    when = parse_deadline(header)
+                except InvalidDeadline as exc:
+                    raise HTTPError(400, str(exc)) from None
+                set_deadline(when)
             if endpoint.bind is not None:
                 call = endpoint.method(**endpoint.bind(request, match.params))
             elif endpoint.bind_async is not None:
                 call = endpoint.method(**(await endpoint.bind_async(request, match.params)))
             else:
                 call = endpoint.method(request)
-            # The caller's deadline (which nested calls inherit) or the service's timeout,
-            # whichever comes first, enforced by the loop's deadline timer: inline, since a
-            # coroutine or asyncio.timeout() here would cost every such request.
-            header = request.headers.get(DEADLINE_HEADER)
-            when = None if header is None else parse_deadline(header)
-            if when is not None:
-                set_deadline(when)
             own = False  # whether the service's own timeout comes first
             if endpoint.timeout is not None:
                 limit = time.monotonic() + endpoint.timeout

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from ..errors import HTTPError
 __all__ = [
     "PROBLEM_JSON",
     "PROBLEM_SCHEMA",
+    "MalformedRequests",
     "REQUEST_ID_HEADER",
     "REQUEST_ID_KEY",
     "error_response",
@@ -122,3 +124,51 @@ def error_response(request: web.BaseRequest, exc: Exception, cell: str) -> web.S
 
 
 _ENTITY_HEADERS: Final = frozenset({"content-type", "content-length"})
+
+
+class MalformedRequests:
+    """Requests aiohttp's parser refused (a bad request line or header, too long a header):
+    they never reach the pipeline. Each is counted (``counts`` by status, read by the
+    ``orchestro.gateway.malformed_requests`` metric) and logged as one WARNING line, at most
+    ``burst`` a minute, the next line saying how many were left out: a client can send them
+    at will, and each used to be an ERROR with a traceback."""
+
+    def __init__(
+        self,
+        cell: str,
+        *,
+        burst: int = 5,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cell = cell
+        self.counts: dict[int, int] = {}
+        self._burst = burst
+        self._interval = interval
+        self._clock = clock
+        self._window = -interval
+        self._logged = 0
+        self._suppressed = 0
+
+    def seen(self, status: int, peer: str | None, reason: object) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+        now = self._clock()
+        if now - self._window >= self._interval:
+            self._window, self._logged = now, 0
+        if self._logged >= self._burst:
+            self._suppressed += 1
+            return
+        self._logged += 1
+        suppressed, self._suppressed = self._suppressed, 0
+        text = " ".join(str(reason).split())  # one line, whatever the parser quoted
+        if len(text) > 200:
+            text = text[:200] + "..."
+        _log.warning(
+            "cell %s: refused a malformed request from %s with %d: %s%s",
+            self.cell,
+            peer or "?",
+            status,
+            text,
+            f" ({suppressed} more since the last such line)" if suppressed else "",
+            extra={"cell": self.cell, "http.response.status_code": status},
+        )

@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from ..errors import HTTPError, StartupError
+from .pipeline import Pipeline
 from .problem import problem_response
 
 __all__ = ["Listener", "ProblemServer"]
@@ -32,12 +33,21 @@ class _ProblemRequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        super().handle_error(request, status, exc, message)  # logs; refuses a started answer
         detail: str | None
-        if status == 500:
+        if status >= 500:
+            # Something failed outside the pipeline (which answers its own errors): a bug,
+            # logged with its traceback by aiohttp.
+            super().handle_error(request, status, exc, message)  # refuses a started answer
             detail = "the server failed while handling the request"
         else:
+            # The parser refused the request: the client's doing, at will. One line,
+            # rate-limited, and a count (no traceback: it was a log-flooding vector).
+            if request.writer.output_size > 0:
+                raise ConnectionError("the answer was started: cannot send an error instead")
             detail = message or (str(exc) if exc else None)
+            pipeline = self._manager.request_handler if self._manager is not None else None
+            if isinstance(pipeline, Pipeline):
+                pipeline.malformed.seen(status, request.remote, detail or status)
         rid = os.urandom(12).hex()
         response = problem_response(
             HTTPError(status, detail), request_id=rid, headers={"x-request-id": rid}

@@ -12,6 +12,7 @@ carry that span's id.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
@@ -25,6 +26,7 @@ __all__ = [
     "format_traceparent",
     "log_fields",
     "parse_traceparent",
+    "parse_tracestate",
     "trace_ids",
 ]
 
@@ -53,6 +55,7 @@ def parse_traceparent(value: str | None) -> tuple[int, int, int] | None:
         or value[52] != "-"
         or version == "ff"
         or (version == "00" and len(value) != 55)
+        or (len(value) > 55 and value[55] != "-")  # a later version: more fields after a dash
         or not _HEX.issuperset(value[:2] + trace_hex + span_hex + flags_hex)
     ):
         return None
@@ -60,6 +63,37 @@ def parse_traceparent(value: str | None) -> tuple[int, int, int] | None:
     if not trace_id or not span_id:
         return None
     return trace_id, span_id, int(flags_hex, 16)
+
+
+# W3C Trace Context: a list-member is key=value; a key is lower-case (optionally
+# tenant@system), a value printable ASCII without "," or "=" and not ending in a space.
+_MEMBER = re.compile(
+    r"(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
+    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+).fullmatch
+MAX_TRACESTATE = 512  # characters passed on (W3C: at least 512 SHOULD be propagated)
+MAX_TRACESTATE_MEMBERS = 32  # W3C's limit
+
+
+def parse_tracestate(value: str | None) -> str | None:
+    """``value`` if it is a valid W3C ``tracestate`` of at most :data:`MAX_TRACESTATE`
+    characters and 32 members, else None: an invalid or oversized one is not passed on
+    (the specification lets a vendor that cannot parse it drop it)."""
+    if not value or len(value) > MAX_TRACESTATE:
+        return None
+    members = [m.strip(" \t") for m in value.split(",")]
+    members = [m for m in members if m]
+    if not members or len(members) > MAX_TRACESTATE_MEMBERS:
+        return None
+    keys = set()
+    for member in members:
+        if not _MEMBER(member):
+            return None
+        key = member.partition("=")[0]
+        if key in keys:  # a key appears once
+            return None
+        keys.add(key)
+    return ",".join(members)
 
 
 def format_traceparent(trace_id: int, span_id: int, flags: int) -> str:
@@ -132,7 +166,8 @@ class RequestContext:
 
     @property
     def tracestate(self) -> str | None:
-        return self._read()[2]
+        """The caller's ``tracestate`` if valid and bounded (:func:`parse_tracestate`)."""
+        return parse_tracestate(self._read()[2])
 
     def _ids(self) -> None:
         parsed = parse_traceparent(self._read()[1])

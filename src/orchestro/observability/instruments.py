@@ -9,12 +9,15 @@ these families instead: the attributes of a series are bound once, then a measur
 the process's ``MeterProvider`` exports beside the metrics made with the OpenTelemetry API
 (see :mod:`.readers`) — the role the OpenTelemetry specification gives a *MetricProducer*.
 
-Series are created under the GIL by the event loop's thread and read by exporter threads:
-counts are plain integers, and a collection copies each series before building its point.
+Series are created under the GIL by the event loop's thread and read by exporter threads
+(a periodic OTLP reader, a ``/metrics`` scrape rendered off the loop): appends are lock-free
+(``list.append`` is atomic), and a series' fold — and the snapshot a collection takes of it —
+holds the series' lock, so two folds from two threads never count a value twice or lose one.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -77,6 +80,7 @@ class HistogramSeries:
 
     __slots__ = (
         "_bounds",
+        "_lock",
         "append",
         "attributes",
         "count",
@@ -97,14 +101,28 @@ class HistogramSeries:
         self.max = float("-inf")
         self.pending: list[float] = []
         self.append = self.pending.append
+        self._lock = threading.Lock()
 
     def record(self, value: float) -> None:
         self.append(value)
         self.fold()
 
     def fold(self) -> None:
-        """Move the buffered values into the buckets (safe against concurrent appends: a
-        value appended meanwhile stays for the next fold)."""
+        """Move the buffered values into the buckets: safe against concurrent appends (a
+        value appended meanwhile stays for the next fold) and against a fold from another
+        thread (the series' lock: a value is counted once)."""
+        if not self.pending:
+            return
+        with self._lock:
+            self._fold()
+
+    def snapshot(self) -> tuple[int, float, list[int], float, float]:
+        """Fold, then ``(count, sum, bucket counts, min, max)`` as of one instant."""
+        with self._lock:
+            self._fold()
+            return self.count, self.sum, list(self.counts), self.min, self.max
+
+    def _fold(self) -> None:
         pending = self.pending
         n = len(pending)
         if not n:
@@ -166,8 +184,7 @@ class HistogramFamily(_Family):
     def metric(self, now: int) -> Metric | None:
         points = []
         for series in list(self._series.values()):
-            series.fold()
-            count = series.count
+            count, total, counts, low, high = series.snapshot()
             if not count:
                 continue
             points.append(
@@ -176,11 +193,11 @@ class HistogramFamily(_Family):
                     start_time_unix_nano=self.start,
                     time_unix_nano=now,
                     count=count,
-                    sum=series.sum,
-                    bucket_counts=list(series.counts),
+                    sum=total,
+                    bucket_counts=counts,
                     explicit_bounds=self.bounds,
-                    min=series.min,
-                    max=series.max,
+                    min=low,
+                    max=high,
                 )
             )
         if not points:
@@ -238,12 +255,22 @@ class GaugeFamily(_Family):
 
     Each observer returns ``(attributes, value)`` pairs; components add one while they run
     (``observers[key] = fn``) and remove it when they stop. ``as_sum`` exports an up-down
-    sum (for quantities that add up across series, like active requests) instead of a gauge.
+    sum (for quantities that add up across series, like active requests) instead of a gauge;
+    ``monotonic`` a counter kept elsewhere (dropped log lines, malformed requests).
     """
 
-    def __init__(self, name: str, unit: str, description: str, *, as_sum: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        unit: str,
+        description: str,
+        *,
+        as_sum: bool = False,
+        monotonic: bool = False,
+    ) -> None:
         super().__init__(name, unit, description)
-        self.as_sum = as_sum
+        self.as_sum = as_sum or monotonic
+        self.monotonic = monotonic
         self.observers: dict[object, Callable[[], Iterable[Observation]]] = {}
 
     def metric(self, now: int) -> Metric | None:
@@ -256,7 +283,7 @@ class GaugeFamily(_Family):
             return None
         data: Sum | Gauge
         if self.as_sum:
-            data = Sum(points, AggregationTemporality.CUMULATIVE, is_monotonic=False)
+            data = Sum(points, AggregationTemporality.CUMULATIVE, is_monotonic=self.monotonic)
         else:
             data = Gauge(points)
         return Metric(self.name, self.description, self.unit, data)
@@ -295,10 +322,20 @@ class Producer:
         assert isinstance(found, CounterFamily)
         return found
 
-    def gauge(self, name: str, unit: str, description: str, *, as_sum: bool = False) -> GaugeFamily:
+    def gauge(
+        self,
+        name: str,
+        unit: str,
+        description: str,
+        *,
+        as_sum: bool = False,
+        monotonic: bool = False,
+    ) -> GaugeFamily:
         found = self._families.get(name)
         if found is None:
-            found = self._families[name] = GaugeFamily(name, unit, description, as_sum=as_sum)
+            found = self._families[name] = GaugeFamily(
+                name, unit, description, as_sum=as_sum, monotonic=monotonic
+            )
         assert isinstance(found, GaugeFamily)
         return found
 

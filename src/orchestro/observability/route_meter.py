@@ -29,6 +29,7 @@ from ..gateway.pipeline import Route
 from . import context
 from .context import TRACEPARENT, RequestContext, parse_traceparent
 from .instruments import HistogramSeries
+from .logs import AccessLines
 from .sampling import new_trace_id
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class RouteMeter:
     __slots__ = (
         "_by_status",
         "_has_body",
+        "_lines",
         "_method",
         "_owner",
         "_request_sizes",
@@ -83,6 +85,7 @@ class RouteMeter:
         self._by_status: dict[int, tuple[Append, Append]] = {}
         self._series: dict[object, tuple[Append, Append]] = {}
         self._request_sizes: dict[str, HistogramSeries] = {}
+        self._lines: AccessLines | None = None  # made on the first access line
 
     def _attributes(self, method: str, status: int | None = None) -> dict[str, str | int]:
         found: dict[str, str | int] = {CELL_ATTRIBUTE: self.cell, _METHOD: method}
@@ -157,11 +160,57 @@ class RouteMeter:
                     )
                 size.append(length)
         if self._owner.access_enabled:
-            _log_access(request, method, status, elapsed, self._template)
+            write = self._owner.access_write
+            if write is not None:
+                write(self._access_line(request, method, status, elapsed))
+            else:
+                _log_access(request, method, status, elapsed, self._template)
         if self._owner.telemetry_recording_seen:
             rc = context.get_current()
             if type(rc) is RequestContext and rc.span is not None:
                 _end_span(rc, status)
+
+    def _access_line(
+        self, request: web.BaseRequest, method: str, status: int, elapsed: float
+    ) -> str:
+        """The access line :func:`_log_access` would give orchestro's JSON handler, made
+        directly (see :class:`~.logs.AccessLines`). Its trace ids are those the request's
+        other lines carry; a request whose context nothing made whole carries only the trace
+        id someone else can see (its caller's, or the one its sampling decision drew), or
+        none."""
+        found = context.get_current()
+        if type(found) is RequestContext:
+            request_id = found.request_id
+            if found.span is not None:
+                ids = found.span[0].get_span_context()
+                trace_id, span_id = ids.trace_id, ids.span_id
+            else:
+                trace_id, span_id = found.trace_id, found.span_id
+            trace = f', "trace_id": "{trace_id:032x}", "span_id": "{span_id:016x}"'
+        else:
+            request_id = RequestContext.request_id_of(request)
+            if len(found) == 5:
+                trace = f', "trace_id": "{found[4]:032x}"'
+            else:
+                header = request.headers.get(TRACEPARENT)
+                parent = None if header is None else parse_traceparent(header)
+                trace = "" if parent is None else f', "trace_id": "{parent[0]:032x}"'
+        lines = self._lines
+        if lines is None:
+            lines = self._lines = AccessLines(self.cell, self.instance, self._template)
+        return lines.line(
+            time.time(),
+            trace,
+            request_id,
+            method,
+            request.raw_path,
+            request.path,
+            status,
+            elapsed,
+            request.headers.get("User-Agent", "-"),
+            request.remote,
+            context.extra_fields(),
+        )
 
     def _series_for(self, method: str, status: int) -> tuple[Append, Append]:
         """The (duration, response size) appends of ``method`` and ``status``."""

@@ -51,6 +51,7 @@ from prometheus_client import CollectorRegistry
 from .._version import __version__
 from ..errors import ConfigurationError
 from .instruments import Producer
+from .logs import dropped_lines
 from .process import instrument_process
 from .sampling import RequestIds, Sampling
 
@@ -161,6 +162,13 @@ class Telemetry:
         self.resource = Resource.create(attributes).merge(OTELResourceDetector().detect())
         self.service_name = str(self.resource.attributes.get(service_attributes.SERVICE_NAME))
         self.producer = Producer()
+        dropped = self.producer.gauge(
+            "orchestro.log.dropped",
+            "{line}",
+            "Log lines dropped because the log stream did not take them fast enough.",
+            monotonic=True,
+        )
+        dropped.observers["logs"] = lambda: [({}, dropped_lines())]
         self.cells: list[str] = []  # served by this process, in start order
         self.registry = CollectorRegistry(auto_describe=False)
         readers: list[MetricReader] = [_PrometheusReader(self.registry, self.producer)]
