@@ -422,14 +422,17 @@ class Mesh:
                     # wait_for_instances in all) for an instance to appear.
                     if waited_until is None:
                         waited_until = min(deadline, self._now() + policy.wait_for_instances)
-                    if not await self._waits.wait(cell, waited_until, obs, target.draining):
+                    # None listed at all: any that appears is worth trying, one marked
+                    # draining too (a pod restarted in place keeps its id).
+                    if not await self._waits.wait(cell, waited_until, obs):
                         raise
                     now = self._now()
                 except CallError as exc:
                     refused = unprocessed(exc)
                     gone = draining(exc) if refused else None
                     if gone is not None:
-                        target.draining.add(gone)  # ahead of the view: stop choosing it
+                        # Ahead of the view: stop choosing it (for a while; see DRAINING_MARK).
+                        target.mark_draining(gone, self._now())
                     if not refused and (
                         counted >= policy.max_attempts or not retryable(exc, request)
                     ):
@@ -559,9 +562,7 @@ class Mesh:
                 target.forget({i.id for i in self.view.instances(cell)})
             target.viewed = instances
         if target.draining:
-            instances = tuple(i for i in instances if i.id not in target.draining)
-            if instances == target.seen:
-                instances = target.seen  # keep the index
+            instances = target.skip_draining(instances, now)
         if len(instances) > 1:
             instances = self._nearest(instances)
         elif not instances:
