@@ -115,11 +115,14 @@ class Mesh:
         self._view_loaded = False
         self._hostname = socket.gethostname()
         self._zone = zone
-        # Targets by (cell, policy value), oldest first; and an index by the policy object's
-        # identity (hashing a pydantic model costs microseconds a call), which keeps the
-        # policy object so that its id cannot be reused while indexed.
+        # Targets by (cell, policy value); and an index by the policy object's identity
+        # (hashing a pydantic model costs microseconds a call), which keeps the policy object
+        # so that its id cannot be reused while indexed. Each call stamps its target with a
+        # use count (not move_to_end: that would hash the policy on every call), and the cap
+        # drops the least recently used one: the hottest target is usually the oldest.
         self._by_policy: dict[tuple[str, CallPolicy], Target] = {}
         self._targets: dict[tuple[str, int], tuple[CallPolicy, Target]] = {}
+        self._uses = 0
         self._waits = InstanceWaits(self.view, self._now)
         self._external: dict[str, tuple[Instance, ...]] = {}
         self._stubs: dict[Any, Any] = {}
@@ -292,13 +295,14 @@ class Mesh:
 
     def _target(self, cell: str, policy: CallPolicy) -> Target:
         """The state (statistics, ejections, budget) for calls to ``cell`` under ``policy``:
-        one per cell and policy *value* (equal policies share it), at most MAX_TARGETS, the
-        oldest made again from scratch if it is needed after being dropped."""
+        one per cell and policy *value* (equal policies share it), at most MAX_TARGETS: the
+        least recently used is dropped, and made again from scratch if it is needed later."""
         by_value = (cell, policy)
         target = self._by_policy.get(by_value)
         if target is None:
             if len(self._by_policy) >= MAX_TARGETS:
-                del self._by_policy[next(iter(self._by_policy))]
+                stale = min(self._by_policy, key=lambda key: self._by_policy[key].used)
+                del self._by_policy[stale]
                 self._targets.clear()  # may index the one dropped; rebuilt on use
             target = self._by_policy[by_value] = Target(policy, self._clock)
             obs = self._obs if self._obs is not None else self._observe()
@@ -376,6 +380,8 @@ class Mesh:
             target = indexed[1]
         else:
             target = self._target(cell, policy)
+        self._uses += 1
+        target.used = self._uses
         obs = self._obs if self._obs is not None else self._observe()
         traced = None
         if obs is not None and obs.records():

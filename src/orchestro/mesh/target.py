@@ -65,6 +65,7 @@ class Target:
         # instance by a poll or more, and every request sent there meanwhile races the
         # instance closing its connections.
         self.draining: dict[str, float] = {}
+        self.used = 0  # the mesh's use count at this target's last call (its cap is LRU)
         self.wait = wait_random_exponential(multiplier=policy.backoff_base, max=policy.backoff_max)
 
     def hedge_delay(self) -> float | None:
