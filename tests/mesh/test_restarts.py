@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from orchestro import CallPolicy, Mesh, NoInstancesError, RemoteError, TransportError
+from orchestro.errors import CallError
 from orchestro.gateway.admission import UNPROCESSED_HEADER as GATEWAY_HEADER
 from orchestro.mesh import core
-from orchestro.mesh.outcomes import UNPROCESSED_HEADER
+from orchestro.mesh.outcomes import UNPROCESSED_HEADER, retryable, unprocessed
 from orchestro.mesh.target import DRAINING_MARK
 from orchestro.mesh.transports.base import CallRequest, CallResponse
 from orchestro.mesh.waiting import unprocessed_pause
@@ -265,3 +266,18 @@ async def test_the_draining_mark_expires(pauses: list[float]) -> None:
             await raw.get("/who")
         assert asked.count("backend-1") > 1
     await view.aclose()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TransportError("refused", connect=True),
+        TransportError("reset"),
+        RemoteError("busy", status=503, problem={"_unprocessed": True}),
+        RemoteError("plain", status=503, problem={}),
+        RemoteError("bad", status=400, problem={}),
+    ],
+)
+def test_what_was_not_processed_is_retryable_for_any_method(error: CallError) -> None:
+    post = CallRequest("POST", "/orders", idempotent=False)
+    assert retryable(error, post) is unprocessed(error)

@@ -487,11 +487,22 @@ class Mesh:
 
     def _elsewhere(self, cell: str, target: Target, tried: list[str]) -> bool:
         """Whether a retry now would go to a ready, available instance not tried yet."""
-        instances = self._external.get(cell) or self.view.ready(cell)
-        if len(instances) > 1:
-            instances = self._nearest(instances)
-        fresh = [i.id for i in instances if i.id not in tried and i.id not in target.draining]
+        fresh = [i.id for i in self._candidates(cell, target, self._now()) if i.id not in tried]
         return bool(fresh) and bool(target.detector.available(fresh))
+
+    def _candidates(self, cell: str, target: Target, now: float) -> tuple[Instance, ...]:
+        """The instances of ``cell`` a call may choose from: ready (or the URL's), not marked
+        draining (unless all are), nearest first. Notes a change of the view on the way."""
+        instances = self._external.get(cell) or self.view.ready(cell)
+        if instances is not target.viewed:
+            # The view changed (its tuples are replaced, never mutated): forget the instances
+            # that left it (draining ones stay until they are gone).
+            if target.viewed is not None and cell not in self._external:
+                target.forget({i.id for i in self.view.instances(cell)})
+            target.viewed = instances
+        if target.draining:
+            instances = target.skip_draining(instances, now)
+        return self._nearest(instances)
 
     async def _hedged(
         self, cell: str, target: Target, request: CallRequest, deadline: float, tried: list[str]
@@ -560,18 +571,8 @@ class Mesh:
         now: float,
     ) -> Pick:
         """Resolve, skip ejected instances, balance, and stamp the deadline: no I/O."""
-        instances = self._external.get(cell) or self.view.ready(cell)
-        if instances is not target.viewed:
-            # The view changed (its tuples are replaced, never mutated): forget the instances
-            # that left it (draining ones stay until they are gone).
-            if target.viewed is not None and cell not in self._external:
-                target.forget({i.id for i in self.view.instances(cell)})
-            target.viewed = instances
-        if target.draining:
-            instances = target.skip_draining(instances, now)
-        if len(instances) > 1:
-            instances = self._nearest(instances)
-        elif not instances:
+        instances = self._candidates(cell, target, now)
+        if not instances:
             raise NoInstancesError(f"no ready instance of cell {cell!r}", cell=cell)
         if instances is not target.seen:
             # Index the instances to choose from once.
