@@ -10,14 +10,16 @@ from typing import Any
 import pytest
 
 from orchestro import CallPolicy, Mesh, NoInstancesError, RemoteError, TransportError
+from orchestro.errors import CallError
 from orchestro.gateway.admission import UNPROCESSED_HEADER as GATEWAY_HEADER
 from orchestro.mesh import core
-from orchestro.mesh.outcomes import UNPROCESSED_HEADER
+from orchestro.mesh.outcomes import UNPROCESSED_HEADER, retryable, unprocessed
+from orchestro.mesh.target import DRAINING_MARK
 from orchestro.mesh.transports.base import CallRequest, CallResponse
 from orchestro.mesh.waiting import unprocessed_pause
 from orchestro.registry import Instance, RegistryView
 from orchestro.registry.memory import MemoryRegistry
-from orchestro.testing import MockTransport, read_metrics
+from orchestro.testing import FakeClock, MockTransport, read_metrics
 
 REFUSED = CallResponse(
     503, {"Retry-After": "1", UNPROCESSED_HEADER: "1"}, b'{"title":"Service Unavailable"}'
@@ -194,4 +196,88 @@ async def test_an_instance_that_says_draining_is_skipped_ahead_of_the_view(
         await raw.get("/who")
         target = calls.target_state("backend")
         assert target is not None
-        assert target.draining == set()
+        assert target.draining == {}
+
+
+DRAINING = CallResponse(503, {"Retry-After": "1", UNPROCESSED_HEADER: "draining"}, b"{}")
+
+
+def once_draining() -> Any:
+    """A handler that answers "draining" once, then healthy answers (a restart in place)."""
+    answers = [DRAINING]
+
+    def handler(instance: Instance, request: CallRequest) -> CallResponse:
+        return answers.pop() if answers else OK
+
+    return handler
+
+
+async def test_one_draining_answer_does_not_strand_a_static_registry_cell(
+    pauses: list[float],
+) -> None:
+    # static:// never replaces the cell's tuple, so only the mark's own rules can clear it.
+    calls = Mesh(
+        "static://backend=http://127.0.0.1:9001",
+        transport=MockTransport(once_draining()),
+        policy=CallPolicy(timeout=30, wait_for_instances=30),
+    )
+    async with calls:
+        raw = calls.client("backend")
+        for _ in range(5):
+            assert await raw.post("/orders", json={}) == "ok"
+
+
+async def test_one_draining_answer_does_not_strand_a_url_client(pauses: list[float]) -> None:
+    registry = MemoryRegistry()
+    async for calls in mesh_over(registry, once_draining(), timeout=30, wait_for_instances=30):
+        raw = calls.client("http://payments.example")
+        for _ in range(5):
+            assert await raw.post("/charge", json={}) == "ok"
+
+
+async def test_the_draining_mark_expires(pauses: list[float]) -> None:
+    registry = MemoryRegistry()
+    await registry.register(record(1))
+    await registry.register(record(2))
+    clock = FakeClock()
+    asked: list[str] = []
+    answers = [DRAINING]
+
+    def handler(instance: Instance, request: CallRequest) -> CallResponse:
+        asked.append(instance.id)
+        if instance.id == "backend-1" and answers:
+            return answers.pop()
+        return OK
+
+    view = RegistryView(registry)
+    calls = Mesh(
+        view,
+        transport=MockTransport(handler),
+        policy=CallPolicy(balancer="round-robin"),
+        clock=clock,
+    )
+    async with calls:
+        raw = calls.client("backend")
+        for _ in range(4):
+            await raw.get("/who")
+        assert asked.count("backend-1") == 1  # marked: skipped while the view still lists it
+        clock.advance(DRAINING_MARK + 0.1)  # restarted in place (same id): tried again
+        for _ in range(4):
+            await raw.get("/who")
+        assert asked.count("backend-1") > 1
+    await view.aclose()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TransportError("refused", connect=True),
+        TransportError("reset"),
+        RemoteError("busy", status=503, problem={"_unprocessed": True}),
+        RemoteError("plain", status=503, problem={}),
+        RemoteError("bad", status=400, problem={}),
+    ],
+)
+def test_what_was_not_processed_is_retryable_for_any_method(error: CallError) -> None:
+    post = CallRequest("POST", "/orders", idempotent=False)
+    assert retryable(error, post) is unprocessed(error)

@@ -115,11 +115,14 @@ class Mesh:
         self._view_loaded = False
         self._hostname = socket.gethostname()
         self._zone = zone
-        # Targets by (cell, policy value), oldest first; and an index by the policy object's
-        # identity (hashing a pydantic model costs microseconds a call), which keeps the
-        # policy object so that its id cannot be reused while indexed.
+        # Targets by (cell, policy value); and an index by the policy object's identity
+        # (hashing a pydantic model costs microseconds a call), which keeps the policy object
+        # so that its id cannot be reused while indexed. Each call stamps its target with a
+        # use count (not move_to_end: that would hash the policy on every call), and the cap
+        # drops the least recently used one: the hottest target is usually the oldest.
         self._by_policy: dict[tuple[str, CallPolicy], Target] = {}
         self._targets: dict[tuple[str, int], tuple[CallPolicy, Target]] = {}
+        self._uses = 0
         self._waits = InstanceWaits(self.view, self._now)
         self._external: dict[str, tuple[Instance, ...]] = {}
         self._stubs: dict[Any, Any] = {}
@@ -292,13 +295,14 @@ class Mesh:
 
     def _target(self, cell: str, policy: CallPolicy) -> Target:
         """The state (statistics, ejections, budget) for calls to ``cell`` under ``policy``:
-        one per cell and policy *value* (equal policies share it), at most MAX_TARGETS, the
-        oldest made again from scratch if it is needed after being dropped."""
+        one per cell and policy *value* (equal policies share it), at most MAX_TARGETS: the
+        least recently used is dropped, and made again from scratch if it is needed later."""
         by_value = (cell, policy)
         target = self._by_policy.get(by_value)
         if target is None:
             if len(self._by_policy) >= MAX_TARGETS:
-                del self._by_policy[next(iter(self._by_policy))]
+                stale = min(self._by_policy, key=lambda key: self._by_policy[key].used)
+                del self._by_policy[stale]
                 self._targets.clear()  # may index the one dropped; rebuilt on use
             target = self._by_policy[by_value] = Target(policy, self._clock)
             obs = self._obs if self._obs is not None else self._observe()
@@ -376,6 +380,8 @@ class Mesh:
             target = indexed[1]
         else:
             target = self._target(cell, policy)
+        self._uses += 1
+        target.used = self._uses
         obs = self._obs if self._obs is not None else self._observe()
         traced = None
         if obs is not None and obs.records():
@@ -422,14 +428,17 @@ class Mesh:
                     # wait_for_instances in all) for an instance to appear.
                     if waited_until is None:
                         waited_until = min(deadline, self._now() + policy.wait_for_instances)
-                    if not await self._waits.wait(cell, waited_until, obs, target.draining):
+                    # None listed at all: any that appears is worth trying, one marked
+                    # draining too (a pod restarted in place keeps its id).
+                    if not await self._waits.wait(cell, waited_until, obs):
                         raise
                     now = self._now()
                 except CallError as exc:
                     refused = unprocessed(exc)
                     gone = draining(exc) if refused else None
                     if gone is not None:
-                        target.draining.add(gone)  # ahead of the view: stop choosing it
+                        # Ahead of the view: stop choosing it (for a while; see DRAINING_MARK).
+                        target.mark_draining(gone, self._now())
                     if not refused and (
                         counted >= policy.max_attempts or not retryable(exc, request)
                     ):
@@ -478,11 +487,22 @@ class Mesh:
 
     def _elsewhere(self, cell: str, target: Target, tried: list[str]) -> bool:
         """Whether a retry now would go to a ready, available instance not tried yet."""
-        instances = self._external.get(cell) or self.view.ready(cell)
-        if len(instances) > 1:
-            instances = self._nearest(instances)
-        fresh = [i.id for i in instances if i.id not in tried and i.id not in target.draining]
+        fresh = [i.id for i in self._candidates(cell, target, self._now()) if i.id not in tried]
         return bool(fresh) and bool(target.detector.available(fresh))
+
+    def _candidates(self, cell: str, target: Target, now: float) -> tuple[Instance, ...]:
+        """The instances of ``cell`` a call may choose from: ready (or the URL's), not marked
+        draining (unless all are), nearest first. Notes a change of the view on the way."""
+        instances = self._external.get(cell) or self.view.ready(cell)
+        if instances is not target.viewed:
+            # The view changed (its tuples are replaced, never mutated): forget the instances
+            # that left it (draining ones stay until they are gone).
+            if target.viewed is not None and cell not in self._external:
+                target.forget({i.id for i in self.view.instances(cell)})
+            target.viewed = instances
+        if target.draining:
+            instances = target.skip_draining(instances, now)
+        return self._nearest(instances)
 
     async def _hedged(
         self, cell: str, target: Target, request: CallRequest, deadline: float, tried: list[str]
@@ -551,20 +571,8 @@ class Mesh:
         now: float,
     ) -> Pick:
         """Resolve, skip ejected instances, balance, and stamp the deadline: no I/O."""
-        instances = self._external.get(cell) or self.view.ready(cell)
-        if instances is not target.viewed:
-            # The view changed (its tuples are replaced, never mutated): forget the instances
-            # that left it (draining ones stay until they are gone).
-            if target.viewed is not None and cell not in self._external:
-                target.forget({i.id for i in self.view.instances(cell)})
-            target.viewed = instances
-        if target.draining:
-            instances = tuple(i for i in instances if i.id not in target.draining)
-            if instances == target.seen:
-                instances = target.seen  # keep the index
-        if len(instances) > 1:
-            instances = self._nearest(instances)
-        elif not instances:
+        instances = self._candidates(cell, target, now)
+        if not instances:
             raise NoInstancesError(f"no ready instance of cell {cell!r}", cell=cell)
         if instances is not target.seen:
             # Index the instances to choose from once.

@@ -50,11 +50,13 @@ def draining(exc: CallError) -> str | None:
 
 
 def retryable(exc: CallError, request: CallRequest) -> bool:
+    """Whether a failed attempt may be sent again: any method if it was not processed, else
+    an idempotent one after a transport error or a retryable status."""
+    if unprocessed(exc):
+        return True
     if isinstance(exc, TransportError):
-        return exc.connect or request.idempotent  # nothing was sent: safe for any method
+        return request.idempotent
     if isinstance(exc, RemoteError):
-        if exc.status == 503 and exc.problem.get("_unprocessed") is True:
-            return True  # refused before the service ran: safe for any method
         return request.idempotent and exc.status in _RETRYABLE_STATUS
     return False
 

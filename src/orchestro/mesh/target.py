@@ -20,7 +20,13 @@ from .clock import Clock
 from .policy import CallPolicy
 from .transports.base import CallRequest
 
-__all__ = ["Pick", "Target"]
+__all__ = ["DRAINING_MARK", "Pick", "Target"]
+
+# How long an instance that answered "draining" is skipped (seconds). The mark bridges the
+# registry view's lag (a poll or a TTL of a few seconds); it must expire on its own, since for
+# URL targets, static:// registries and a pod restarted in place (same id) the view never
+# drops the instance, and a mark kept forever would make it unreachable from this caller.
+DRAINING_MARK = 5.0
 
 
 class Target:
@@ -54,10 +60,12 @@ class Target:
         self.by_id: dict[str, Instance] = {}
         self.ids: list[str] = []
         self.all_stats: list[EndpointStats] = []
-        # Instances that answered "draining", skipped until the view drops them or marks
-        # them draining itself: the view lags the instance by a poll or more, and every
-        # request sent there meanwhile races the instance closing its connections.
-        self.draining: set[str] = set()
+        # Instances that answered "draining" -> when the mark expires (DRAINING_MARK after
+        # the answer), skipped meanwhile unless every candidate is marked: the view lags the
+        # instance by a poll or more, and every request sent there meanwhile races the
+        # instance closing its connections.
+        self.draining: dict[str, float] = {}
+        self.used = 0  # the mesh's use count at this target's last call (its cap is LRU)
         self.wait = wait_random_exponential(multiplier=policy.backoff_base, max=policy.backoff_max)
 
     def hedge_delay(self) -> float | None:
@@ -77,7 +85,26 @@ class Target:
         for iid in gone:
             del self.stats[iid]
         self.detector.forget(live)
-        self.draining &= live
+        self.draining = {iid: until for iid, until in self.draining.items() if iid in live}
+
+    def mark_draining(self, instance_id: str, now: float) -> None:
+        """``instance_id`` answered "draining": skip it for :data:`DRAINING_MARK` seconds."""
+        self.draining[instance_id] = now + DRAINING_MARK
+
+    def skip_draining(self, instances: tuple[Instance, ...], now: float) -> tuple[Instance, ...]:
+        """``instances`` without those marked draining (expired marks dropped); all of them if
+        every one is marked: the mark alone never leaves a call without a candidate."""
+        expired = [iid for iid, until in self.draining.items() if until <= now]
+        for iid in expired:
+            del self.draining[iid]
+        if not self.draining:
+            return instances
+        kept = tuple(i for i in instances if i.id not in self.draining)
+        if not kept:
+            return instances
+        if kept == self.seen:
+            return self.seen  # keep the index
+        return kept
 
     def stat(self, instance_id: str) -> EndpointStats:
         found = self.stats.get(instance_id)

@@ -43,9 +43,11 @@ async def call_in_process(
     ``seconds``; an answer is ``decode(result)``, errors are translated as over HTTP."""
     gate = host.gate
     timeout = seconds
+    # One deadline for the wait at admission and the call: time spent waiting is the call's.
+    deadline = time.monotonic() + timeout
     admission = gate.admission
     if not gate.admits or (admission is not None and gate.in_flight >= admission.limit):
-        await _admitted(cell, gate, time.monotonic() + timeout)
+        await _admitted(cell, gate, deadline)
     call = getattr(host.instance, operation)
     # The loop's deadline timer rather than asyncio.timeout(): the same cancellation for a
     # fraction of the cost, which matters on a path that should cost a few microseconds.
@@ -57,7 +59,7 @@ async def call_in_process(
         spans = obs.start_local(cell, method, operation)
     started = _clock()
     outcome: int | str = 200
-    expiry = timer.start(time.monotonic() + timeout, task)
+    expiry = timer.start(deadline, task)
     gate.in_flight += 1
     gate.admitted += 1
     try:
@@ -97,7 +99,8 @@ async def call_in_process(
 async def _admitted(cell: str, gate: Any, deadline: float) -> None:
     """Wait until the callee's admission lets a call in, resending (after its Retry-After)
     while the deadline allows, as the mesh does with a 503 marked unprocessed over HTTP;
-    else raise what the caller would get over HTTP."""
+    else raise what the caller would get over HTTP. A callee that stopped admitting
+    (draining, starting) will not admit again soon: its unprocessed 503 is raised at once."""
     while True:
         admission = gate.admission
         if gate.admits and (admission is None or gate.in_flight < admission.limit):
@@ -117,6 +120,8 @@ async def _admitted(cell: str, gate: Any, deadline: float) -> None:
         )
         pause = 1.0  # the gateway's Retry-After
         problem["_retry_after"] = pause
+        if not gate.admits:
+            raise error  # not worth waiting for: the caller may go elsewhere now
         if time.monotonic() + pause >= deadline:
             raise DeadlineExceeded(
                 f"call to {cell!r} failed ({error}) and its deadline leaves no time to retry",
