@@ -237,7 +237,7 @@ def deployment(app: App, cell: CellModel) -> dict[str, Any]:
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
     ]
     if o.certs != "none":
-        # The cell's identity, rotated in place: the kubelet swaps the files, the cell polls.
+        # The cell's identity, where its security settings point; the kubelet swaps the files.
         container["volumeMounts"].append(
             {"name": "identity", "mountPath": IDENTITY_DIR, "readOnly": True}
         )
