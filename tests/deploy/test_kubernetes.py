@@ -159,7 +159,7 @@ def test_egress_reaches_exactly_the_cells_called(generated: dict[str, dict[str, 
         return {
             (rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"], port["port"])
             for rule in egress
-            if "podSelector" in rule["to"][0] and "namespaceSelector" not in rule["to"][0]
+            if "to" in rule
             for port in rule["ports"]
         }
 
@@ -247,6 +247,9 @@ def test_internal_cell_admits_only_its_callers_and_monitoring() -> None:
     assert search == [{"to": [{"podSelector": {"matchLabels": {
         "app.kubernetes.io/name": "search", "app.kubernetes.io/component": "cell"}}}]}]  # fmt: skip
     assert {"ports": [{"protocol": "TCP", "port": 443}]} in egress  # the https URL
+    # DNS to any address: NodeLocal DNSCache (hostNetwork, 169.254.20.10) is no kube-dns pod.
+    dns = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    assert egress[0] == {"ports": dns}
 
 
 def test_free_port_cell_gets_a_fixed_one() -> None:

@@ -346,18 +346,11 @@ def network_policy(app: App, cell: CellModel) -> dict[str, Any]:
             }
         )
         ingress = [{"from": sources, "ports": port}]
+    # DNS on port 53 to any address: the cluster DNS is not always kube-dns pods in
+    # kube-system (NodeLocal DNSCache answers on a link-local address from the host network,
+    # which no pod or namespace selector matches).
     egress: list[dict[str, Any]] = [
-        {
-            "to": [
-                {
-                    "namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
-                    },
-                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                }
-            ],
-            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-        }
+        {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
     ]
     if app.options.registry.startswith("etcd://"):
         egress.append({"ports": [{"protocol": "TCP", "port": p} for p in _etcd_ports(app)]})
