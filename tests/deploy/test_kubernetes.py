@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from orchestro.cli.deploy import load_app
-from orchestro.deploy import App, DeployOptions, manifests
+from orchestro.deploy import App, DeployOptions, compose, manifests
 from orchestro.deploy.kubernetes import grace_period
 
 from .conftest import EXAMPLES, ROOT, objects
@@ -268,6 +268,15 @@ def test_etcd_registry_and_grace_period() -> None:
         egress
     )
     assert grace_period(app) == 5 + 30 + 5
+
+
+def test_kubernetes_and_compose_share_the_grace_arithmetic() -> None:
+    # A fractional drain rounds up in both, and both add the same margin (compose has no
+    # preStop): a kill never cuts the last half second of a drain.
+    app = dataclasses.replace(scaled(grace_margin_seconds=7), drain_timeout=2.5)
+    assert grace_period(app) == 5 + 3 + 7
+    services = yaml.safe_load(compose(app))["services"]
+    assert {s["stop_grace_period"] for s in services.values()} == {"10s"}
 
 
 def test_kustomization_lists_every_file(generated: dict[str, dict[str, str]]) -> None:

@@ -10,6 +10,7 @@ app.cell("orders").calls             # ('inventory', 'payments')
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -152,6 +153,12 @@ class App:
     @property
     def image(self) -> str:
         return self.options.image or f"{self.name}:{self.cells[0].spec.version}"
+
+    def stop_grace(self, pre_stop: int = 0) -> int:
+        """Seconds a stopping container gets before SIGKILL: ``pre_stop`` (Kubernetes' preStop
+        sleep), the whole drain timeout rounded up, and the margin, so a kill never cuts a
+        drain short. One formula for every format."""
+        return pre_stop + math.ceil(self.drain_timeout) + self.options.grace_margin_seconds
 
     def cell(self, name: str) -> CellModel:
         for model in self.cells:

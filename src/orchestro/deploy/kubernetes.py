@@ -138,8 +138,7 @@ def replicas(app: App, cell: CellModel) -> int:
 
 def grace_period(app: App) -> int:
     """preStop + the drain timeout + a margin: the kubelet's SIGKILL never cuts a drain."""
-    o = app.options
-    return o.pre_stop_seconds + math.ceil(app.drain_timeout) + o.grace_margin_seconds
+    return app.stop_grace(app.options.pre_stop_seconds)
 
 
 def registry_url(app: App, cell: CellModel) -> str:
