@@ -60,19 +60,28 @@ class DeployOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     image: str | None = Field(default=None, description="Image of the app (default APP:VERSION).")
-    namespace: str = "default"
-    autoscaler: Literal["hpa", "keda", "none"] = "hpa"
+    namespace: str = Field(default="default", description="Namespace of the objects.")
+    autoscaler: Literal["hpa", "keda", "none"] = Field(
+        default="hpa", description="Autoscaler of the cells with Scaling max > min."
+    )
     registry: str = Field(
-        default="dns", description="'dns' (the headless Services) or an etcd:// URL."
+        default="dns",
+        description="Discovery in the cluster: 'dns' (the headless Services) or an etcd:// URL.",
     )
     certs: Literal["none", "secret", "cert-manager"] = Field(
         default="none",
-        description="Cell identities: none (the development CA, per pod), a Secret NAME-identity "
+        description="Cell identities: none (none mounted), a Secret NAME-identity "
         "per cell mounted for ORCHESTRO_CERT_FILE/KEY_FILE/BUNDLE_FILE, or that Secret written "
         "by a cert-manager Certificate with the cell's SPIFFE ID.",
     )
-    trust_domain: str = spiffe.DEFAULT_TRUST_DOMAIN
-    issuer: str = Field(default="orchestro-ca", description="cert-manager Issuer of the cells.")
+    trust_domain: str = Field(
+        default=spiffe.DEFAULT_TRUST_DOMAIN,
+        description="SPIFFE trust domain of the cells' identities.",
+    )
+    issuer: str = Field(
+        default="orchestro-ca",
+        description="cert-manager Issuer of the cells (a ClusterIssuer: --cluster-issuer).",
+    )
     issuer_kind: Literal["Issuer", "ClusterIssuer"] = "Issuer"
     monitoring: Literal["annotations", "prometheus-operator"] = Field(
         default="annotations",
