@@ -137,3 +137,18 @@ def test_option_flags_reach_the_objects(tmp_path: Path, monkeypatch: pytest.Monk
     dockerfile = (tmp_path / "Dockerfile").read_text()
     assert "FROM python:3.13-slim AS build" in dockerfile
     assert "USER 20000:20000" in dockerfile
+
+
+def test_deploy_flags_come_from_the_model(capsys: pytest.CaptureFixture[str]) -> None:
+    # Literal fields get their values as choices (from DeployOptions, not a hand-written copy).
+    with pytest.raises(SystemExit) as exit_:
+        main(["deploy", "k8s", "examples/shop.py", "-o", "x", "--autoscaler", "vpa"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'vpa'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["deploy", "k8s", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--autoscaler {hpa,keda,none}" in help_text
+    assert "--certs {none,secret,cert-manager}" in help_text
+    assert "--monitoring {annotations,prometheus-operator}" in help_text
+    assert "env ORCHESTRO_" not in help_text  # no environment variable sets these

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from orchestro.cli.deploy import load_app
-from orchestro.deploy import App, DeployOptions, manifests
+from orchestro.deploy import App, DeployOptions, compose, manifests
 from orchestro.deploy.kubernetes import grace_period
 
 from .conftest import EXAMPLES, ROOT, objects
@@ -159,7 +159,7 @@ def test_egress_reaches_exactly_the_cells_called(generated: dict[str, dict[str, 
         return {
             (rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"], port["port"])
             for rule in egress
-            if "podSelector" in rule["to"][0] and "namespaceSelector" not in rule["to"][0]
+            if "to" in rule
             for port in rule["ports"]
         }
 
@@ -191,7 +191,10 @@ def test_hpa_mirrors_scaling() -> None:
     up = hpa["behavior"]["scaleUp"]
     assert up["stabilizationWindowSeconds"] == 0
     assert up["policies"] == [{"type": "Percent", "value": 99900, "periodSeconds": 2}]
-    assert one(docs, "Deployment", "api")["spec"]["replicas"] == 2
+    # The HPA owns the count: an apply must not reset a scaled-out Deployment to min.
+    assert "replicas" not in one(docs, "Deployment", "api")["spec"]
+    assert "replicas" not in one(docs, "Deployment", "worker")["spec"]
+    assert one(docs, "Deployment", "ledger")["spec"]["replicas"] >= 1
     pdb = one(docs, "PodDisruptionBudget", "api")["spec"]
     assert pdb["maxUnavailable"] == 1
     # cpu, from min 0: the HPA cannot go below 1; a CPU quantity per replica.
@@ -217,7 +220,9 @@ def test_keda_scaled_object_and_scale_to_zero() -> None:
     assert trigger["metadata"]["threshold"] == "35"
     worker = one(docs, "ScaledObject", "worker")["spec"]
     assert worker["minReplicaCount"] == 0
-    assert one(docs, "Deployment", "worker")["spec"]["replicas"] == 0
+    # KEDA owns the count: no `replicas: 0` that would stop a scaled-out worker on apply.
+    assert "replicas" not in one(docs, "Deployment", "worker")["spec"]
+    assert "replicas" not in one(docs, "Deployment", "api")["spec"]
     assert worker["triggers"][0]["type"] == "cpu"
 
 
@@ -242,6 +247,9 @@ def test_internal_cell_admits_only_its_callers_and_monitoring() -> None:
     assert search == [{"to": [{"podSelector": {"matchLabels": {
         "app.kubernetes.io/name": "search", "app.kubernetes.io/component": "cell"}}}]}]  # fmt: skip
     assert {"ports": [{"protocol": "TCP", "port": 443}]} in egress  # the https URL
+    # DNS to any address: NodeLocal DNSCache (hostNetwork, 169.254.20.10) is no kube-dns pod.
+    dns = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    assert egress[0] == {"ports": dns}
 
 
 def test_free_port_cell_gets_a_fixed_one() -> None:
@@ -260,6 +268,15 @@ def test_etcd_registry_and_grace_period() -> None:
         egress
     )
     assert grace_period(app) == 5 + 30 + 5
+
+
+def test_kubernetes_and_compose_share_the_grace_arithmetic() -> None:
+    # A fractional drain rounds up in both, and both add the same margin (compose has no
+    # preStop): a kill never cuts the last half second of a drain.
+    app = dataclasses.replace(scaled(grace_margin_seconds=7), drain_timeout=2.5)
+    assert grace_period(app) == 5 + 3 + 7
+    services = yaml.safe_load(compose(app))["services"]
+    assert {s["stop_grace_period"] for s in services.values()} == {"10s"}
 
 
 def test_kustomization_lists_every_file(generated: dict[str, dict[str, str]]) -> None:

@@ -161,6 +161,30 @@ async def test_instances_follow_the_records(dnsmasq: Dnsmasq, registry: DnsRegis
     await watch.aclose()  # type: ignore[attr-defined]
 
 
+async def test_churn_remembers_only_the_current_instances(
+    dnsmasq: Dnsmasq, registry: DnsRegistry
+) -> None:
+    async def resolved(want: set[str]) -> Sequence[Instance]:
+        async with asyncio.timeout(20):
+            while True:
+                await registry.refresh()
+                now = await registry.list()
+                if addresses(now) == want:
+                    return now
+                await asyncio.sleep(0.05)
+
+    dnsmasq.start(["10.201.1.1 stock.test"])
+    (first,) = await resolved({"10.201.1.1:8080"})
+    for n in range(2, 12):  # a rollout at a time: every pod a new address
+        dnsmasq.reload([f"10.201.1.{n} stock.test", f"10.201.1.{n + 1} stock.test"])
+        await resolved({f"10.201.1.{n}:8080", f"10.201.1.{n + 1}:8080"})
+        assert len(registry._first_seen) == 2  # not one per address ever seen
+    dnsmasq.reload(["10.201.1.1 stock.test"])
+    (back,) = await resolved({"10.201.1.1:8080"})
+    assert back.started_at > first.started_at  # a new pod at an old address, not the old one
+    assert list(registry._first_seen) == [back.id]
+
+
 async def test_resolver_outage_keeps_the_last_good_view(
     dnsmasq: Dnsmasq, registry: DnsRegistry
 ) -> None:

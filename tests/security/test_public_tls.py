@@ -56,6 +56,41 @@ async def test_the_public_port_reloads_the_users_certificate_in_place(
         await runner.cleanup()
 
 
+async def test_a_mismatched_pair_keeps_serving_the_old_one(
+    ca: DevelopmentCA, tmp_path: Path
+) -> None:
+    first = ca.issue("site")
+    cert, key, _ = first.write(tmp_path)
+    public = PublicTLS(cert, key)
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hi")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=public.context).start()
+        port = runner.addresses[0][1]
+        browser = ssl.create_default_context(cadata=ca.cert.public_bytes(Encoding.PEM).decode())
+        browser.check_hostname = False
+        # Half written: the new certificate is in place, its key not yet.
+        renewed = ca.issue("site")
+        renewed_dir = tmp_path / "renewed"
+        renewed_dir.mkdir()
+        new_cert, new_key, _ = renewed.write(renewed_dir)
+        cert.write_bytes(new_cert.read_bytes())
+        assert not public.refresh()
+        assert await served_serial(port, browser) == first.leaf.serial_number
+        # The key follows: new handshakes get the new pair.
+        key.write_bytes(new_key.read_bytes())
+        assert public.refresh()
+        assert await served_serial(port, browser) == renewed.leaf.serial_number
+    finally:
+        await runner.cleanup()
+
+
 def test_a_public_pair_that_does_not_load_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "c.pem").write_text("junk")
     (tmp_path / "k.pem").write_text("junk")

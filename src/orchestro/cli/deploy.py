@@ -21,6 +21,7 @@ from ..deploy import App, DeployOptions, compose, dockerfile, dockerignore, mani
 from ..deploy.app import app_name, check_options, container_target
 from ..errors import ConfigurationError
 from .importer import load_cells
+from .options import add_settings_flags, settings_flags
 from .run import cell_scalings
 
 __all__ = ["add_parser", "deploy", "load_app"]
@@ -37,31 +38,16 @@ def add_parser(subparsers: Any) -> None:
     k8s = kinds.add_parser("k8s", help="Kubernetes objects: one file per cell + kustomization")
     _common(k8s)
     k8s.add_argument("--image", default=None, help="image reference (default APP:VERSION)")
-    k8s.add_argument("--namespace", default=None, metavar="NS", help="namespace")
     k8s.add_argument("--cell", dest="cells", action="append", default=[], metavar="NAME",
                      help="only this cell (repeatable)")  # fmt: skip
-    k8s.add_argument("--autoscaler", choices=["hpa", "keda", "none"], default=None,
-                     help="autoscaler of cells with Scaling max > min (default hpa)")  # fmt: skip
-    k8s.add_argument("--registry", default=None, metavar="dns|etcd://HOST:PORT",
-                     help="discovery in the cluster: the headless Services' DNS (default) "
-                     "or etcd")  # fmt: skip
-    k8s.add_argument("--certs", choices=["none", "secret", "cert-manager"], default=None,
-                     help="cell identities: none (development CA), a Secret NAME-identity per "
-                     "cell, or cert-manager Certificates writing it")  # fmt: skip
-    k8s.add_argument("--trust-domain", default=None, metavar="DOMAIN",
-                     help="SPIFFE trust domain of the cells' identities")  # fmt: skip
-    k8s.add_argument("--issuer", default=None, metavar="NAME",
-                     help="cert-manager Issuer (ClusterIssuer: --cluster-issuer)")  # fmt: skip
     k8s.add_argument("--cluster-issuer", action="store_true",
                      help="--issuer names a ClusterIssuer")  # fmt: skip
-    k8s.add_argument("--monitoring", choices=["annotations", "prometheus-operator"], default=None,
-                     help="scrape annotations (default) or a PodMonitor per cell")  # fmt: skip
-    _option_flags(k8s, exclude=_EXPLICIT)
+    add_settings_flags(k8s, DeployOptions, exclude=_EXPLICIT, env=False)
     k8s.set_defaults(handler=deploy, format="k8s")
     docker = kinds.add_parser("docker", help="a multi-stage Dockerfile and .dockerignore")
     _common(docker)
     docker.add_argument("--image", default=None, help=argparse.SUPPRESS)
-    _option_flags(docker, only=frozenset({"python", "user_id"}))
+    add_settings_flags(docker, DeployOptions, only=("python", "user_id"), env=False)
     docker.set_defaults(handler=deploy, format="docker", cells=[])
     comp = kinds.add_parser("compose", help="compose.yaml: one service per cell, one host")
     _common(comp)
@@ -69,30 +55,9 @@ def add_parser(subparsers: Any) -> None:
     comp.set_defaults(handler=deploy, format="compose", cells=[])
 
 
-# DeployOptions fields with a hand-written flag above (choices, metavars, help of their own).
-_EXPLICIT = frozenset(
-    {"image", "namespace", "autoscaler", "registry", "certs", "trust_domain", "issuer",
-     "issuer_kind", "monitoring", "python"}
-)  # fmt: skip
-
-
-def _option_flags(
-    parser: argparse.ArgumentParser,
-    exclude: frozenset[str] = frozenset(),
-    only: frozenset[str] | None = None,
-) -> None:
-    """``--field-name`` for every other DeployOptions field, its default and help from the
-    model (one source of truth), validated by it."""
-    for name, field in DeployOptions.model_fields.items():
-        if name in exclude or (only is not None and name not in only):
-            continue
-        parser.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
-            default=None,
-            metavar=name.upper(),
-            help=f"{field.description or name.replace('_', ' ')} [default: {field.default}]",
-        )
+# DeployOptions fields whose flag differs per format (--image) or is not a value of its own
+# (--cluster-issuer sets issuer_kind; --python is the Dockerfile's).
+_EXPLICIT = frozenset({"image", "issuer_kind", "python"})
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -104,12 +69,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def deploy(args: argparse.Namespace) -> int:
-    given = {name: getattr(args, name, None) for name in DeployOptions.model_fields}
+    # The defaults are DeployOptions' own: a flag only overrides them.
+    given = settings_flags(args, DeployOptions)
     if getattr(args, "cluster_issuer", False):
         given["issuer_kind"] = "ClusterIssuer"
-    # The defaults are DeployOptions' own: a flag only overrides them.
     try:
-        options = DeployOptions(**{k: v for k, v in given.items() if v is not None})
+        options = DeployOptions(**given)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         flag = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "a flag"

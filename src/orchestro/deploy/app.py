@@ -10,6 +10,7 @@ app.cell("orders").calls             # ('inventory', 'payments')
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,19 +60,28 @@ class DeployOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     image: str | None = Field(default=None, description="Image of the app (default APP:VERSION).")
-    namespace: str = "default"
-    autoscaler: Literal["hpa", "keda", "none"] = "hpa"
+    namespace: str = Field(default="default", description="Namespace of the objects.")
+    autoscaler: Literal["hpa", "keda", "none"] = Field(
+        default="hpa", description="Autoscaler of the cells with Scaling max > min."
+    )
     registry: str = Field(
-        default="dns", description="'dns' (the headless Services) or an etcd:// URL."
+        default="dns",
+        description="Discovery in the cluster: 'dns' (the headless Services) or an etcd:// URL.",
     )
     certs: Literal["none", "secret", "cert-manager"] = Field(
         default="none",
-        description="Cell identities: none (the development CA, per pod), a Secret NAME-identity "
+        description="Cell identities: none (none mounted), a Secret NAME-identity "
         "per cell mounted for ORCHESTRO_CERT_FILE/KEY_FILE/BUNDLE_FILE, or that Secret written "
         "by a cert-manager Certificate with the cell's SPIFFE ID.",
     )
-    trust_domain: str = spiffe.DEFAULT_TRUST_DOMAIN
-    issuer: str = Field(default="orchestro-ca", description="cert-manager Issuer of the cells.")
+    trust_domain: str = Field(
+        default=spiffe.DEFAULT_TRUST_DOMAIN,
+        description="SPIFFE trust domain of the cells' identities.",
+    )
+    issuer: str = Field(
+        default="orchestro-ca",
+        description="cert-manager Issuer of the cells (a ClusterIssuer: --cluster-issuer).",
+    )
     issuer_kind: Literal["Issuer", "ClusterIssuer"] = "Issuer"
     monitoring: Literal["annotations", "prometheus-operator"] = Field(
         default="annotations",
@@ -152,6 +162,12 @@ class App:
     @property
     def image(self) -> str:
         return self.options.image or f"{self.name}:{self.cells[0].spec.version}"
+
+    def stop_grace(self, pre_stop: int = 0) -> int:
+        """Seconds a stopping container gets before SIGKILL: ``pre_stop`` (Kubernetes' preStop
+        sleep), the whole drain timeout rounded up, and the margin, so a kill never cuts a
+        drain short. One formula for every format."""
+        return pre_stop + math.ceil(self.drain_timeout) + self.options.grace_margin_seconds
 
     def cell(self, name: str) -> CellModel:
         for model in self.cells:

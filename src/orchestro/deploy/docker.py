@@ -113,7 +113,7 @@ def compose(app: App) -> str:
                 "retries": 3,
                 "start_period": "10s",
             },
-            "stop_grace_period": f"{int(app.drain_timeout) + 5}s",
+            "stop_grace_period": f"{app.stop_grace()}s",
         }
         if not cell.callers:
             service["ports"] = [f"{cell.port}:{cell.port}"]

@@ -95,11 +95,16 @@ def cell_objects(app: App, cell: CellModel) -> list[dict[str, Any]]:
         objects.append(pod_monitor(app, cell))
     if replicas(app, cell) >= 2:
         objects.append(disruption_budget(app, cell))
-    if cell.scaling.autoscales and app.options.autoscaler == "hpa":
+    if autoscaled(app, cell) and app.options.autoscaler == "hpa":
         objects.append(hpa(app, cell))
-    elif cell.scaling.autoscales and app.options.autoscaler == "keda":
+    elif autoscaled(app, cell) and app.options.autoscaler == "keda":
         objects.append(scaled_object(app, cell))
     return objects
+
+
+def autoscaled(app: App, cell: CellModel) -> bool:
+    """Whether an HPA or a ScaledObject owns the cell's replica count."""
+    return cell.scaling.autoscales and app.options.autoscaler in ("hpa", "keda")
 
 
 def selector(cell: CellModel) -> dict[str, str]:
@@ -124,7 +129,8 @@ def _meta(app: App, cell: CellModel, name: str | None = None) -> dict[str, Any]:
 
 
 def replicas(app: App, cell: CellModel) -> int:
-    """``Scaling.min``; at least 1 unless KEDA (which scales from zero) owns the count."""
+    """The fewest replicas the cell runs: ``Scaling.min``; at least 1 unless KEDA (which
+    scales from zero) owns the count."""
     if app.options.autoscaler == "keda" and cell.scaling.autoscales:
         return cell.scaling.min
     return max(cell.scaling.min, 1)
@@ -132,8 +138,7 @@ def replicas(app: App, cell: CellModel) -> int:
 
 def grace_period(app: App) -> int:
     """preStop + the drain timeout + a margin: the kubelet's SIGKILL never cuts a drain."""
-    o = app.options
-    return o.pre_stop_seconds + math.ceil(app.drain_timeout) + o.grace_margin_seconds
+    return app.stop_grace(app.options.pre_stop_seconds)
 
 
 def registry_url(app: App, cell: CellModel) -> str:
@@ -231,7 +236,7 @@ def deployment(app: App, cell: CellModel) -> dict[str, Any]:
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
     ]
     if o.certs != "none":
-        # The cell's identity, rotated in place: the kubelet swaps the files, the cell polls.
+        # The cell's identity, where its security settings point; the kubelet swaps the files.
         container["volumeMounts"].append(
             {"name": "identity", "mountPath": IDENTITY_DIR, "readOnly": True}
         )
@@ -241,12 +246,17 @@ def deployment(app: App, cell: CellModel) -> dict[str, Any]:
                 "secret": {"secretName": f"{cell.name}-identity", "defaultMode": 0o440},
             }
         )
+    spec: dict[str, Any] = {}
+    if not autoscaled(app, cell):
+        # An autoscaler owns the count otherwise: a `replicas` here would reset a scaled-out
+        # Deployment to the minimum on every `kubectl apply` (KEDA's min 0: to none at all).
+        spec["replicas"] = replicas(app, cell)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _meta(app, cell),
         "spec": {
-            "replicas": replicas(app, cell),
+            **spec,
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": selector(cell)},
             "strategy": {
@@ -335,18 +345,11 @@ def network_policy(app: App, cell: CellModel) -> dict[str, Any]:
             }
         )
         ingress = [{"from": sources, "ports": port}]
+    # DNS on port 53 to any address: the cluster DNS is not always kube-dns pods in
+    # kube-system (NodeLocal DNSCache answers on a link-local address from the host network,
+    # which no pod or namespace selector matches).
     egress: list[dict[str, Any]] = [
-        {
-            "to": [
-                {
-                    "namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
-                    },
-                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                }
-            ],
-            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-        }
+        {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
     ]
     if app.options.registry.startswith("etcd://"):
         egress.append({"ports": [{"protocol": "TCP", "port": p} for p in _etcd_ports(app)]})

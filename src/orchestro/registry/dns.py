@@ -163,6 +163,9 @@ class DnsRegistry:
                 continue
             self.stale.discard(entry.cell)
             self._by_cell[entry.cell] = found
+        # Only the instances held now keep a start time: pods come and go with new addresses,
+        # and one remembered per address ever seen would grow without bound.
+        self._first_seen = {i.id: i.started_at for cell in self._by_cell.values() for i in cell}
 
     def _snapshot(self) -> Sequence[Instance]:
         return [i for cell in self._by_cell.values() for i in cell]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
@@ -28,8 +27,8 @@ from typing import Protocol
 from .ca import DevelopmentCA
 from .certs import CellIdentity, load_identity
 from .settings import SecuritySettings
-from .spiffe import IdentityError
 from .tls import CellTLS
+from .watch import FileWatch
 
 __all__ = ["DevelopmentSource", "FileSource", "IdentitySource", "keep_fresh", "open_identity"]
 
@@ -75,9 +74,6 @@ class DevelopmentSource:
         return self._current
 
 
-_Signature = tuple[tuple[int, int, int, int], ...]
-
-
 class FileSource:
     """An identity in files an external issuer rewrites; re-read when they change."""
 
@@ -93,57 +89,33 @@ class FileSource:
         self.files = (cert_file, key_file, bundle_file)
         self.trust_domain = trust_domain
         self.cell = cell
-        self._signature = self._stat()
-        self._current = self._load()
-        self._failed: _Signature | None = None
+        self._watch = FileWatch(
+            [path for path in self.files if path is not None], self._load, what="identity"
+        )
         self._warned_expiry = False
 
     @property
     def current(self) -> CellIdentity:
-        return self._current
-
-    def _stat(self) -> _Signature:
-        signature = []
-        for path in self.files:
-            if path is None:
-                continue
-            try:
-                st = os.stat(path)  # follows symlinks: a swapped target is a change
-            except OSError:
-                signature.append((0, 0, 0, 0))
-                continue
-            signature.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
-        return tuple(signature)
+        return self._watch.current
 
     def _load(self) -> CellIdentity:
         cert, key, bundle = self.files
         return load_identity(cert, key, bundle, trust_domain=self.trust_domain, cell=self.cell)
 
     def refresh(self, now: dt.datetime) -> CellIdentity | None:
-        signature = self._stat()
-        if signature != self._signature:
-            try:
-                identity = self._load()
-            except IdentityError as exc:
-                # Half-written (a new certificate before its key): keep serving with the old
-                # one and try again on the next change.
-                if signature != self._failed:
-                    _log.warning("keeping the current identity: %s", exc)
-                    self._failed = signature
-                return None
-            self._signature = signature
-            self._failed = None
+        identity = self._watch.refresh()
+        if identity is not None:
             self._warned_expiry = False
-            self._current = identity
             return identity
-        if now >= self._current.renew_at and not self._warned_expiry:
+        current = self._watch.current
+        if now >= current.renew_at and not self._warned_expiry:
             self._warned_expiry = True
             _log.warning(
                 "identity %s in %s is past 70%% of its life and expires at %s: is its "
                 "issuer renewing it?",
-                self._current.spiffe_id,
+                current.spiffe_id,
                 self.files[0],
-                self._current.not_after.isoformat(),
+                current.not_after.isoformat(),
             )
         return None
 
