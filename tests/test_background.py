@@ -58,3 +58,38 @@ async def test_a_loop_that_returns_is_not_restarted() -> None:
 def test_backoff_doubles_to_its_cap() -> None:
     policy = BackoffPolicy(base=0.1, cap=1.0)
     assert [policy.delay(n) for n in range(1, 6)] == [0.1, 0.2, 0.4, 0.8, 1.0]
+
+
+async def test_finished_tasks_are_forgotten() -> None:
+    async def once() -> None:
+        await asyncio.sleep(0)
+
+    tasks = Background("test-many")
+    started = [tasks.start(f"spawn cell:{i}", once) for i in range(1000)]
+    await asyncio.gather(*started)
+    await asyncio.sleep(0)  # the done callbacks run on the next loop iteration
+    assert tasks._tasks == {}
+    assert tasks.failures == {}
+    await tasks.aclose()
+
+
+async def test_a_finished_task_does_not_forget_a_newer_one_of_its_name() -> None:
+    release = asyncio.Event()
+
+    async def once() -> None:
+        return None
+
+    async def waits() -> None:
+        await release.wait()
+
+    tasks = Background("test-reuse")
+    first = tasks.start("job", once)
+    await first
+    second = tasks.start("job", waits)
+    tasks._forget("job", first)  # the first one's done callback, late
+    assert tasks._tasks == {"job": second}
+    release.set()
+    await second
+    await asyncio.sleep(0)
+    assert tasks._tasks == {}
+    await tasks.aclose()

@@ -53,7 +53,8 @@ class Background:
         self.owner = owner
         self.backoff = backoff or BackoffPolicy()
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self.failures: dict[str, int] = {}  # failures so far, by task name (tests read it)
+        # Failures so far, by name, of the tasks still running (tests read it).
+        self.failures: dict[str, int] = {}
         self._closed = False
 
     def start(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
@@ -68,7 +69,15 @@ class Background:
             self._supervise(name, loop), name=f"orchestro-{self.owner}-{name}"
         )
         self._tasks[name] = task
+        # A finished task is forgotten, with its failures: a controller starts a uniquely
+        # named task for every replica it spawns, so keeping them would grow without bound.
+        task.add_done_callback(lambda done: self._forget(name, done))
         return task
+
+    def _forget(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(name) is task:  # not a newer task started under the same name
+            del self._tasks[name]
+            self.failures.pop(name, None)
 
     def running(self, name: str) -> bool:
         task = self._tasks.get(name)
@@ -77,6 +86,7 @@ class Background:
     async def cancel(self, name: str) -> None:
         """Stop one task (if running) and wait for it."""
         task = self._tasks.pop(name, None)
+        self.failures.pop(name, None)
         if task is not None:
             await _cancelled(task)
 
@@ -84,6 +94,7 @@ class Background:
         """Cancel every task and wait for them. Idempotent."""
         self._closed = True
         tasks, self._tasks = list(self._tasks.values()), {}
+        self.failures.clear()
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import pytest
 from pydantic import BaseModel
@@ -237,3 +237,37 @@ def test_inherited_services_and_overrides() -> None:
             return 4
 
     assert [op.name for op in spec_of(Derived).operations] == ["a", "c"]
+
+
+async def test_the_reserved_paths_are_the_paths_the_gateway_serves_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The cell layer cannot import the gateway's list: this pins that the two agree.
+    from orchestro.cell import RESERVED_PATHS, host
+    from orchestro.gateway import app
+    from orchestro.testing import CellClient
+
+    served: set[str] = set()
+    health_handlers, build_gateway = app.health_handlers, host.build_gateway
+
+    def health(*args: Any, **kwargs: Any) -> Any:
+        handlers = health_handlers(*args, **kwargs)
+        served.update(handlers)
+        return handlers
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        served.update(kwargs.get("own_routes") or {})
+        return build_gateway(*args, **kwargs)
+
+    monkeypatch.setattr(app, "health_handlers", health)
+    monkeypatch.setattr(host, "build_gateway", build)
+
+    @cell("plain")
+    class Plain:
+        @service.get("/hello")
+        async def hello(self) -> str:
+            return "hello"
+
+    async with CellClient(Plain):
+        pass
+    assert served == RESERVED_PATHS

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from orchestro.registry import Registration
-from orchestro.registry.base import Instance
+from orchestro.registry.base import Instance, InstanceState
 from orchestro.registry.memory import MemoryRegistry
 
 
@@ -34,3 +34,16 @@ async def test_a_keep_alive_bug_is_logged_counted_and_the_loop_restarted() -> No
     assert [i.id for i in await registry.list()] == ["a-1"]
     await agent.aclose()
     assert await registry.list() == []
+
+
+async def test_add_and_set_state_after_aclose_do_nothing() -> None:
+    registry = MemoryRegistry(ttl=30)
+    agent = Registration(registry)
+    instance = Instance(cell="a", id="a-1", host="127.0.0.1", port=1)
+    await agent.add(instance)
+    await agent.aclose()
+    # A drain step still running after a forced exit's aclose: no error, no ghost record.
+    await agent.set_state("a-1", InstanceState.DRAINING)
+    await agent.add(instance)
+    assert await registry.list() == []
+    assert not agent._tasks.running("keep-alive")

@@ -31,9 +31,14 @@ __all__ = ["RESERVED_PATHS", "cell", "service"]
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 C = TypeVar("C", bound=type[Any])
 
-# Paths the gateway serves itself. /metrics and /_orchestro/ are reserved now so that later
-# capabilities (metrics, admin) never break a user's routes.
-RESERVED_PATHS: Final = frozenset({"/healthz", "/readyz", "/openapi.json", "/metrics"})
+# Paths the gateway serves itself, checked here at import so that a clash is found before a
+# start (the gateway refuses them again at start). The gateway builds its own list from the
+# handlers it mounts (gateway/health.py, and cell/host.py's /metrics and /prometheus/sd); the
+# cell layer cannot import it from there, so a test pins that the two agree. /_orchestro/ is
+# reserved so that later capabilities (admin) never break a user's routes.
+RESERVED_PATHS: Final = frozenset(
+    {"/healthz", "/readyz", "/openapi.json", "/metrics", "/prometheus/sd"}
+)
 RESERVED_PREFIX: Final = "/_orchestro/"
 
 _CELL_NAME = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")

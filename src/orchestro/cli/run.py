@@ -294,6 +294,12 @@ async def serve(
         forced.cancel()
         return main.result()
     # Forced: no drain, but no record left behind either (bounded: this is the fast way out).
+    # Stop the drain first, so that a state write of it still in flight cannot land after
+    # the deregistration (a ghost record until the TTL).
+    main.cancel()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(FORCED_EXIT_BOUND / 2):
+            await asyncio.wait({main})
     if registration is not None:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(FORCED_EXIT_BOUND):

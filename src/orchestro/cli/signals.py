@@ -12,7 +12,9 @@ One rule for a single process and for a controller alike:
   and rolls instead (its own handler), and a replica ignores it.
 
 A replica (a process the controller started, in its own process group) is signalled by its
-controller only, which never repeats itself: SIGTERM drains; SIGINT while draining forces.
+controller only, which never repeats itself: SIGTERM drains; SIGINT while draining forces. A
+forced stop of a replica not yet draining sends SIGTERM then SIGINT at once, which the kernel
+may deliver lowest number first, so a SIGTERM after a first SIGINT forces too.
 
 The handlers stay installed until the process exits: :func:`ignore_after_loop` keeps a late
 signal from killing the process by default while its event loop closes.
@@ -62,6 +64,7 @@ class StopSignals:
         self._say = say
         self._clock = clock
         self._first: float | None = None
+        self._first_signum: int | None = None
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -77,13 +80,19 @@ class StopSignals:
         now = self._clock()
         if self._first is None:
             self._first = now
+            self._first_signum = signum
             again = "" if self.mode is Mode.REPLICA else "; press Ctrl-C again to force exit"
             self._say(f"{name}: draining{again}")
             self.drain.set()
             return
-        if self.force.is_set() or signum != signal.SIGINT:
+        if self.force.is_set():
+            return
+        if self.mode is Mode.REPLICA:
+            if signal.SIGINT not in (signum, self._first_signum):
+                return  # a repeat never shortens the drain
+        elif signum != signal.SIGINT:
             return  # a repeat never shortens the drain
-        if self.mode is not Mode.REPLICA and now - self._first < DUPLICATE_WINDOW:
+        elif now - self._first < DUPLICATE_WINDOW:
             return  # the same Ctrl-C delivered twice
         self._say(f"second {name}: exiting now (deregistering first)")
         self.force.set()

@@ -159,10 +159,20 @@ class Supervisor:
         for group in self.groups.values():
             for replica in group.replicas:
                 replica.state = "draining"
-                replica.signal(signal.SIGTERM if replica.term_sent is None else signal.SIGINT)
-                replica.term_sent = replica.term_sent or now
                 replica.kill_at = min(replica.kill_at or now + FORCE_GRACE, now + FORCE_GRACE)
+                self._force_stop(replica, now)  # a replica still spawning: once it exists
         self._wake.set()
+
+    def _force_stop(self, replica: Replica, now: float) -> None:
+        """Tell a replica to deregister and exit at once: SIGINT while draining; one never
+        signalled gets SIGTERM then SIGINT (a replica forces on SIGINT after a first signal,
+        in either order of delivery), as a SIGTERM alone would only drain it."""
+        if replica.proc is None:
+            return  # still spawning: ``_spawn`` signals it once it exists
+        if replica.term_sent is None:
+            replica.term_sent = now
+            replica.signal(signal.SIGTERM)
+        replica.signal(signal.SIGINT)
 
     def request_reload(self) -> None:
         """Re-read the configuration and roll every replica, one by one (SIGHUP)."""
@@ -365,7 +375,9 @@ class Supervisor:
         name = f"{group.name}:{replica.index}"
         self._tasks.start(f"output {name}", lambda: self._read(group, replica))
         self.events.emit("started", group.name, replica.index, f"pid {proc.pid}", pid=proc.pid)
-        if self._stopping or replica.state == "draining":
+        if self._forced:
+            self._force_stop(replica, time.monotonic())
+        elif self._stopping or replica.state == "draining":
             self._terminate(replica)
 
     async def _read(self, group: CellGroup, replica: Replica) -> None:
@@ -560,7 +572,10 @@ class Supervisor:
             for group in self.groups.values():
                 for replica in group.replicas:
                     if replica.proc is not None and replica.term_sent is None:
-                        self._terminate(replica)
+                        if self._forced:
+                            self._force_stop(replica, time.monotonic())
+                        else:
+                            self._terminate(replica)
             before = {id(r): r for g in self.groups.values() for r in g.replicas}
             self._reconcile()
             after = {id(r) for g in self.groups.values() for r in g.replicas}

@@ -46,6 +46,7 @@ class Registration:
         self._say = say
         self._said = False
         self.healthy = True
+        self._closed = False
 
     def _bound(self, timeout: float | None) -> float:
         if timeout is None:
@@ -55,7 +56,11 @@ class Registration:
     async def add(self, instance: Instance, *, within: float | None = None) -> None:
         """Register ``instance`` (or update it: same id). Never raises for an unreachable
         registry: the cell keeps serving and registration is retried in the background.
-        ``within`` (seconds) bounds the first attempt further (a drain's time left)."""
+        ``within`` (seconds) bounds the first attempt further (a drain's time left). Once
+        closed, a no-op: a drain step still running after a forced exit must neither fail nor
+        leave a record behind the deregistration."""
+        if self._closed:
+            return
         self._instances[instance.id] = instance
         if not self._tasks.running("keep-alive"):
             self._tasks.start("keep-alive", self._keep_alive)
@@ -69,7 +74,7 @@ class Registration:
         self, instance_id: str, state: InstanceState, *, within: float | None = None
     ) -> None:
         instance = self._instances.get(instance_id)
-        if instance is not None:
+        if instance is not None and not self._closed:
             await self.add(instance.model_copy(update={"state": state}), within=within)
 
     async def remove(self, instance_id: str, *, within: float | None = None) -> None:
@@ -83,7 +88,9 @@ class Registration:
             _log.warning("could not deregister %s from %s: %s", instance_id, self.registry.url, exc)
 
     async def aclose(self, *, within: float | None = None) -> None:
-        """Deregister every instance (each bounded by ``within`` seconds), stop the keep-alive."""
+        """Deregister every instance (each bounded by ``within`` seconds), stop the keep-alive.
+        Afterwards ``add`` and ``set_state`` do nothing."""
+        self._closed = True
         await self._tasks.aclose()
         for instance_id in list(self._instances):
             await self.remove(instance_id, within=within)
