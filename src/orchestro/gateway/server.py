@@ -45,7 +45,8 @@ class _ProblemRequestHandler(RequestHandler):
             if request.writer.output_size > 0:
                 raise ConnectionError("the answer was started: cannot send an error instead")
             detail = message or (str(exc) if exc else None)
-            pipeline = self._manager.request_handler if self._manager is not None else None
+            server = self._manager
+            pipeline = server.inner if isinstance(server, ProblemServer) else None
             if isinstance(pipeline, Pipeline):
                 pipeline.malformed.seen(status, request.remote, detail or status)
         rid = os.urandom(12).hex()
@@ -66,11 +67,11 @@ class ProblemServer(web.Server):
 
     def __init__(self, handler: Any, **kwargs: Any) -> None:
         super().__init__(self._closing_when_draining, **kwargs)
-        self._inner = handler
+        self.inner = handler  # the pipeline: what answers requests once parsed
         self.draining = False
 
     async def _closing_when_draining(self, request: web.BaseRequest) -> web.StreamResponse:
-        response: web.StreamResponse = await self._inner(request)
+        response: web.StreamResponse = await self.inner(request)
         if self.draining:
             response.force_close()  # the header when not yet sent; the close in any case
         return response
