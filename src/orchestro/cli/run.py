@@ -19,7 +19,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..cell.host import CellHost
 from ..cell.spec import CellSpec, spec_of
@@ -208,7 +208,24 @@ def run(args: argparse.Namespace) -> int:
         controller = os.getppid() if shared is not None else None
         code = runner.run(_serve_registered(hosts, registration, calls, controller))
     ignore_after_loop()
+    if shared is not None:
+        _exit_replica(code, flush_telemetry=observing.metrics)
     return code
+
+
+def _exit_replica(code: int, *, flush_telemetry: bool) -> NoReturn:
+    """A drained replica leaves without the interpreter's teardown, as multiprocessing's
+    children do: its daemon threads (the log writer, executors' workers) meeting a finalising
+    interpreter crashed a replica with SIGSEGV after a clean drain, which its controller
+    rightly counts as a failure. What the teardown would flush is flushed here first."""
+    if flush_telemetry:
+        with contextlib.suppress(Exception):
+            configure().shutdown()  # the SDK's exit hook: exporters flush their last batch
+    logging.shutdown()  # orchestro's log writer writes what it holds
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 def cell_scalings(specs: Sequence[CellSpec], file: ConfigFile) -> dict[str, Scaling]:
