@@ -51,6 +51,13 @@ class Cli:
         async with asyncio.timeout(timeout):
             return await self.proc.wait()
 
+    async def exits_with(self, expected: int = 0, timeout: float = 30.0) -> None:
+        """Wait for the exit; a different exit code fails with the tail of stderr."""
+        code = await self.wait(timeout)
+        if code != expected:
+            tail = "\n".join((await self.stderr()).splitlines()[-40:])
+            raise AssertionError(f"exit code {code}, expected {expected}; stderr ends:\n{tail}")
+
     async def stderr(self) -> str:
         """What the process wrote to stderr so far (a file, never a pipe: a process whose
         log lines nobody reads must not block on a full pipe)."""

@@ -89,7 +89,7 @@ async def test_two_processes_find_each_other_and_a_killed_one_disappears(
     await wait_listed(lambda r: cells(r) == ["catalog"], *registry, timeout=2 + 2)
 
     a.signal(signal.SIGTERM)  # a drained cell deregisters at once
-    assert await a.wait() == 0
+    await a.exits_with(0)
     assert await listed(*registry) == []
 
 
@@ -121,7 +121,7 @@ async def test_etcd_outage_keeps_serving_and_registers_once_afterwards(
     assert cells(rows) == ["greeter"], rows
     assert rows[0]["pid"] == cli.proc.pid
     cli.signal()
-    assert await cli.wait() == 0
+    await cli.exits_with(0)
 
 
 async def test_ls_errors() -> None:

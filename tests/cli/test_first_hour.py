@@ -140,7 +140,7 @@ async def test_an_answer_that_does_not_match_its_annotation_is_a_logged_500(
     )
     assert "not an int" not in str(body)
     cli.signal()
-    assert await cli.wait() == 0
+    await cli.exits_with(0)
     assert (
         "Counter.count returned a value that does not match its return annotation int: value: "
         "Input should be a valid integer, unable to parse string as an integer (got 'not an int')"

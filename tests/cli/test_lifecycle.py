@@ -307,7 +307,7 @@ async def test_a_cell_that_cannot_register_says_so_once_on_the_terminal(
         await started.wait_for(SERVING)
         await asyncio.sleep(3)  # a few failed keep-alives: still one line
         started.send(signal.SIGTERM, group=False)
-        assert await started.wait() == 0
+        await started.exits_with(0)
         lines = [line for line in started.stdout().splitlines() if "warning:" in line]
         assert len(lines) == 1, started.stdout()
         assert "etcd://127.0.0.1:9" in lines[0]
@@ -396,7 +396,7 @@ async def test_the_controller_removes_the_records_of_a_replica_it_had_to_kill(
             await _until(forgotten, timeout=30)
             writer.close()
             started.send(signal.SIGTERM, group=False)
-            assert await started.wait() == 0
+            await started.exits_with(0)
     finally:
         await registry.aclose()
         started.kill()

@@ -31,12 +31,12 @@ async def test_frontend_calls_greeter_across_processes(cli_processes: list[Cli])
             raise AssertionError("the frontend never reached the greeter")
 
         greeter.signal(signal.SIGTERM)
-        assert await greeter.wait() == 0
+        await greeter.exits_with(0)
         async with session.get(f"{url}/hello/Ada") as response:
             assert response.status == 503  # no greeter came back: a clear answer, not a hang
             assert (await response.json())["detail"].startswith("the greeter is unavailable")
     frontend.signal()
-    assert await frontend.wait() == 0
+    await frontend.exits_with(0)
 
 
 async def checkout(
@@ -84,4 +84,4 @@ async def test_the_shop(split: list[list[str]], cli_processes: list[Cli]) -> Non
             assert (await response.json())["available"] == 12  # the reservation was undone
     for cli in cli_processes:
         cli.signal()
-        assert await cli.wait() == 0
+        await cli.exits_with(0)

@@ -126,7 +126,7 @@ async def test_restarting_the_only_backend_under_load_fails_no_call(
             # Restart on the same port, then on a new one (port 0).
             for next_port in (port, 0):
                 backend.signal(signal.SIGTERM)
-                assert await backend.wait() == 0
+                await backend.exits_with(0)
                 backend, _ = await start_backend(cells, registry, next_port)
                 cli_processes.append(backend)
                 await asyncio.sleep(1.5)  # served by the new instance for a while
@@ -135,7 +135,7 @@ async def test_restarting_the_only_backend_under_load_fails_no_call(
             await asyncio.gather(*workers)
 
     frontend.signal()
-    assert await frontend.wait() == 0
+    await frontend.exits_with(0)
     print(f"answers: {dict(statuses)}; failures: {len(failures)}")
     # A POST sent whole just as the backend's drain closed its idle keep-alive connection is
     # the one ambiguous case (the drain's to prevent: issue 12.2); nothing else may fail —

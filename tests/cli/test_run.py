@@ -64,7 +64,7 @@ async def test_hello_example_greets(cli_processes: list[Cli]) -> None:
         assert response.status == 200
         assert await response.json() == {"message": "Hello from Orchestro Cell!"}
     cli.signal(signal.SIGINT)
-    assert await cli.wait() == 0
+    await cli.exits_with(0)
 
 
 async def test_every_cell_gets_its_own_port_and_cell_selects(
@@ -80,13 +80,13 @@ async def test_every_cell_gets_its_own_port_and_cell_selects(
             async with session.get(f"{url}/who") as response:
                 assert await response.json() == name
     cli.signal()
-    assert await cli.wait() == 0
+    await cli.exits_with(0)
 
     only = await start_cli("run", str(target), "--cell", "two")
     cli_processes.append(only)
     assert list(await only.wait_serving()) == ["two"]
     only.signal()
-    assert await only.wait() == 0
+    await only.exits_with(0)
     assert "one" not in await only.rest_of_stdout()
 
 
@@ -116,7 +116,7 @@ async def test_sigterm_drains_in_flight_requests(tmp_path: Path, cli_processes: 
                     refused = True
         assert not any(task.done() for task in in_flight)
         assert await asyncio.gather(*in_flight) == [(200, "slept")] * 4
-    assert await cli.wait() == 0
+    await cli.exits_with(0)
     out = await cli.rest_of_stdout()
     assert "SIGTERM: draining" in out
     assert "on_stop ran" in out
@@ -159,7 +159,7 @@ async def test_settings_from_flags_and_environment(
     async with aiohttp.ClientSession() as session, session.get(f"{url}/who") as response:
         assert response.status == 200
     cli.signal()
-    assert await cli.wait() == 0
+    await cli.exits_with(0)
 
 
 def _busy_port() -> socket.socket:

@@ -107,7 +107,7 @@ async def test_replicas_share_one_port_and_register_one_by_one(
     assert code == 0
     assert re.search(r"greeter\s+\d+\s+2\s+2\s+2", out), out
     controller.signal(signal.SIGTERM)
-    assert await controller.wait() == 0
+    await controller.exits_with(0)
 
 
 async def _ready(session: aiohttp.ClientSession, admin: str, cell: str, count: int) -> bool:
@@ -139,7 +139,7 @@ async def test_a_killed_replica_is_replaced_and_callers_see_no_failure(
     assert callers.failures == []
     assert ("crashed", victim["index"]) in kinds
     controller.signal(signal.SIGTERM)
-    assert await controller.wait() == 0
+    await controller.exits_with(0)
 
 
 async def _instances(mesh: Mesh, count: int) -> bool:
@@ -180,7 +180,7 @@ async def test_scale_down_drains_without_failing_a_caller(
     assert code == 2
     assert "between 1 and 256" in err
     controller.signal(signal.SIGTERM)
-    assert await controller.wait() == 0
+    await controller.exits_with(0)
 
 
 CRASHING = """
@@ -221,7 +221,7 @@ async def test_a_crash_loop_backs_off_exponentially(
     crashes = [e for e in events if e["kind"] == "crashed"]
     assert crashes[0]["data"]["exit_code"] == 2  # on_start failed: a clear StartupError
     controller.signal(signal.SIGTERM)
-    assert await controller.wait() == 0
+    await controller.exits_with(0)
 
 
 async def test_sighup_rolls_every_replica_without_failing_a_caller(
@@ -269,7 +269,7 @@ async def test_sighup_rolls_every_replica_without_failing_a_caller(
     assert "reloaded" in kinds
     assert "rolled" in kinds
     controller.signal(signal.SIGTERM)
-    assert await controller.wait() == 0
+    await controller.exits_with(0)
 
 
 async def test_a_bad_scaling_table_is_one_line_naming_the_file(tmp_path: Path) -> None:
@@ -325,7 +325,7 @@ async def test_a_hook_requests_an_action_and_metrics_count_events(
         == 1
     )
     controller.signal(signal.SIGTERM)
-    assert await controller.wait() == 0
+    await controller.exits_with(0)
 
 
 async def test_events_stream_as_they_happen(cli_processes: list[Cli]) -> None:
@@ -346,7 +346,7 @@ async def test_events_stream_as_they_happen(cli_processes: list[Cli]) -> None:
                         break
     assert event["data"] == {"previous": 1, "desired": 2, "source": "manual"}
     controller.signal(signal.SIGTERM)
-    assert await controller.wait() == 0
+    await controller.exits_with(0)
 
 
 HANGING = """
@@ -399,7 +399,7 @@ async def test_a_hung_replica_is_killed_and_replaced(
             kinds = [(e["kind"], e["replica"]) for e in await response.json()]
     assert kinds.index(("hung", 0)) < kinds.index(("ready", 1)) < kinds.index(("crashed", 0))
     controller.signal(signal.SIGTERM)
-    assert await controller.wait() == 0
+    await controller.exits_with(0)
 
 
 async def test_replicas_leave_with_a_killed_controller(cli_processes: list[Cli]) -> None:

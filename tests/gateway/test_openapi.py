@@ -137,10 +137,10 @@ async def test_schemathesis_finds_no_failure(example: str, tmp_path: Path) -> No
             assert proc.returncode == 0, out.decode()[-4000:]
     finally:
         cli.signal()
-        assert await cli.wait() == 0
+        await cli.exits_with(0)
         for companion in companions:
             companion.signal()
-            assert await companion.wait() == 0
+            await companion.exits_with(0)
 
 
 def _cells_in(example: str) -> list[str]:

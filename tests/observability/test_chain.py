@@ -164,7 +164,7 @@ async def test_a_request_through_three_cells_is_one_trace(
     hex_id = trace_id.hex()
     for cli in (front, backend):
         cli.signal(signal.SIGTERM)
-        assert await cli.wait() == 0
+        await cli.exits_with(0)
     front_lines = [json.loads(line) for line in (await front.stderr()).splitlines()]
     back_lines = [json.loads(line) for line in (await backend.stderr()).splitlines()]
     assert any(
