@@ -42,7 +42,7 @@ from typing import Any
 
 import aiohttp
 
-from ..background import Background
+from ..background import Background, exponential
 from ..cell.spec import CellSpec
 from ..errors import ConfigurationError, DiscoveryError
 from ..registry.base import Registry
@@ -323,12 +323,9 @@ class Supervisor:
             self.events.emit("stopped", group.name, replica.index, f"exit code {code}")
             return
         group.crashes += 1
-        delay = (
-            0.0
-            if group.crashes == 1
-            else min(
-                self.settings.backoff_max, self.settings.backoff_base * 2 ** (group.crashes - 2)
-            )
+        # The first crash restarts at once; then base, doubling, up to the maximum.
+        delay = exponential(
+            group.crashes - 1, self.settings.backoff_base, self.settings.backoff_max
         )
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         self.events.emit(
