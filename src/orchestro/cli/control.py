@@ -89,7 +89,8 @@ def show_status(args: argparse.Namespace) -> int:
                 f"{r['index']}:{r['state']}" + (f"({r['in_flight']})" if r["in_flight"] else "")
                 for r in cell["replicas"]
             )
-            scaling = f"{cell['min']}..{cell['max']}" + (" auto" if cell["autoscaling"] else "")
+            # A fixed count (min == max, or none declared) is what `scale` sets: no range.
+            scaling = f"{cell['min']}..{cell['max']} auto" if cell["autoscaling"] else "fixed"
             rows.append(
                 (
                     cell["cell"],
