@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
@@ -42,11 +43,19 @@ __all__ = [
     "RegistrySettings",
     "RunSettings",
     "TelemetrySettings",
+    "error_text",
     "find_config_file",
     "load_settings",
 ]
 
 S = TypeVar("S", bound=BaseSettings)
+
+
+def error_text(err: Mapping[str, Any]) -> str:
+    """One pydantic error as a person reads it: its message without pydantic's "Value
+    error, " prefix (our validators' messages are whole sentences), and what was given."""
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return f"{message} (got {err.get('input')!r})"
 
 
 class GatewaySettings(BaseSettings):
@@ -236,5 +245,5 @@ def load_settings(
                 place = f"{where} {field}"
             else:
                 place = field
-            problems.append(f"{place}: {err['msg']} (got {err.get('input')!r})")
+            problems.append(f"{place}: {error_text(err)}")
         raise ConfigurationError("; ".join(problems)) from exc
