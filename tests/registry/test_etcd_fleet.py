@@ -6,6 +6,7 @@ import asyncio
 import os
 
 import aiohttp
+import pytest
 
 from orchestro.registry import Instance, open_registry
 from orchestro.registry.etcd import EtcdRegistry
@@ -61,3 +62,54 @@ async def test_a_burst_of_changes_reaches_a_watcher_in_few_snapshots(etcd_server
     await stream.aclose()
     await watcher.aclose()
     await writer.aclose()
+
+
+async def test_a_failed_renewal_keeps_the_lease_and_an_unknown_lease_is_lost() -> None:
+    """A real etcd cannot be made to fail one renewal on demand, so a loopback server replays
+    the JSON gateway's answers: a keep-alive stream error (as etcd 3.4 sends when its apply
+    lags), then the answer for a lease etcd does not know (no TTL)."""
+    from aiohttp import web
+
+    from orchestro import DiscoveryError
+    from orchestro.registry import LeaseLost
+
+    answers = [
+        {"error": {"grpc_code": 14, "http_code": 503, "message": "etcdserver: request timed out"}},
+        {"result": {"header": {}, "ID": "7", "TTL": "5"}},
+        {"result": {"header": {}, "ID": "7"}},
+    ]
+    grants = 0
+
+    async def grant(request: web.Request) -> web.Response:
+        nonlocal grants
+        grants += 1
+        return web.json_response({"header": {}, "ID": "7", "TTL": "5"})
+
+    async def put(request: web.Request) -> web.Response:
+        return web.json_response({"header": {}})
+
+    async def keepalive(request: web.Request) -> web.Response:
+        return web.json_response(answers.pop(0))
+
+    app = web.Application()
+    app.router.add_post("/v3/lease/grant", grant)
+    app.router.add_post("/v3/kv/put", put)
+    app.router.add_post("/v3/lease/keepalive", keepalive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    registry = EtcdRegistry.from_url(f"etcd://127.0.0.1:{port}", ttl=5)
+    try:
+        await registry.register(Instance(cell="c", id="i", host="h", port=1))
+        with pytest.raises(DiscoveryError, match="etcdserver: request timed out"):
+            await registry.heartbeat()  # to retry: not LeaseLost
+        await registry.heartbeat()  # the same lease, renewed
+        with pytest.raises(LeaseLost):
+            await registry.heartbeat()
+        assert grants == 1  # the error did not make the process take a new lease
+    finally:
+        registry._lease = None  # nothing to revoke on the stand-in
+        await registry.aclose()
+        await runner.cleanup()
