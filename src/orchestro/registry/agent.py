@@ -40,6 +40,10 @@ class Registration:
     ) -> None:
         self.registry = registry
         self._instances: dict[str, Instance] = {}
+        # Ids whose last write did not reach the registry: written again on the next renewal
+        # (the others are there while the lease lives; rewriting them all after a hiccup
+        # only loads a registry that is already struggling).
+        self._unwritten: set[str] = set()
         self._tasks = Background("registration")
         self._wake = asyncio.Event()
         self._first_attempt_timeout = first_attempt_timeout
@@ -68,7 +72,10 @@ class Registration:
             async with asyncio.timeout(self._bound(within)):
                 await self.registry.register(instance)
         except (DiscoveryError, TimeoutError, LeaseLost) as exc:
+            self._unwritten.add(instance.id)
             self._failed(exc)
+        else:
+            self._unwritten.discard(instance.id)
 
     async def set_state(
         self, instance_id: str, state: InstanceState, *, within: float | None = None
@@ -78,6 +85,7 @@ class Registration:
             await self.add(instance.model_copy(update={"state": state}), within=within)
 
     async def remove(self, instance_id: str, *, within: float | None = None) -> None:
+        self._unwritten.discard(instance_id)
         if self._instances.pop(instance_id, None) is None:
             return
         try:
@@ -142,11 +150,14 @@ class Registration:
                         "registry %s forgot this process's lease; registering again",
                         self.registry.url,
                     )
-                if lost or not self.healthy:
-                    # The records may be gone with the lease; the same ids make this
-                    # idempotent.
-                    for instance in list(self._instances.values()):
+                # A lost lease took the records with it: all of them again (the same ids
+                # make this idempotent); else those whose write failed.
+                again = list(self._instances) if lost else list(self._unwritten)
+                for instance_id in again:
+                    instance = self._instances.get(instance_id)
+                    if instance is not None:
                         await self.registry.register(instance)
+                        self._unwritten.discard(instance_id)
         except (DiscoveryError, TimeoutError) as exc:
             self._failed(exc)
             raise
