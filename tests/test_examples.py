@@ -1,10 +1,9 @@
 """The examples, tested the way a user's own project tests its cells: public API only."""
 
 # --8<-- [start:quickstart]
-from examples.hello import AuditEntry, Greeter
-from examples.orders import Orders
+from examples.hello import Greeter
 
-from orchestro.testing import CellClient, make_cell
+from orchestro.testing import CellClient
 
 
 async def test_greet(cell_client):
@@ -21,6 +20,11 @@ async def test_greet_by_name(cell_client):
 
 
 # --8<-- [end:quickstart]
+# What the other tests use (after the quickstart's part: the page shows only what it uses).
+from examples.hello import AuditEntry  # noqa: E402
+from examples.orders import Orders  # noqa: E402
+
+from orchestro.testing import make_cell  # noqa: E402
 
 
 async def test_audit_is_for_other_cells_only(cell_client):
