@@ -70,6 +70,7 @@ class _Phase(enum.Enum):
 
 
 _TOO_LARGE: Final = ("Got more than", "Too many headers")
+_LINGER: Final = 1.0  # seconds a refused connection stays half-open for its answer to land
 
 
 class _ProblemRequestHandler(RequestHandler):
@@ -225,7 +226,18 @@ class _ProblemRequestHandler(RequestHandler):
             f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n"
         )
         transport.write(head.encode("latin-1") + body)
-        self.force_close()
+        self._close_softly(transport)
+
+    def _close_softly(self, transport: asyncio.Transport) -> None:
+        """Stop reading requests, send FIN after the answer, close a moment later: closing
+        at once, with the client's bytes still unread, would send a reset that can destroy
+        the answer before the client reads it (nginx's lingering close, in short)."""
+        self._force_close = True  # aiohttp's own flag: no more data is parsed or served
+        if self._waiter is not None:
+            self._waiter.cancel()
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._loop.call_later(_LINGER, transport.close)
 
     def handle_error(
         self,
@@ -288,7 +300,8 @@ class ProblemServer(web.Server):
 
     async def _closing_when_draining(self, request: web.BaseRequest) -> web.StreamResponse:
         response: web.StreamResponse = await self.inner(request)
-        if self.draining:
+        if self.draining or response.status == 408:
+            # Draining; or a 408 (a body too slow, RFC 9110 §15.5.9): Connection: close.
             response.force_close()  # the header when not yet sent; the close in any case
         return response
 
