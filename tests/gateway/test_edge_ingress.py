@@ -191,9 +191,8 @@ async def test_one_connection_over_max_connections_gets_503_and_a_close() -> Non
     async with CellClient(Ingress, settings=settings) as client:
         host, port = address(client)
         # The test client's own pooled connection may hold one slot: fill the rest.
-        async with aiohttp.ClientSession() as probe:
-            async with probe.get(f"{client.url}/greet") as answer:
-                assert answer.status == 200
+        async with aiohttp.ClientSession() as probe, probe.get(f"{client.url}/greet") as answer:
+            assert answer.status == 200
         held = []
         refused = None
         for _ in range(8):

@@ -118,11 +118,13 @@ def build_gateway(
     """
     settings = settings or GatewaySettings()
     max_body = int(settings.max_body_size)
-    # The edge's steps (docs/concepts/edge.md): who the caller is decides what it may spend,
-    # so tokens are checked before rate limits; CORS headers go on every answer.
+    # The edge's steps (docs/concepts/edge.md). CORS first: it only has an after hook, and
+    # an after hook runs when every before outside it ran, so first means on every answer (a
+    # page must read its 401 or 429 too). Who the caller is decides what it may spend, so
+    # tokens are checked before rate limits.
     tokens = AuthStep(None if auth is None else TokenVerifier(auth), identity)
     limits = RateLimitStep(identity, max_keys=settings.rate_limit_keys, **_clock(clock))
-    steps: list[Step] = [AccessStep(identity), tokens, limits, CorsStep()]
+    steps: list[Step] = [CorsStep(), AccessStep(identity), tokens, limits]
     admission = Admission(gate, spec.name, max_concurrency=settings.max_concurrency)
     router: Router[CompiledRoute] = Router()
 
