@@ -188,7 +188,7 @@ async def test_a_proven_cell_is_limited_by_its_name() -> None:
 
 def test_the_caller_key_is_the_cell_else_the_token_subject_else_the_address() -> None:
     request = make_mocked_request("GET", "/", transport=_Peer("10.1.2.3"))
-    assert caller_key(request) == "ip:10.1.2.3"
+    assert caller_key(request) == "10.1.2.3"
     request = make_mocked_request("GET", "/", transport=_Peer("10.1.2.3"))
     request[CALLER_KEY] = Caller(subject="alice", scheme="jwt")
     assert caller_key(request) == "sub:jwt:alice"

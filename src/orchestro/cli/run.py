@@ -24,8 +24,8 @@ from typing import Any, NoReturn
 from ..cell.host import CellHost
 from ..cell.spec import CellSpec, spec_of
 from ..config import (
-    ConfigFile,
     AuthSettings,
+    ConfigFile,
     GatewaySettings,
     RegistrySettings,
     RunSettings,

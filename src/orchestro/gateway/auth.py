@@ -7,7 +7,9 @@ settings (:class:`~orchestro.config.AuthSettings`) say what is valid. A caller p
 A caller proven by its mutual-TLS certificate (another cell) needs no token; a token it sends
 anyway is checked and its claims are handed on.
 
-**JWT** (PyJWT): the header's ``alg`` must be on the allow-list (asymmetric only: no
+**JWT** (PyJWT): a token verified once is remembered (up to 10,000, until its ``exp`` or a
+new JWKS): a signature check costs tens of µs, and a client sends the same token many times.
+The header's ``alg`` must be on the allow-list (asymmetric only: no
 ``none``, no HS*) *and* fit the key its ``kid`` names (RSA keys for RS/PS, the EC curve of
 ES256/384/512, Ed25519 for EdDSA), so an RSA public key can never be used as an HMAC secret.
 ``exp``, ``iss``, ``aud`` and ``sub`` are required; ``exp``/``nbf``/``iat`` get the
@@ -34,6 +36,7 @@ import json
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +57,7 @@ __all__ = ["MIN_REFETCH", "ApiKeys", "AuthStep", "JsonWebKeys", "TokenVerifier"]
 
 _log = logging.getLogger("orchestro.gateway.auth")
 
+_VERIFIED_MAX: Final = 10_000  # verified tokens remembered (the oldest leave first)
 MIN_REFETCH: Final = 10.0  # seconds between two fetches of a JWKS URL, whatever asks
 FETCH_TIMEOUT: Final = 5.0
 
@@ -100,6 +104,7 @@ class JsonWebKeys:
         self._mtime: int | None = None
         self._inflight: asyncio.Task[None] | None = None
         self.fetches = 0
+        self.generation = 0  # moves on whenever a new set is installed
         if not self.is_url:
             self._read_file(initial=True)
 
@@ -223,6 +228,7 @@ class JsonWebKeys:
         self._keys = keys
         self._loaded = {}
         self._fetched = self._clock()
+        self.generation += 1
 
 
 def _fits(key: _Key, alg: str) -> bool:
@@ -337,6 +343,10 @@ class TokenVerifier:
         self._jwks: JsonWebKeys | None = None
         self._keys: ApiKeys | None = None
         self._algorithms = frozenset(settings.jwt_algorithms)
+        # Tokens verified already: token -> (caller, valid until (wall clock), JWKS generation).
+        # A signature check costs tens of µs; a client sends the same token again and again.
+        # An entry lasts until the token's exp (plus leeway), or until a new JWKS is loaded.
+        self._verified: OrderedDict[str, tuple[Caller, float, int]] = OrderedDict()
 
     def require(self, schemes: Iterable[str], where: str) -> None:
         """Check the settings can verify ``schemes`` (at start): a ConfigurationError that
@@ -370,6 +380,18 @@ class TokenVerifier:
     @property
     def jwks(self) -> JsonWebKeys | None:
         return self._jwks
+
+    def cached(self, token: str) -> Caller | None:
+        """What ``token`` proved when it was verified, while that still holds."""
+        entry = self._verified.get(token)
+        if entry is None:
+            return None
+        caller, until, generation = entry
+        jwks = self._jwks
+        if self._now() >= until or jwks is None or generation != jwks.generation:
+            del self._verified[token]
+            return None
+        return caller
 
     def needs_load(self, token: str, schemes: tuple[str, ...]) -> bool:
         """Whether the JWKS must be loaded before ``token`` can be checked."""
@@ -521,12 +543,14 @@ class AuthStep:
                     "not be loaded yet",
                     headers={"Retry-After": str(int(MIN_REFETCH))},
                 ) from None
-            caller = caller_of(request, resolve)
-            request[CALLER_KEY] = Caller(
-                cell=caller.cell,
-                subject=proven.subject,
-                scheme=proven.scheme,
-                claims=proven.claims,
+            enter(request, proven)
+
+        def enter(request: web.BaseRequest, proven: Caller) -> None:
+            cell = caller_of(request, resolve).cell
+            request[CALLER_KEY] = (
+                proven
+                if cell is None
+                else Caller(cell, proven.subject, proven.scheme, proven.claims)
             )
 
         async def load_then_admit(request: web.BaseRequest, token: str) -> None:
@@ -547,6 +571,10 @@ class AuthStep:
                 if caller_of(request, resolve).cell is not None:
                     return None
                 raise refuse(None)
+            known = verifier.cached(token)
+            if known is not None:
+                enter(request, known)
+                return None
             if verifier.needs_load(token, schemes):
                 return load_then_admit(request, token)
             admit(request, token)

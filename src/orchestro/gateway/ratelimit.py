@@ -37,11 +37,11 @@ from ..errors import HTTPError
 from ..security.identity import CALLER_KEY, Caller, IdentityResolver, anonymous
 from .pipeline import Hooks, Route
 
-__all__ = ["DEFAULT_MAX_KEYS", "Limiter", "RateLimitStep", "caller_key"]
+__all__ = ["DEFAULT_MAX_KEYS", "Limiter", "RateLimitStep", "address_of", "caller_key"]
 
 DEFAULT_MAX_KEYS: Final = 100_000
 
-_STATE: Final = web.RequestKey("orchestro.rate_limit", tuple)
+_STATE: Final = web.RequestKey("orchestro.rate_limit", str)  # the RateLimit field's value
 
 
 class Limiter:
@@ -114,7 +114,7 @@ class Limiter:
 
 def caller_key(request: web.BaseRequest, resolve: IdentityResolver = anonymous) -> str:
     """Whom a request counts against: ``cell:<name>``, ``sub:<scheme>:<subject>`` (a verified
-    bearer token) or ``ip:<address>``."""
+    bearer token), else the client's address (which never starts with ``cell:`` or ``sub:``)."""
     caller: Caller | None = request.get(CALLER_KEY)
     if caller is None and resolve is not anonymous:
         caller = resolve(request)
@@ -124,10 +124,14 @@ def caller_key(request: web.BaseRequest, resolve: IdentityResolver = anonymous) 
             return "cell:" + caller.cell
         if caller.subject is not None:
             return f"sub:{caller.scheme}:{caller.subject}"
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    if isinstance(peer, tuple):
-        return "ip:" + str(peer[0])
-    return "ip:?"
+    return address_of(request)
+
+
+def address_of(request: web.BaseRequest) -> str:
+    """The client's address (the connection's peer: a proxy's header is not proof)."""
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return str(peer[0]) if peer else "?"
 
 
 class RateLimitStep:
@@ -177,14 +181,27 @@ class RateLimitStep:
         clock = self._clock
         resolve = self._resolve
         limit = limiter.limit
+        op = route.operation
+        assert op is not None
+        # Only a route that learns who its caller is (a token, an internal service, a mesh
+        # listener's certificate) keys by identity; any other keys by address, cheaply.
+        proven = (
+            resolve is not anonymous
+            or op.service.internal
+            or bool(op.service.auth if op.service.auth is not None else route.cell.auth)
+        )
+        key_of: Callable[[web.BaseRequest], str] = (
+            (lambda request: caller_key(request, resolve)) if proven else address_of
+        )
+        name = limiter.name
+        tolerance = limiter.tolerance
         policy = f'"{limiter.name}";q={limit.count};w={math.ceil(limit.window)}'
         detail = f"{route.cell.name}: more than {limit} requests from this caller" + (
             "" if limiter.name == route.cell.name else f" to {limiter.name!r}"
         )
 
         def check(request: web.BaseRequest) -> None:
-            now = clock()
-            wait = acquire(caller_key(request, resolve), now)
+            wait = acquire(key_of(request), clock())
             if wait > 0:
                 retry = max(1, math.ceil(wait))
                 raise HTTPError(
@@ -193,17 +210,16 @@ class RateLimitStep:
                     headers={
                         "Retry-After": str(retry),
                         "RateLimit-Policy": policy,
-                        "RateLimit": f'"{limiter.name}";r=0;t={retry}',
+                        "RateLimit": f'"{name}";r=0;t={retry}',
                     },
                 )
-            request[_STATE] = (remaining(wait), math.ceil(wait + limiter.tolerance))
+            request[_STATE] = f'"{name}";r={remaining(wait)};t={math.ceil(wait + tolerance)}'
 
         def advertise(request: web.BaseRequest, response: web.StreamResponse | None) -> None:
-            state = request.get(_STATE)
-            if state is None or response is None or response.prepared:
+            if response is None or response.prepared:
                 return
             headers = response.headers
             headers["RateLimit-Policy"] = policy
-            headers["RateLimit"] = f'"{limiter.name}";r={state[0]};t={state[1]}'
+            headers["RateLimit"] = request[_STATE]
 
         return Hooks(check, advertise)
