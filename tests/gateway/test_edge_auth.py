@@ -138,6 +138,16 @@ async def test_no_token_is_401_with_a_bare_bearer_challenge(keys: Keys, jwks_fil
             assert "needs a bearer token (jwt)" in answer.json()["detail"]
         # A service that opts out answers without one.
         assert (await client.get("/status")).status == 200
+        # The refusals are counted, by scheme.
+        metrics = (await client.get("/metrics")).text
+    (sample,) = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("orchestro_gateway_unauthenticated_total{")
+    ]
+    assert 'orchestro_auth="jwt"' in sample
+    assert 'orchestro_cell="shop"' in sample
+    assert sample.endswith(" 3.0")
 
 
 @pytest.mark.parametrize(
@@ -409,3 +419,22 @@ async def test_orchestro_run_without_auth_settings_says_what_to_set_in_one_line(
     assert code != 0
     assert "declares auth='api-key', but no API key is set: set [auth] api_keys_file" in err
     assert "Traceback" not in err
+
+
+async def test_a_jwks_file_rewritten_with_a_new_key_is_read_again(
+    keys: Keys, jwks_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth_module, "MIN_REFETCH", 0.0)
+    new = ec.generate_private_key(ec.SECP256R1())
+    token = keys.token(new, kid="ec-2", alg="ES256")
+    async with CellClient(Shop, auth=settings_for(str(jwks_file))) as client:
+        before = await client.get("/me", headers=bearer(token))
+        assert before.status == 401
+        assert "no key 'ec-2' in the JWKS" in before.json()["detail"]
+        # The issuer's sidecar writes the rotated set (a new file, renamed into place).
+        rotated = jwks_file.with_suffix(".new")
+        rotated.write_text(json.dumps({"keys": [*keys.published, keys.jwk(new, "ec-2", "ES256")]}))
+        rotated.replace(jwks_file)
+        after = await client.get("/me", headers=bearer(token))
+        assert after.status == 200, after.text
+        assert after.json()["subject"] == "alice"
