@@ -97,7 +97,7 @@ class _ProblemRequestHandler(RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # the server may refuse it (max_connections)
         limits = self._ingress
-        if limits is not None and self.transport is not None:
+        if limits is not None and self.transport is not None and not self._force_close:
             # From connecting, like nginx's client_header_timeout: a socket that sends nothing
             # is closed too.
             self._start_head(limits)
@@ -121,8 +121,8 @@ class _ProblemRequestHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         limits = self._ingress
-        if limits is None:
-            super().data_received(data)
+        if limits is None or self._force_close:
+            super().data_received(data)  # (which ignores data once closing)
             return
         phase = self._phase
         if phase is _Phase.DONE and data:
@@ -162,7 +162,9 @@ class _ProblemRequestHandler(RequestHandler):
     def _on_timer(self) -> None:
         self._ingress_timer = None
         limits = self._ingress
-        if limits is None or self.transport is None or self._phase is _Phase.DONE:
+        if limits is None or self.transport is None or self._force_close:
+            return
+        if self._phase is _Phase.DONE:
             return
         now = self._loop.time()
         if now < self._deadline:
