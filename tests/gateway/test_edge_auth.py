@@ -438,3 +438,23 @@ async def test_a_jwks_file_rewritten_with_a_new_key_is_read_again(
         after = await client.get("/me", headers=bearer(token))
         assert after.status == 200, after.text
         assert after.json()["subject"] == "alice"
+
+
+def test_a_verified_token_is_remembered_until_its_exp_or_a_new_jwks(
+    keys: Keys, jwks_file: Path
+) -> None:
+    wall = [time.time()]
+    verifier = auth_module.TokenVerifier(settings_for(str(jwks_file)), now=lambda: wall[0])
+    verifier.require(("jwt",), "test")
+    token = keys.token(exp=int(wall[0]) + 60)
+    assert verifier.cached(token) is None
+    caller = verifier.verify(token, ("jwt",))
+    assert verifier.cached(token) is caller
+    wall[0] += 60 + 30  # past exp and the 30 s leeway
+    assert verifier.cached(token) is None
+    wall[0] -= 90
+    verifier.verify(token, ("jwt",))
+    assert verifier.jwks is not None
+    jwks_file.write_text(json.dumps({"keys": keys.published[:1]}))
+    verifier.jwks._read_file()  # a new set (as a refresh loads it)
+    assert verifier.cached(token) is None

@@ -461,7 +461,12 @@ class TokenVerifier:
             raise Refused(f"the token has no {exc.claim!r} claim") from None
         except jwt.PyJWTError as exc:
             raise Refused(f"the token is invalid ({exc})") from None
-        return Caller(subject=str(claims["sub"]), scheme="jwt", claims=MappingProxyType(claims))
+        caller = Caller(subject=str(claims["sub"]), scheme="jwt", claims=MappingProxyType(claims))
+        verified = self._verified
+        if len(verified) >= _VERIFIED_MAX:
+            verified.popitem(last=False)
+        verified[token] = (caller, float(claims["exp"]) + settings.jwt_leeway, jwks.generation)
+        return caller
 
 
 def _when(token: str, claim: str) -> str:
