@@ -8,8 +8,8 @@
 2. **Throughput** with wrk, each round every server in turn (server pinned to core 0, wrk to
    core 1), as requests/s and server CPU per request (from /proc: steadier than requests/s
    when other processes share the cores), medians, and their ratios to a bare aiohttp
-   handler measured in the same run: ``plain`` (the hello greeter, access log off, metrics on: bench/gateway.py's
-   "orchestro"), ``limited`` (the same service with ``rate_limit=``), ``keyed``
+   handler measured in the same run: ``plain`` (the hello greeter, access log off, metrics
+   on: bench/gateway.py's "orchestro"), ``limited`` (the same service with ``rate_limit=``), ``keyed``
    (``rate_limit=`` + ``auth="api-key"``), ``signed`` (``rate_limit=`` + ``auth="jwt"``, an
    ES256 token). Targets: ``limited`` >= 0.88 x bare, the limiter <= 3 µs a request.
 3. **Slowloris**: N sockets trickle a request head that never ends (a header line every
@@ -129,9 +129,10 @@ def step_costs(token: str, jwks: Path) -> dict[str, float]:
 
     from orchestro.cell.spec import spec_of
     from orchestro.config import AuthSettings
-    from orchestro.gateway.auth import AuthStep, TokenVerifier
+    from orchestro.gateway.auth import AuthStep
     from orchestro.gateway.pipeline import Route
     from orchestro.gateway.ratelimit import RateLimitStep
+    from orchestro.gateway.tokens import TokenVerifier
 
     class Peer:
         def get_extra_info(self, name: str, default: Any = None) -> Any:

@@ -19,7 +19,8 @@ from pydantic import BaseModel
 
 from orchestro import Caller, CellDefinitionError, ConfigurationError, cell, service
 from orchestro.config import AuthSettings
-from orchestro.gateway import auth as auth_module
+from orchestro.gateway import jwks as jwks_module
+from orchestro.gateway import tokens as auth_module
 from orchestro.testing import CellClient
 from tests.conftest import start_cli
 
@@ -276,7 +277,7 @@ async def jwks_server(keys: Keys) -> AsyncIterator[JwksServer]:
 async def test_a_jwks_url_is_fetched_once_cached_and_a_rotated_key_is_found_by_kid(
     keys: Keys, jwks_server: JwksServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(auth_module, "MIN_REFETCH", 0.0)  # no 10 s wait between fetches here
+    monkeypatch.setattr(jwks_module, "MIN_REFETCH", 0.0)  # no 10 s wait between fetches here
     async with CellClient(Shop, auth=settings_for(jwks_server.url)) as client:
         answers = await asyncio.gather(
             *(client.get("/me", headers=bearer(keys.token())) for _ in range(20))
@@ -298,7 +299,7 @@ async def test_a_jwks_url_is_fetched_once_cached_and_a_rotated_key_is_found_by_k
 async def test_while_the_jwks_url_fails_the_last_good_keys_are_used(
     keys: Keys, jwks_server: JwksServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(auth_module, "MIN_REFETCH", 0.0)
+    monkeypatch.setattr(jwks_module, "MIN_REFETCH", 0.0)
     async with CellClient(Shop, auth=settings_for(jwks_server.url, jwks_refresh=1)) as client:
         assert (await client.get("/me", headers=bearer(keys.token()))).status == 200
         jwks_server.failing = True
@@ -424,7 +425,7 @@ async def test_orchestro_run_without_auth_settings_says_what_to_set_in_one_line(
 async def test_a_jwks_file_rewritten_with_a_new_key_is_read_again(
     keys: Keys, jwks_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(auth_module, "MIN_REFETCH", 0.0)
+    monkeypatch.setattr(jwks_module, "MIN_REFETCH", 0.0)
     new = ec.generate_private_key(ec.SECP256R1())
     token = keys.token(new, kid="ec-2", alg="ES256")
     async with CellClient(Shop, auth=settings_for(str(jwks_file))) as client:

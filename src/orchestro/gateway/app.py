@@ -29,7 +29,7 @@ from ..errors import CellDefinitionError, HTTPError
 from ..observability.server import ServerTelemetry
 from ..security.identity import IdentityResolver, anonymous
 from .admission import Admission, Gate
-from .auth import AuthStep, TokenVerifier
+from .auth import AuthStep
 from .binding import Binder
 from .cors import CorsStep, preflight_handler
 from .health import health_handlers
@@ -48,6 +48,7 @@ from .ratelimit import RateLimitStep
 from .router import Router
 from .server import IngressLimits, ProblemServer
 from .steps import AccessStep
+from .tokens import TokenVerifier
 
 __all__ = ["Gateway", "build_gateway"]
 
