@@ -36,6 +36,7 @@ import timeit
 import urllib.request
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -134,9 +135,8 @@ def step_costs(token: str, jwks: Path) -> dict[str, float]:
     from orchestro.gateway.ratelimit import RateLimitStep
     from orchestro.gateway.tokens import TokenVerifier
 
-    class Peer:
-        def get_extra_info(self, name: str, default: Any = None) -> Any:
-            return ("127.0.0.1", 5555) if name == "peername" else default
+    # aiohttp reads the peer from the protocol once per request: a protocol that has one.
+    protocol = mock.Mock(peername=("127.0.0.1", 5555), sockname=("127.0.0.1", 80), ssl_context=None)
 
     settings = AuthSettings(
         jwks=str(jwks), jwt_issuer=ISSUER, jwt_audience=AUDIENCE, api_keys=f"bench={API_KEY}"
@@ -159,7 +159,7 @@ def step_costs(token: str, jwks: Path) -> dict[str, float]:
 
     def run(call: Any, headers: dict[str, str] | None = None, n: int = 200_000) -> float:
         requests = [
-            make_mocked_request("GET", "/greet", headers=headers, transport=Peer())
+            make_mocked_request("GET", "/greet", headers=headers, protocol=protocol)
             for _ in range(1000)
         ]
 

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+from unittest import mock
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from pydantic import BaseModel
 
@@ -187,22 +189,18 @@ async def test_a_proven_cell_is_limited_by_its_name() -> None:
 
 
 def test_the_caller_key_is_the_cell_else_the_token_subject_else_the_address() -> None:
-    request = make_mocked_request("GET", "/", transport=_Peer("10.1.2.3"))
+    request = from_peer("10.1.2.3")
     assert caller_key(request) == "10.1.2.3"
-    request = make_mocked_request("GET", "/", transport=_Peer("10.1.2.3"))
     request[CALLER_KEY] = Caller(subject="alice", scheme="jwt")
     assert caller_key(request) == "sub:jwt:alice"
     request[CALLER_KEY] = Caller(cell="teller", subject="alice", scheme="jwt")
     assert caller_key(request) == "cell:teller"
-    request = make_mocked_request("GET", "/", transport=_Peer("10.1.2.3"))
-    assert caller_key(request, fixed_identity("vault")) == "cell:vault"
+    assert caller_key(from_peer("10.1.2.3"), fixed_identity("vault")) == "cell:vault"
+    # A forwarded-for header proves nothing: the connection's peer counts.
+    forged = from_peer("10.1.2.3", {"X-Forwarded-For": "192.0.2.9"})
+    assert caller_key(forged) == "10.1.2.3"
 
 
-class _Peer:
-    """A transport that only knows its peer's address."""
-
-    def __init__(self, host: str) -> None:
-        self._host = host
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return (self._host, 4242) if name == "peername" else default
+def from_peer(host: str, headers: dict[str, str] | None = None) -> web.BaseRequest:
+    protocol = mock.Mock(peername=(host, 4242), sockname=("127.0.0.1", 80), ssl_context=None)
+    return make_mocked_request("GET", "/", headers=headers, protocol=protocol)

@@ -128,10 +128,9 @@ def caller_key(request: web.BaseRequest, resolve: IdentityResolver = anonymous) 
 
 
 def address_of(request: web.BaseRequest) -> str:
-    """The client's address (the connection's peer: a proxy's header is not proof)."""
-    transport = request.transport
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    return str(peer[0]) if peer else "?"
+    """The client's address: the connection's peer, which aiohttp reads once per request (a
+    proxy's ``X-Forwarded-For`` is not proof and is not read)."""
+    return request.remote or "?"
 
 
 class RateLimitStep:
