@@ -11,7 +11,8 @@
    handler measured in the same run: ``plain`` (the hello greeter, access log off, metrics
    on: bench/gateway.py's "orchestro"), ``limited`` (the same service with
    ``rate_limit=``), ``keyed`` (``rate_limit=`` + ``auth="api-key"``), ``signed``
-   (``rate_limit=`` + ``auth="jwt"``, an ES256 token). Targets: ``limited`` >= 0.88 x bare, the limiter <= 3 µs a request.
+   (``rate_limit=`` + ``auth="jwt"``, an ES256 token). Targets: ``limited`` >= 0.88 x
+   bare, the limiter <= 3 µs a request.
 3. **Slowloris**: N sockets trickle a request head that never ends (a header line every
    second) while a normal client sends requests one after another; prints its median and
    p99 latency with and without the slowloris, and how many slow sockets the gateway closed
