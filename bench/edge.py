@@ -121,6 +121,8 @@ def measure(
         raise SystemExit(f"wrk saw errors:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    if count == 0:
+        raise SystemExit(f"wrk got no answer from port {port}:\n{out}")
     return rps, used / count * 1e6
 
 

@@ -96,7 +96,7 @@ class Limiter:
 
     def remaining(self, wait: float) -> int:
         """Requests left at once after one admitted with ``wait`` (``acquire``'s result)."""
-        return int(-wait / self.interval + 1e-9)
+        return int(-wait / self.interval * (1 + 1e-9) + 1e-9)  # not 4.9999999 for 5
 
     def _make_room(self, now: float) -> None:
         table = self._table
