@@ -28,3 +28,16 @@ async def test_the_edge_example_limits_asks_for_a_token_and_answers_browsers() -
         assert (await client.get("/status")).status == 200
         browser = await client.get("/me", headers={**token, "Origin": "https://app.example"})
         assert browser.headers["Access-Control-Allow-Origin"] == "https://app.example"
+
+
+async def test_the_document_tells_of_tokens_and_limits() -> None:
+    async with CellClient(Quotes, auth=AuthSettings(api_keys=f"ci={KEY}")) as client:
+        document = (await client.get("/openapi.json")).json()
+    quote = document["paths"]["/quotes/{symbol}"]["get"]
+    assert quote["security"] == [{"bearer": []}]
+    assert {"401", "429"} <= set(quote["responses"])
+    status = document["paths"]["/status"]["get"]
+    assert "security" not in status
+    assert "401" not in status["responses"]
+    assert "429" not in status["responses"]
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
