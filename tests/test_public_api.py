@@ -7,6 +7,7 @@ import orchestro.testing
 def test_exported_members_are_pinned() -> None:
     assert orchestro.__all__ == [
         "Body",
+        "CORS",
         "CallError",
         "CallPolicy",
         "Caller",

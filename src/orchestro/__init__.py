@@ -20,6 +20,7 @@ Run it with ``python -m orchestro run module_or_file.py``.
 from . import controller, mesh, observability
 from ._version import __version__
 from .cell import Body, CellHost, CellSpec, CellState, Header, Query, cell, service, spec_of
+from .cell.edge import CORS
 from .config import GatewaySettings, TelemetrySettings
 from .controller.scaler import Scaling
 from .errors import (
@@ -44,6 +45,7 @@ from .security import Caller
 
 __all__ = [
     "Body",
+    "CORS",
     "CallError",
     "CallPolicy",
     "Caller",

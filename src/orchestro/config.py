@@ -30,14 +30,15 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
-from pydantic import ByteSize, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import ByteSize, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import ConfigurationError
 
 __all__ = [
+    "AuthSettings",
     "ConfigFile",
     "GatewaySettings",
     "RegistrySettings",
@@ -78,6 +79,123 @@ class GatewaySettings(BaseSettings):
         gt=0,
         description="Seconds a draining cell waits for requests in flight before cancelling them.",
     )
+    # Ingress limits: what a slow or hostile client may hold (docs/concepts/edge.md).
+    header_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds a client has to send a request's line and headers, from its "
+        "first byte (or from connecting); then 408 and close (Apache mod_reqtimeout's "
+        "header=20).",
+    )
+    body_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds a client has to send a request's body, plus one second per "
+        "min_body_rate bytes received; then 408 and close (Apache mod_reqtimeout's body=20).",
+    )
+    min_body_rate: int = Field(
+        default=500,
+        ge=1,
+        description="Bytes per second that extend body_timeout (Apache mod_reqtimeout's "
+        "MinRate=500).",
+    )
+    keepalive_timeout: float = Field(
+        default=75.0,
+        gt=0,
+        description="Seconds an idle keep-alive connection stays open (nginx's "
+        "keepalive_timeout; longer than the mesh client's 15 s pool idle time).",
+    )
+    max_header_size: ByteSize = Field(
+        default=ByteSize(32 * 1024),
+        ge=1024,
+        description="Largest request line plus headers, in bytes; larger gets 431 (nginx's "
+        "large_client_header_buffers 4 8k). One line is at most 8190 bytes (aiohttp's).",
+    )
+    max_header_count: int = Field(
+        default=100,
+        ge=1,
+        description="Most header fields in a request; more gets 431 (Envoy's max_headers_count).",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="Open connections a cell's listener keeps; one more is answered 503 and "
+        "closed. Default: 90% of the process's open-file limit.",
+    )
+    rate_limit_keys: int = Field(
+        default=100_000,
+        ge=1,
+        description="Callers each rate limit remembers at most (idle ones are dropped first).",
+    )
+
+
+_ASYMMETRIC: Final = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+class AuthSettings(BaseSettings):
+    """How a cell checks the bearer tokens of ``auth="jwt"`` / ``auth="api-key"`` services
+    (the ``[auth]`` section)."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRO_", frozen=True, extra="ignore")
+
+    jwks: str | None = Field(
+        default=None,
+        description="The JSON Web Key Set tokens are verified against: a file path, or an "
+        "https:// (or http:// on loopback) URL fetched and cached.",
+    )
+    jwt_issuer: str | None = Field(
+        default=None, description="The 'iss' every token must carry (required for jwt)."
+    )
+    jwt_audience: str | None = Field(
+        default=None, description="The 'aud' every token must include (required for jwt)."
+    )
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(
+        default=["RS256", "ES256"],
+        description="Signature algorithms accepted, e.g. RS256,ES256 (asymmetric only: no "
+        "'none', no HS*).",
+    )
+    jwt_leeway: float = Field(
+        default=30.0,
+        ge=0,
+        le=300,
+        description="Seconds of clock skew allowed on exp, nbf and iat.",
+    )
+    jwks_refresh: float = Field(
+        default=300.0,
+        ge=1,
+        description="Seconds a fetched JWKS is used before it is fetched again (Envoy's "
+        "remote_jwks cache_duration); an unknown kid fetches it sooner, at most every 10 s.",
+    )
+    api_keys: str | None = Field(
+        default=None,
+        description="API keys as name=key or name=sha256:<hex>, comma-separated (prefer "
+        "api_keys_file).",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="A file of API keys, one 'name = key' or 'name = sha256:<hex>' a line.",
+    )
+
+    @field_validator("jwt_algorithms", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _asymmetric(cls, value: list[str]) -> list[str]:
+        bad = [alg for alg in value if alg not in _ASYMMETRIC]
+        if bad or not value:
+            raise ValueError(
+                f"{', '.join(bad) or 'no algorithm'}: accepted algorithms are "
+                f"{', '.join(sorted(_ASYMMETRIC))} ('none' and HS* are refused: a JWKS of public "
+                "keys cannot check them)"
+            )
+        return value
 
 
 class RunSettings(BaseSettings):
@@ -192,7 +310,7 @@ class ConfigFile:
 
 
 _SECTIONS: Final = frozenset(
-    {"gateway", "registry", "run", "mesh", "telemetry", "scaling", "security"}
+    {"auth", "gateway", "registry", "run", "mesh", "telemetry", "scaling", "security"}
 )
 
 

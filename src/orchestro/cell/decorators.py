@@ -23,6 +23,7 @@ from typing import Any, Final, TypeVar, cast
 
 from ..controller.scaler import Scaling
 from ..errors import CellDefinitionError
+from .edge import CORS, parse_auth, parse_rate_limit
 from .signature import analyse
 from .spec import CELL_ATTR, SERVICE_ATTR, CellSpec, OperationSpec, ServiceSpec
 
@@ -64,6 +65,8 @@ class _ServiceDecorators:
         tags: Iterable[str] = (),
         responses: Mapping[int, str] | None = None,
         deprecated: bool = False,
+        rate_limit: str | None = None,
+        auth: str | Iterable[str] | None = None,
     ) -> Callable[[F], F]:
         """Declare a service answering ``method`` requests on ``path``.
 
@@ -76,6 +79,11 @@ class _ServiceDecorators:
             summary: one line for the OpenAPI document (default: the docstring's first line).
             responses: other statuses the method answers with, and what they mean, e.g.
                 ``{404: "No such order"}``; they are documented as problem+json answers.
+            rate_limit: requests per caller, e.g. ``"100/s"``, ``"6000/min"``,
+                ``"100/s burst 20"``, or ``"unlimited"``; default: the cell's.
+            auth: the bearer token a caller from outside must present: ``"jwt"``,
+                ``"api-key"``, ``("jwt", "api-key")`` (either), or ``"none"``; default: the
+                cell's.
         """
         method = method.upper()
 
@@ -94,6 +102,8 @@ class _ServiceDecorators:
                     f"{where}: status={status} is not a success status: use 2xx or 3xx, and "
                     "raise HTTPError for errors"
                 )
+            limit = None if rate_limit is None else parse_rate_limit(rate_limit, where)
+            schemes = None if auth is None else parse_auth(auth, where)
             for code in responses or {}:
                 if not 100 <= code <= 599:
                     raise CellDefinitionError(f"{where}: responses has a bad status {code}")
@@ -111,6 +121,8 @@ class _ServiceDecorators:
                 tags=tuple(tags),
                 responses=dict(responses or {}),
                 deprecated=deprecated,
+                rate_limit=limit,
+                auth=schemes,
             )
             if hasattr(func, SERVICE_ATTR):
                 raise CellDefinitionError(
@@ -152,6 +164,9 @@ def cell(
     host: str = "127.0.0.1",
     version: str = "0.0.0",
     scaling: Scaling | None = None,
+    rate_limit: str | None = None,
+    auth: str | Iterable[str] | None = None,
+    cors: CORS | None = None,
 ) -> Callable[[C], C]:
     """Declare a class as a cell named ``name`` whose ``@service`` methods are its services.
 
@@ -163,6 +178,11 @@ def cell(
         version: the version reported in OpenAPI and discovery.
         scaling: how many replicas ``orchestro run`` keeps (``Scaling(min=, max=, ...)``);
             one, unscaled, by default.
+        rate_limit: the default limit per caller of every service that declares none, one
+            budget shared by them, e.g. ``"600/min"`` (see ``service.route``).
+        auth: the bearer token callers from outside must present to every service that
+            declares no ``auth`` of its own (``"jwt"``, ``"api-key"``, or both).
+        cors: which browser origins may call the cell (:class:`~orchestro.CORS`).
 
     The class must be constructible with no arguments; set dependencies up in
     ``async def on_start(self)`` and release them in ``async def on_stop(self)``.
@@ -174,6 +194,16 @@ def cell(
         )
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise CellDefinitionError(f"@cell({name!r}): port must be 0-65535 (0 picks a free port)")
+    where_cell = f"@cell({name!r})"
+    cell_limit = None if rate_limit is None else parse_rate_limit(rate_limit, where_cell)
+    cell_auth = () if auth is None else parse_auth(auth, where_cell)
+    if cors is not None:
+        if not isinstance(cors, CORS):
+            raise CellDefinitionError(
+                f"{where_cell}: cors={cors!r} is not a CORS(...): write "
+                "cors=CORS(origins=['https://app.example'])"
+            )
+        cors.check(where_cell)
 
     def decorate(cls: C) -> C:
         where = cls.__qualname__
@@ -199,6 +229,9 @@ def cell(
             description=inspect.getdoc(cls),
             operations=operations,
             scaling=scaling or Scaling(),
+            rate_limit=cell_limit,
+            auth=cell_auth,
+            cors=cors,
         )
         setattr(cls, CELL_ATTR, spec)
         return cls

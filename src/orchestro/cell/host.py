@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from ..config import GatewaySettings, TelemetrySettings
+from ..config import AuthSettings, GatewaySettings, TelemetrySettings
 from ..errors import StartupError
 from ..gateway.admission import Gate
 from ..gateway.app import build_gateway
@@ -76,8 +76,10 @@ class CellHost:
         mesh: Mesh | None = None,
         telemetry: TelemetrySettings | None = None,
         shared_socket: socket.socket | None = None,
+        auth: AuthSettings | None = None,
     ) -> None:
         self.spec: CellSpec = spec_of(cell)
+        self._auth = auth  # how the gateway checks bearer tokens ([auth])
         self._registration = registration
         self._mesh = mesh
         self._advertise_host = advertise_host
@@ -158,6 +160,7 @@ class CellHost:
                 telemetry=self._telemetry,
                 own_routes=own_routes,
                 load=self._telemetry.latency_p95 if self._telemetry is not None else None,
+                auth=self._auth,
             )
             self._listener = Listener(gateway.server(), drain_timeout=self.settings.drain_timeout)
             self.port = await self._listener.start(self.host, self.port, cell=self.name)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ..controller.scaler import Scaling
+from .edge import CORS, RateLimit
 
 __all__ = [
     "CELL_ATTR",
@@ -70,6 +71,9 @@ class ServiceSpec:
     tags: tuple[str, ...] = ()
     responses: Mapping[int, str] = field(default_factory=dict)
     deprecated: bool = False
+    # The edge (cell/edge.py): None inherits the cell's declaration.
+    rate_limit: RateLimit | None = None
+    auth: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,10 @@ class CellSpec:
     description: str | None
     operations: tuple[OperationSpec, ...]
     scaling: Scaling = field(default_factory=Scaling)
+    # The edge (cell/edge.py): a per-caller default limit, token schemes, browser origins.
+    rate_limit: RateLimit | None = None
+    auth: tuple[str, ...] = ()
+    cors: CORS | None = None
 
     def operation(self, name: str) -> OperationSpec:
         for op in self.operations:

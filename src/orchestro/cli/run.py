@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 from ..cell.host import CellHost
 from ..cell.spec import CellSpec, spec_of
 from ..config import (
+    AuthSettings,
     ConfigFile,
     GatewaySettings,
     RegistrySettings,
@@ -146,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         file.section("telemetry"),
         file.where("telemetry"),
     )
+    tokens = load_settings(AuthSettings, {}, file.section("auth"), file.where("auth"))
     policies = policies_from_file(file)
     loop_factory = _loop_factory(run_settings.loop)
     cells = load_cells(args.target, args.cells)
@@ -189,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
             mesh=calls,
             telemetry=observing,
             shared_socket=shared,
+            auth=tokens,
         )
         for cls in cells
     ]

@@ -24,12 +24,14 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 
 from ..cell.spec import CellSpec
-from ..config import GatewaySettings
+from ..config import AuthSettings, GatewaySettings
 from ..errors import CellDefinitionError, HTTPError
 from ..observability.server import ServerTelemetry
 from ..security.identity import IdentityResolver, anonymous
 from .admission import Admission, Gate
+from .auth import AuthStep
 from .binding import Binder
+from .cors import CorsStep, preflight_handler
 from .health import health_handlers
 from .openapi import build_openapi
 from .pipeline import (
@@ -42,9 +44,11 @@ from .pipeline import (
     compose,
     service_endpoint,
 )
+from .ratelimit import RateLimitStep
 from .router import Router
-from .server import ProblemServer
+from .server import IngressLimits, ProblemServer
 from .steps import AccessStep
+from .tokens import TokenVerifier
 
 __all__ = ["Gateway", "build_gateway"]
 
@@ -53,12 +57,18 @@ class Gateway:
     """A cell's composed gateway: its request handler, routes and OpenAPI document."""
 
     def __init__(
-        self, spec: CellSpec, pipeline: Pipeline, openapi: dict[str, Any], max_body_size: int
+        self,
+        spec: CellSpec,
+        pipeline: Pipeline,
+        openapi: dict[str, Any],
+        max_body_size: int,
+        settings: GatewaySettings | None = None,
     ) -> None:
         self.spec = spec
         self.pipeline = pipeline
         self.openapi = openapi
         self.max_body_size = max_body_size
+        self.settings = settings or GatewaySettings()
 
     def server(self) -> ProblemServer:
         """An aiohttp low-level server answering with this gateway."""
@@ -76,10 +86,14 @@ class Gateway:
                 message, payload, protocol, writer, task, task.get_loop(), client_max_size=max_size
             )
 
+        settings = self.settings
         return ProblemServer(
             self.pipeline,
+            limits=IngressLimits.of(settings),
             request_factory=make_request,
             access_log=None,  # access logging is the observability layer's job
+            keepalive_timeout=settings.keepalive_timeout,
+            max_headers=settings.max_header_count,
         )
 
 
@@ -93,15 +107,25 @@ def build_gateway(
     telemetry: ServerTelemetry | None = None,
     own_routes: Mapping[str, Handler] | None = None,
     load: Callable[[], dict[str, float]] | None = None,
+    auth: AuthSettings | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> Gateway:
     """The gateway serving ``instance``, a started or starting ``spec.cls``.
 
     ``telemetry`` measures every service request (around every step); ``own_routes`` are
-    more GET endpoints of the gateway itself (``/metrics``, ``/prometheus/sd``).
+    more GET endpoints of the gateway itself (``/metrics``, ``/prometheus/sd``); ``auth``
+    checks the bearer tokens of ``auth=`` services (default: from the environment);
+    ``clock`` is the rate limits' (a fake one in tests).
     """
     settings = settings or GatewaySettings()
     max_body = int(settings.max_body_size)
-    steps: list[Step] = [AccessStep(identity)]
+    # The edge's steps (docs/concepts/edge.md). CORS first: it only has an after hook, and
+    # an after hook runs when every before outside it ran, so first means on every answer (a
+    # page must read its 401 or 429 too). Who the caller is decides what it may spend, so
+    # tokens are checked before rate limits.
+    tokens = AuthStep(None if auth is None else TokenVerifier(auth), identity)
+    limits = RateLimitStep(identity, max_keys=settings.rate_limit_keys, **_clock(clock))
+    steps: list[Step] = [CorsStep(), AccessStep(identity), tokens, limits]
     admission = Admission(gate, spec.name, max_concurrency=settings.max_concurrency)
     router: Router[CompiledRoute] = Router()
 
@@ -136,6 +160,8 @@ def build_gateway(
         router.add(op.service.method, path, compiled)
         if op.service.method == "GET":
             router.add("HEAD", path, compiled)
+    if spec.cors is not None:
+        _add_preflights(spec, router)
     router.freeze()
 
     # Answers to requests no route matched are measured too (without http.route): a burst
@@ -154,7 +180,38 @@ def build_gateway(
     )
     if telemetry is not None:
         telemetry.observe_malformed(pipeline.malformed)
-    return Gateway(spec, pipeline, openapi, max_body)
+        telemetry.observe_count(
+            "orchestro.gateway.rate_limited",
+            "Requests refused with 429 by a rate limit, by limit (a service, or the cell's).",
+            lambda: [({"orchestro.rate_limit": lim.name}, lim.refused) for lim in limits.limiters],
+        )
+        telemetry.observe_count(
+            "orchestro.gateway.unauthenticated",
+            "Requests refused with 401 for a missing or invalid bearer token, by scheme.",
+            lambda: [({"orchestro.auth": scheme}, n) for scheme, n in tokens.refused.items()],
+        )
+    return Gateway(spec, pipeline, openapi, max_body, settings)
+
+
+def _clock(clock: Callable[[], float] | None) -> dict[str, Callable[[], float]]:
+    return {} if clock is None else {"clock": clock}
+
+
+def _add_preflights(spec: CellSpec, router: Router[CompiledRoute]) -> None:
+    """An OPTIONS route on each path of the cell's public services (see gateway/cors.py)."""
+    assert spec.cors is not None
+    served: dict[str, list[str]] = {}
+    for op in spec.operations:
+        if not op.service.internal:
+            methods = served.setdefault(op.service.path, [])
+            methods.append(op.service.method)
+            if op.service.method == "GET":
+                methods.append("HEAD")
+    for path, methods in served.items():
+        if "OPTIONS" in methods:
+            continue  # the cell answers OPTIONS there itself
+        handler = preflight_handler(spec.name, spec.cors, path, methods)
+        router.add("OPTIONS", path, compose([], Route(spec, path), Endpoint.of_handler(handler)))
 
 
 def _not_allowed(allowed: tuple[str, ...]) -> Handler:

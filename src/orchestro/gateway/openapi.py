@@ -25,8 +25,10 @@ _DESCRIPTIONS = {
     400: "The body is not valid JSON.",
     404: "No such resource.",
     413: "The body is larger than the gateway's limit.",
+    401: "A bearer token is missing or invalid; `WWW-Authenticate` says why.",
     415: "The body is not JSON.",
     422: "An input is invalid; `errors` lists each one.",
+    429: "The caller's rate limit is spent; retry after `Retry-After` (see `RateLimit`).",
     500: "The service failed unexpectedly; `request_id` finds the cause in the log.",
     503: "The cell is starting, draining or at its concurrency limit; retry after `Retry-After`.",
     504: "The service did not answer within its timeout.",
@@ -57,12 +59,22 @@ def build_openapi(spec: CellSpec) -> dict[str, Any]:
     info: dict[str, Any] = {"title": spec.name, "version": spec.version}
     if spec.description:
         info["description"] = spec.description
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": info,
         "paths": paths,
         "components": {"schemas": dict(sorted(components.items()))},
     }
+    if any(_schemes(spec, op) for op in public):
+        # `auth=` services (docs/concepts/edge.md): a JWT or an API key, as a bearer token.
+        document["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "A JWT or an API key."}
+        }
+    return document
+
+
+def _schemes(spec: CellSpec, op: OperationSpec) -> tuple[str, ...]:
+    return op.service.auth if op.service.auth is not None else spec.auth
 
 
 def _param_type(param: Any) -> Any:
@@ -131,6 +143,12 @@ def _operation(
         errors.add(404)
     if svc.timeout is not None:
         errors.add(504)
+    if _schemes(spec, op):
+        errors.add(401)
+        out["security"] = [{"bearer": []}]
+    limit = svc.rate_limit if svc.rate_limit is not None else spec.rate_limit
+    if limit is not None and not limit.unlimited:
+        errors.add(429)
     described = {**{code: _DESCRIPTIONS[code] for code in errors}, **svc.responses}
     for code in sorted(described):
         entry: dict[str, Any] = {"description": described[code]}

@@ -65,7 +65,9 @@ __all__ = [
 ]
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-Before = Callable[[web.BaseRequest], None]
+# A before hook answers None, or an awaitable when it must wait (a JWKS to fetch): the frame
+# awaits it then, so that the common, synchronous case costs no coroutine.
+Before = Callable[[web.BaseRequest], Awaitable[None] | None]
 After = Callable[[web.BaseRequest, web.StreamResponse | None], None]
 
 
@@ -235,7 +237,9 @@ class Pipeline:
                 gate.admitted += 1
                 admitted = True
             for before in route.befores:
-                before(request)
+                waiting = before(request)
+                if waiting is not None:
+                    await waiting
                 entered += 1
             # The caller's deadline (which nested calls inherit) or the service's timeout,
             # whichever comes first, enforced by the loop's deadline timer: inline, since a

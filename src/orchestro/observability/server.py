@@ -9,8 +9,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Iterable
+from typing import Any, Final
 
 from opentelemetry.semconv.attributes import http_attributes, url_attributes
 
@@ -64,6 +64,7 @@ class ServerTelemetry:
         # (when, cumulative duration bucket counts) each second: the p95's sliding window.
         self._history: deque[tuple[float, list[int]]] = deque()
         self._observed: list[object] = []  # observer keys to remove on close
+        self._counted: list[tuple[Any, object]] = []  # (family, key) of observe_count
         producer = telemetry.producer
         self._duration = producer.histogram(
             "http.server.request.duration", "s", "Duration of HTTP server requests."
@@ -158,6 +159,24 @@ class ServerTelemetry:
         self._malformed.observers[malformed] = observe
         self._observed.append(malformed)
 
+    def observe_count(
+        self,
+        name: str,
+        description: str,
+        observe: Callable[[], Iterable[tuple[dict[str, str | int], int]]],
+    ) -> None:
+        """Export a count the gateway keeps (rate-limit and token refusals) as the counter
+        ``name``, with this cell's attribute on each series, while this gateway runs."""
+        family = self._telemetry.producer.gauge(name, "{request}", description, monotonic=True)
+        cell = self._cell
+
+        def points() -> list[tuple[dict[str, str | int], int]]:
+            return [({CELL_ATTRIBUTE: cell, **attrs}, n) for attrs, n in observe()]
+
+        key = (name, observe)
+        family.observers[key] = points
+        self._counted.append((family, key))
+
     def start(self) -> None:
         """Fold the measurements buffered by the hot path every second (bounded memory
         between scrapes; see :class:`~.instruments.HistogramSeries`)."""
@@ -183,6 +202,8 @@ class ServerTelemetry:
         self._active.observers.pop(self._gate, None)
         for key in self._observed:
             self._malformed.observers.pop(key, None)
+        for family, key in self._counted:
+            family.observers.pop(key, None)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -8,9 +8,10 @@ certificate. The test kit can pin an identity to play the part of another cell.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final, TypeAlias
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, TypeAlias
 
 from aiohttp import web
 
@@ -25,18 +26,46 @@ __all__ = [
 ]
 
 
+_NO_CLAIMS: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """The proven identity of a caller: a cell name, or ``None`` for anonymous."""
+    """The proven identity of a caller.
+
+    ``cell``: the calling cell, proven by its mutual-TLS certificate (``None`` otherwise).
+    ``subject``: who a verified bearer token names (a JWT's ``sub``, or an API key's name),
+    with ``scheme`` (``"jwt"`` or ``"api-key"``) and ``claims`` (the JWT's verified claims;
+    empty for an API key). ``is_anonymous`` is about cells: a caller with a token but no
+    certificate is still not a cell (internal services stay closed to it).
+
+    ```python
+    @service.get("/me", auth="jwt")
+    async def me(self, caller: Caller) -> Me:
+        return Me(user=caller.subject, scopes=caller.claims.get("scope", ""))
+    ```
+    """
 
     cell: str | None = None
+    subject: str | None = None
+    scheme: str | None = None
+    claims: Mapping[str, Any] = field(default_factory=lambda: _NO_CLAIMS, hash=False)
 
     @property
     def is_anonymous(self) -> bool:
         return self.cell is None
 
+    @property
+    def is_authenticated(self) -> bool:
+        """Proven by a certificate (a cell) or by a verified bearer token."""
+        return self.cell is not None or self.subject is not None
+
     def __str__(self) -> str:
-        return f"cell {self.cell!r}" if self.cell else "an anonymous caller"
+        if self.cell:
+            return f"cell {self.cell!r}"
+        if self.subject is not None:
+            return f"{self.subject!r} (by {self.scheme})"
+        return "an anonymous caller"
 
 
 ANONYMOUS: Final = Caller()

@@ -12,7 +12,7 @@ import pydantic_core
 from multidict import CIMultiDictProxy
 
 from ..cell.host import CellHost
-from ..config import GatewaySettings
+from ..config import AuthSettings, GatewaySettings
 from ..mesh.core import Mesh
 from ..security.identity import anonymous, fixed_identity
 
@@ -55,6 +55,7 @@ class CellClient:
             anonymous by default.
         mesh: the :class:`~orchestro.Mesh` the cell's ``mesh.client`` attributes call through
             (with a :class:`FaultInjector` or :class:`MockTransport`, say).
+        auth: how bearer tokens are checked (``[auth]``; default: from the environment).
     """
 
     __test__ = False
@@ -66,6 +67,7 @@ class CellClient:
         settings: GatewaySettings | None = None,
         caller: str | None = None,
         mesh: Mesh | None = None,
+        auth: AuthSettings | None = None,
     ) -> None:
         self.host = CellHost(
             cell,
@@ -74,6 +76,7 @@ class CellClient:
             port=0,
             identity=fixed_identity(caller) if caller else anonymous,
             mesh=mesh,
+            auth=auth,
         )
         self._session: aiohttp.ClientSession | None = None
 
