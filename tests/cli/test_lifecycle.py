@@ -97,6 +97,13 @@ class Started:
         async with asyncio.timeout(timeout):
             return await self.proc.wait()
 
+    async def exits_with(self, expected: int = 0, timeout: float = 60.0) -> None:
+        """Wait for the exit; a different exit code fails with the tail of stderr."""
+        code = await self.wait(timeout)
+        if code != expected:
+            tail = "\n".join(self.stderr().splitlines()[-40:])
+            raise AssertionError(f"exit code {code}, expected {expected}; stderr ends:\n{tail}")
+
     def kill(self) -> None:
         """Clean up after a failed trial (the process and its own group only)."""
         if self.proc.returncode is None:
