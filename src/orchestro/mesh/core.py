@@ -39,6 +39,7 @@ from ..errors import (
     DeadlineExceeded,
     NoInstancesError,
     RetryBudgetExhausted,
+    TransportError,
 )
 from ..registry import Instance, Registry, RegistryView, open_registry
 from .clock import Clock, MonotonicClock
@@ -108,7 +109,9 @@ class Mesh:
         if policy is not None:
             self.policies.default = policy
         self._caller = caller
-        self.transport: Transport = transport or HttpTransport()
+        self.transport: Transport = transport or HttpTransport(
+            connect_timeout=self.policies.default.connect_timeout
+        )
         self._clock = clock or MonotonicClock()
         # Read several times on every call: the real clock's function itself, not a method.
         self._now = time.monotonic if type(self._clock) is MonotonicClock else self._clock.now
@@ -419,6 +422,10 @@ class Mesh:
                             pick.instance, pick.request, pick.remaining, pick.headers
                         )
                     except BaseException as exc:
+                        if pick.capped and isinstance(exc, DeadlineExceeded):
+                            abandoned = _abandoned(cell, pick)
+                            self._failed(cell, target, pick, abandoned)
+                            raise abandoned from None
                         self._failed(cell, target, pick, exc)
                         raise
                     response = self._answered(cell, target, pick, sent)
@@ -556,6 +563,10 @@ class Mesh:
                 pick.instance, pick.request, pick.remaining, pick.headers
             )
         except BaseException as exc:  # also cancelled: the caller gave up, or a hedge won
+            if pick.capped and isinstance(exc, DeadlineExceeded):
+                abandoned = _abandoned(cell, pick)
+                self._failed(cell, target, pick, abandoned)
+                raise abandoned from None
             self._failed(cell, target, pick, exc)
             raise
         return self._answered(cell, target, pick, response)
@@ -594,6 +605,15 @@ class Mesh:
         remaining = deadline - now
         if remaining <= 0:
             raise DeadlineExceeded(f"the deadline of the call to {cell!r} passed", cell=cell)
+        capped = False
+        if request.idempotent:
+            # An attempt that outlives its timeout is abandoned and retried on another
+            # instance within the call's deadline (a black-holed instance never answers).
+            # The callee is told the attempt's deadline, not the call's (as Envoy does with
+            # its per-try timeout): its work past that point is wasted.
+            cap = target.attempt_timeout()
+            if cap is not None and cap < remaining:
+                remaining, capped = cap, True
         if available is ids:
             candidates = target.all_stats
             chosen = (
@@ -614,7 +634,7 @@ class Mesh:
         if self._caller:
             headers[CALLER_HEADER] = self._caller
         instance = target.by_id[chosen.id]
-        pick = Pick(chosen, instance, request, headers, now, remaining, ids)
+        pick = Pick(chosen, instance, request, headers, now, remaining, ids, capped)
         obs = self._obs
         if obs is not None:
             pick.span = obs.start_attempt(
@@ -656,7 +676,24 @@ class Mesh:
                 obs.end_attempt(pick.span, status)
         if status < 400:
             target.latencies.append(took)
+            target.timer.observe(took)
             return response
         if status < 500:
             target.latencies.append(took)
-        raise remote_error(cell, pick.instance, response)
+            target.timer.observe(took)
+        error = remote_error(cell, pick.instance, response)
+        if pick.capped and isinstance(error, DeadlineExceeded):
+            # The callee stopped at the attempt's deadline, not the call's: retryable.
+            error = _abandoned(cell, pick)
+        raise error
+
+
+def _abandoned(cell: str, pick: Pick) -> TransportError:
+    """The error of an attempt that outlived its attempt timeout (not the call's deadline):
+    a transport failure, so an idempotent call is retried on another instance, and the
+    instance's outlier detector counts it (Envoy's local-origin failures)."""
+    return TransportError(
+        f"cell {cell!r} ({pick.instance.url}) did not answer within the attempt timeout "
+        f"of {pick.remaining:.3f} s",
+        cell=cell,
+    )

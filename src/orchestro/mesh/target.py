@@ -20,13 +20,41 @@ from .clock import Clock
 from .policy import CallPolicy
 from .transports.base import CallRequest
 
-__all__ = ["DRAINING_MARK", "Pick", "Target"]
+__all__ = ["DRAINING_MARK", "AttemptTimer", "Pick", "Target"]
 
 # How long an instance that answered "draining" is skipped (seconds). The mark bridges the
 # registry view's lag (a poll or a TTL of a few seconds); it must expire on its own, since for
 # URL targets, static:// registries and a pod restarted in place (same id) the view never
 # drops the instance, and a mark kept forever would make it unreachable from this caller.
 DRAINING_MARK = 5.0
+
+
+class AttemptTimer:
+    """The attempt timeout derived from observed latency, as TCP derives its retransmission
+    timeout (RFC 6298, section 2): a smoothed latency and its mean deviation, updated by each
+    answered attempt (gain 1/8 and 1/4), the timeout their sum with four deviations, never
+    under a floor. Only answers are samples (Karn's rule): an attempt that timed out says
+    nothing about how long an answer takes, and counting it would let one partition stretch
+    the timeout it is detected by. No sample yet: no attempt timeout (the call's own)."""
+
+    __slots__ = ("rttvar", "srtt")
+
+    def __init__(self) -> None:
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+
+    def observe(self, sample: float) -> None:
+        srtt = self.srtt
+        if srtt is None:
+            self.srtt, self.rttvar = sample, sample / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(srtt - sample)
+            self.srtt = 0.875 * srtt + 0.125 * sample
+
+    def timeout(self, floor: float) -> float | None:
+        if self.srtt is None:
+            return None
+        return max(floor, self.srtt + 4 * self.rttvar)
 
 
 class Target:
@@ -52,7 +80,9 @@ class Target:
             window=policy.retry_budget_window,
             clock=clock,
         )
+        self.detector.on_restore = self._restored
         self.stats: dict[str, EndpointStats] = {}
+        self.timer = AttemptTimer()
         self.latencies: deque[float] = deque(maxlen=256)  # recent successful attempts
         # The last view of the cell's instances, indexed (rebuilt when the view changes).
         self.seen: tuple[Instance, ...] | None = None
@@ -67,6 +97,22 @@ class Target:
         self.draining: dict[str, float] = {}
         self.used = 0  # the mesh's use count at this target's last call (its cap is LRU)
         self.wait = wait_random_exponential(multiplier=policy.backoff_base, max=policy.backoff_max)
+
+    def attempt_timeout(self) -> float | None:
+        """Seconds an idempotent attempt may take (None: the call's whole timeout)."""
+        if self.policy.attempt_timeout is not None:
+            return self.policy.attempt_timeout
+        return self.timer.timeout(self.policy.attempt_timeout_min)
+
+    def _restored(self, instance_id: str) -> None:
+        """An ejected instance answered its probe: its latency history is from before the
+        fault (a timeout's worth, decaying for tens of seconds) and would keep a latency-based
+        balancer away from it long after it recovered. It starts afresh, as a new instance;
+        its first answers set its latency at once (the peak is believed)."""
+        found = self.stats.get(instance_id)
+        if found is not None:
+            found.ewma = 0.0
+            found.stamp = 0.0
 
     def hedge_delay(self) -> float | None:
         """When to send a backup request, or None while there is too little history."""
@@ -117,6 +163,7 @@ class Pick:
     """One attempt's choices: the instance, its statistics, the request to send."""
 
     __slots__ = (
+        "capped",
         "ended",
         "headers",
         "ids",
@@ -137,13 +184,15 @@ class Pick:
         started: float,
         remaining: float,
         ids: list[str],
+        capped: bool = False,
     ) -> None:
         self.stats = stats
         self.instance = instance
         self.request = request
         self.headers = headers
         self.started = started
-        self.remaining = remaining
+        self.remaining = remaining  # seconds this attempt may take
+        self.capped = capped  # remaining is the attempt timeout, not the call's deadline
         self.ids = ids
         self.ended = started
         self.span: Any = None
