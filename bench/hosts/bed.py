@@ -18,6 +18,7 @@ removes what a SIGKILLed run left, by name prefix).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -105,11 +106,19 @@ class Bed:
         self.close()
 
     def close(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop(timeout=5.0)
-        self.network.__exit__(None, None, None)
-        if not self.keep:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        """Stop every process, delete the network and the run's directory. A second Ctrl-C
+        while this runs is ignored: it would leave namespaces and processes behind."""
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for proc in reversed(self.procs):
+                # Gone already: the namespace cleanup SIGKILLs whatever is left.
+                with contextlib.suppress(OSError):
+                    proc.stop(timeout=5.0)
+            self.network.__exit__(None, None, None)
+            if not self.keep:
+                shutil.rmtree(self.dir, ignore_errors=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def __getitem__(self, name: str) -> Host:
         return self.network[name]
@@ -290,11 +299,15 @@ class Bed:
         proc = self.spawn(host, cell, args, env)
         self.cells[f"{host}/{cell}:{port}"] = proc
         if wait:
-            self.wait_serving(host, port, proc)
+            self.wait_serving(host, port, proc, replicas=replicas)
         return proc
 
-    def wait_serving(self, host: str, port: int, proc: Proc, timeout: float = 30.0) -> None:
-        """The cell answers /readyz from the frontend host and is listed in etcd."""
+    def wait_serving(
+        self, host: str, port: int, proc: Proc, timeout: float = 30.0, replicas: int | None = None
+    ) -> None:
+        """The cell answers /readyz from the frontend host and is listed in etcd (with
+        ``replicas``: that many instances on the host, each registered with its replica's
+        private port)."""
         where = self[host]
         deadline = time.monotonic() + timeout
         url = f"http://{where.address}:{port}/readyz"
@@ -303,8 +316,10 @@ class Bed:
                 raise BedError(f"{proc.name} on {host} exited:\n{proc.tail()}")
             status, _, _ = http_get(self["front"], url, 1.0)
             if status == 200:
-                listed = {(i["host"], i["port"]) for i in self.instances()}
-                if (where.address, port) in listed:
+                listed = [(i["host"], i["port"]) for i in self.instances()]
+                if replicas is None and (where.address, port) in listed:
+                    return
+                if replicas is not None and [h for h, _ in listed].count(where.address) >= replicas:
                     return
             time.sleep(0.1)
         raise BedError(f"{proc.name} on {host}:{port} did not serve in {timeout} s:\n{proc.tail()}")

@@ -28,6 +28,7 @@ __all__ = [
     "cleanup",
     "netns_available",
     "run",
+    "tcp_state_root",
 ]
 
 PREFIX = "orchb-"
@@ -158,6 +159,23 @@ class Network:
                 while tcp_state(self[a], self[b].address, 9, 1.0) != "refused":
                     if time.monotonic() > deadline:
                         raise BedError(f"host {a} does not reach {b} over the bridge")
+
+
+def tcp_state_root(address: str, port: int = 9) -> str:
+    """A connect from the root namespace: ``refused`` while the guard is in force."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect((address, port))
+        except ConnectionRefusedError:
+            return "refused"
+        except TimeoutError:
+            return "timeout"
+        except OSError as exc:
+            return f"unreachable ({exc.strerror})"
+        return "open"
 
 
 def install_guard() -> None:
