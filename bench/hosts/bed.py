@@ -115,7 +115,9 @@ class Bed:
                 with contextlib.suppress(OSError):
                     proc.stop(timeout=5.0)
             self.network.__exit__(None, None, None)
-            if not self.keep:
+            if self.keep:
+                print(f"kept {self.dir}", file=sys.stderr)
+            else:
                 shutil.rmtree(self.dir, ignore_errors=True)
         finally:
             signal.signal(signal.SIGINT, previous)

@@ -207,13 +207,13 @@ def latency(bed: Bed, host: str, seconds: float, port: int = 8081) -> Iterator[f
 @contextmanager
 def resets(bed: Bed, host: str, share: float, port: int = 8081) -> Iterator[float]:
     """Reset (RST) ``share`` of new connections to ``host``'s proxied cell after their first
-    request; yields the share of 50 probe requests that were reset."""
+    request; yields the share of 100 probe requests that were reset."""
     with _proxy_mode(bed, host, port, {"reset": share}):
         url = f"http://{bed[host].address}:{port}/readyz"
-        failed = sum(1 for _ in range(50) if http_get(bed["front"], url, 2)[0] == 0)
+        failed = sum(1 for _ in range(100) if http_get(bed["front"], url, 2)[0] == 0)
         if failed == 0:
-            raise BedError(f"connection resets on {host} not in effect (50 probes answered)")
-        yield failed / 50
+            raise BedError(f"connection resets on {host} not in effect (100 probes answered)")
+        yield failed / 100
 
 
 @contextmanager

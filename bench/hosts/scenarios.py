@@ -276,14 +276,58 @@ def etcd_restart(bed: Bed) -> Figures:
 def rolling(bed: Bed) -> Figures:
     _standard(bed, replicas=2)
     controller = bed.cells["back1/backend:8081"]
+    address = bed["back1"].address
+    before = {i["pid"] for i in bed.instances() if i["host"] == address}
     with bed.load(RATE) as load:
         time.sleep(5)
         start = time.monotonic()
         controller.signal(signal.SIGHUP)
-        time.sleep(25)
+        # The roll is in effect when every replica listed is a new process, as many as before.
+        while True:
+            now = {i["pid"] for i in bed.instances() if i["host"] == address}
+            if len(now) == len(before) and not now & before:
+                break
+            if time.monotonic() > start + 60:
+                raise BedError(f"the rolling restart did not replace {before} (listed: {now})")
+            time.sleep(0.5)
+        rolled = time.monotonic() - start
+        time.sleep(10)
         end = time.monotonic()
     fig = figures("rolling-restart", load.records)
+    fig.note = f"replicas_replaced={len(before)} in {rolled:.1f}s"
     fig.recover = recovered_after(load.records, start)
+    _check_ghosts(bed, fig, end)
+    return _targets(fig)
+
+
+def resets(bed: Bed) -> Figures:
+    _standard(bed, proxied=True)
+    with bed.load(RATE) as load:
+        time.sleep(5)
+        with faults.resets(bed, "back1", 0.2) as measured:
+            start = time.monotonic()
+            time.sleep(15)
+        end = time.monotonic()
+        time.sleep(3)
+    fig = figures("resets-20%", load.records)
+    fig.recover = recovered_after(load.records, start)
+    fig.note = f"probes_reset={measured:.0%}"
+    _check_ghosts(bed, fig, end)
+    return _targets(fig)
+
+
+def bandwidth(bed: Bed) -> Figures:
+    _standard(bed)
+    with bed.load(RATE) as load:
+        time.sleep(5)
+        with faults.bandwidth(bed, "back1", 500) as measured:
+            start = time.monotonic()
+            time.sleep(15)
+        end = time.monotonic()
+        time.sleep(3)
+    fig = figures("bandwidth-500kbit", load.records)
+    fig.recover = recovered_after(load.records, start)
+    fig.note = f"measured={measured:.0f}kbit/s"
     _check_ghosts(bed, fig, end)
     return _targets(fig)
 
@@ -299,6 +343,8 @@ SCENARIOS: dict[str, Callable[[Bed], Figures]] = {
     "etcd-unreachable": etcd_unreachable,
     "etcd-restart": etcd_restart,
     "rolling-restart": rolling,
+    "resets": resets,
+    "bandwidth": bandwidth,
 }
 
 
