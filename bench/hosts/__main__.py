@@ -4,10 +4,16 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from types import FrameType
 
 from .net import BedError, cleanup, netns_available
 from .scenarios import SCENARIOS, run_scenario
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM tears the bed down as Ctrl-C does
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if why is not None:
         print(f"cannot run the bed: {why}", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, _interrupt)
     missed = 0
     for name in args.scenarios or list(SCENARIOS):
         try:

@@ -164,6 +164,53 @@ async def test_a_connect_into_a_partition_times_out_and_even_a_post_goes_elsewhe
         await view.aclose()
 
 
+@pytest.fixture
+async def slow() -> AsyncIterator[tuple[int, list[str]]]:
+    """An instance that answers every request after 0.5 s."""
+    served: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        served.append(request.method)
+        await asyncio.sleep(0.5)
+        return web.json_response("slow")
+
+    app = web.Application()
+    app.router.add_get("/report", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield site._server.sockets[0].getsockname()[1], served  # type: ignore[union-attr]
+    await runner.cleanup()
+
+
+async def test_the_last_attempt_is_never_abandoned(slow: tuple[int, list[str]]) -> None:
+    """A slow answer beats none: the last attempt allowed waits for the call's deadline."""
+    registry = MemoryRegistry()
+    await registry.register(instance(1, slow[0]))
+    policy = CallPolicy(timeout=5.0, attempt_timeout=0.1, max_attempts=2)
+    mesh, view = await warmed_mesh(registry, policy)
+    try:
+        answer = await mesh.call("backend", CallRequest("GET", "/report"))
+        assert answer.status == 200
+        assert slow[1] == ["GET", "GET"]  # the first abandoned, the second (last) answered
+    finally:
+        await mesh.aclose()
+        await view.aclose()
+
+
+def test_each_operation_has_its_own_attempt_timer() -> None:
+    target = Target(CallPolicy(), FakeClock())
+    fast = CallRequest("GET", "/health", operation="health")
+    report = CallRequest("GET", "/report", operation="report")
+    assert target.attempt_timeout(fast) is None  # no answer yet: no attempt timeout
+    for _ in range(50):
+        target.timer(fast).observe(0.001)
+        target.timer(report).observe(4.0)
+    assert target.attempt_timeout(fast) == 1.0  # the floor
+    assert target.attempt_timeout(report) == pytest.approx(4.0, rel=0.05)  # its own latency
+
+
 def test_the_attempt_timer_follows_rfc_6298() -> None:
     timer = AttemptTimer()
     assert timer.timeout(1.0) is None  # no sample: the call's own timeout

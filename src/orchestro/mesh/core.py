@@ -415,7 +415,16 @@ class Mesh:
                     if attempt == 1 and policy.hedge and request.idempotent:
                         response = await self._hedged(cell, target, request, deadline, tried)
                         break
-                    pick = self._choose(cell, target, request, deadline, attempt, tried, now)
+                    pick = self._choose(
+                        cell,
+                        target,
+                        request,
+                        deadline,
+                        attempt,
+                        tried,
+                        now,
+                        counted < policy.max_attempts,
+                    )
                     pick.stats.in_flight += 1
                     try:
                         sent = await self.transport.send(
@@ -512,7 +521,12 @@ class Mesh:
         return self._nearest(instances)
 
     async def _hedged(
-        self, cell: str, target: Target, request: CallRequest, deadline: float, tried: list[str]
+        self,
+        cell: str,
+        target: Target,
+        request: CallRequest,
+        deadline: float,
+        tried: list[str],
     ) -> CallResponse:
         """The first attempt, and a backup to another instance if it is slow (from the budget)."""
         delay = target.hedge_delay()
@@ -556,7 +570,16 @@ class Mesh:
         tried: list[str],
     ) -> CallResponse:
         """One attempt: choose an instance, send, record the outcome, classify the answer."""
-        pick = self._choose(cell, target, request, deadline, attempt, tried, self._now())
+        pick = self._choose(
+            cell,
+            target,
+            request,
+            deadline,
+            attempt,
+            tried,
+            self._now(),
+            attempt < target.policy.max_attempts,  # another attempt may follow
+        )
         pick.stats.in_flight += 1
         try:
             response = await self.transport.send(
@@ -580,8 +603,11 @@ class Mesh:
         attempt: int,
         tried: list[str],
         now: float,
+        retry_follows: bool = True,
     ) -> Pick:
-        """Resolve, skip ejected instances, balance, and stamp the deadline: no I/O."""
+        """Resolve, skip ejected instances, balance, and stamp the deadline: no I/O.
+        ``retry_follows``: another attempt may follow this one (the last attempt is never
+        abandoned: nothing would follow, and a slow answer is better than none)."""
         instances = self._candidates(cell, target, now)
         if not instances:
             raise NoInstancesError(f"no ready instance of cell {cell!r}", cell=cell)
@@ -606,12 +632,12 @@ class Mesh:
         if remaining <= 0:
             raise DeadlineExceeded(f"the deadline of the call to {cell!r} passed", cell=cell)
         capped = False
-        if request.idempotent:
+        if request.idempotent and retry_follows:
             # An attempt that outlives its timeout is abandoned and retried on another
             # instance within the call's deadline (a black-holed instance never answers).
             # The callee is told the attempt's deadline, not the call's (as Envoy does with
             # its per-try timeout): its work past that point is wasted.
-            cap = target.attempt_timeout()
+            cap = target.attempt_timeout(request)
             if cap is not None and cap < remaining:
                 remaining, capped = cap, True
         if available is ids:
@@ -676,11 +702,11 @@ class Mesh:
                 obs.end_attempt(pick.span, status)
         if status < 400:
             target.latencies.append(took)
-            target.timer.observe(took)
+            target.timer(pick.request).observe(took)
             return response
         if status < 500:
             target.latencies.append(took)
-            target.timer.observe(took)
+            target.timer(pick.request).observe(took)
         error = remote_error(cell, pick.instance, response)
         if pick.capped and isinstance(error, DeadlineExceeded):
             # The callee stopped at the attempt's deadline, not the call's: retryable.

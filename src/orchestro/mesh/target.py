@@ -27,6 +27,7 @@ __all__ = ["DRAINING_MARK", "AttemptTimer", "Pick", "Target"]
 # URL targets, static:// registries and a pod restarted in place (same id) the view never
 # drops the instance, and a mark kept forever would make it unreachable from this caller.
 DRAINING_MARK = 5.0
+MAX_TIMERS = 256  # attempt timers kept per target (operations, or raw paths)
 
 
 class AttemptTimer:
@@ -82,7 +83,9 @@ class Target:
         )
         self.detector.on_restore = self._restored
         self.stats: dict[str, EndpointStats] = {}
-        self.timer = AttemptTimer()
+        # Attempt timers per operation (a cell's fast and slow operations must not share
+        # one): keys are operation names, or "METHOD path" for raw calls (bounded).
+        self.timers: dict[str, AttemptTimer] = {}
         self.latencies: deque[float] = deque(maxlen=256)  # recent successful attempts
         # The last view of the cell's instances, indexed (rebuilt when the view changes).
         self.seen: tuple[Instance, ...] | None = None
@@ -98,11 +101,23 @@ class Target:
         self.used = 0  # the mesh's use count at this target's last call (its cap is LRU)
         self.wait = wait_random_exponential(multiplier=policy.backoff_base, max=policy.backoff_max)
 
-    def attempt_timeout(self) -> float | None:
-        """Seconds an idempotent attempt may take (None: the call's whole timeout)."""
+    def timer(self, request: CallRequest) -> AttemptTimer:
+        """The attempt timer of ``request``'s operation."""
+        key = request.operation or request.path
+        found = self.timers.get(key)
+        if found is None:
+            if len(self.timers) >= MAX_TIMERS:
+                self.timers.clear()  # raw paths with ids in them: start again, bounded
+            found = self.timers[key] = AttemptTimer()
+        return found
+
+    def attempt_timeout(self, request: CallRequest) -> float | None:
+        """Seconds an idempotent attempt of ``request`` may take (None: the call's whole
+        timeout)."""
         if self.policy.attempt_timeout is not None:
             return self.policy.attempt_timeout
-        return self.timer.timeout(self.policy.attempt_timeout_min)
+        found = self.timers.get(request.operation or request.path)
+        return None if found is None else found.timeout(self.policy.attempt_timeout_min)
 
     def _restored(self, instance_id: str) -> None:
         """An ejected instance answered its probe: its latency history is from before the
