@@ -28,8 +28,9 @@ class CallPolicy(BaseSettings):
         None,
         gt=0,
         description="Seconds one attempt of an idempotent call may take before it is "
-        "abandoned and retried on another instance, within the call's timeout. Unset: "
-        "derived from the latencies observed, as TCP derives its retransmission timeout "
+        "abandoned and retried on another instance, within the call's timeout (never the "
+        "last attempt allowed). Unset: derived per operation from the latencies observed, "
+        "as TCP derives its retransmission timeout "
         "(RFC 6298: smoothed latency + 4 x its variation, at least attempt_timeout_min); "
         "Envoy's per_try_timeout is the fixed form, and off by default.",
     )
