@@ -672,7 +672,13 @@ class Mesh:
         """An attempt raised (could not connect, timed out, was cancelled)."""
         pick.stats.in_flight -= 1
         end = pick.ended = self._now()
-        pick.stats.observe(end - pick.started, end)
+        if not isinstance(error, TransportError):
+            # No answer is no latency: an attempt abandoned at its timeout, or a connect
+            # into a partition, is a failure for the outlier detector (which ejects, and
+            # probes back), not a cost for the balancer. Taken as latency, its second-long
+            # peak kept a host that was never ejected out of p2c's choice for ~50 s after
+            # it recovered (the peak decays over 10 s time constants).
+            pick.stats.observe(end - pick.started, end)
         result = type(error).__name__
         if isinstance(error, CallError):
             target.detector.record(pick.stats.id, False, pick.ids, end)
