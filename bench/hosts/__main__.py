@@ -8,7 +8,7 @@ import signal
 import sys
 from types import FrameType
 
-from .net import BedError, cleanup, netns_available
+from .net import BedError, cleanup, netns_available, remove_run_dirs
 from .scenarios import SCENARIOS, run_scenario
 
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs)")
     args = parser.parse_args(argv)
     if args.scenarios == ["cleanup"]:
-        removed = cleanup()
+        removed = cleanup() + remove_run_dirs()
         print("removed: " + (", ".join(removed) if removed else "nothing"))
         return 0
     if args.scenarios == ["list"]:

@@ -220,3 +220,14 @@ def cleanup() -> list[str]:
         run(["nft", "delete", "table", "inet", GUARD_TABLE], check=False)
         removed.append(f"nft table inet {GUARD_TABLE}")
     return removed
+
+
+def remove_run_dirs() -> list[str]:
+    """Delete the run directories (logs, etcd data) that killed runs left in the temp dir."""
+    import tempfile
+    from pathlib import Path
+
+    found = [p for p in Path(tempfile.gettempdir()).glob(PREFIX + "*") if p.is_dir()]
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
+    return [f"directory {p}" for p in found]
