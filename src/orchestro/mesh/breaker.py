@@ -60,6 +60,8 @@ class OutlierDetector:
         self._ejected: set[str] = set()  # instances with an ejection in force or half-open
         self._window_ends = self._clock.now() + interval
         self.on_eject: Callable[[str], None] | None = None  # told of every ejection
+        # Told when an ejected instance answers (its probe succeeded): it takes traffic again.
+        self.on_restore: Callable[[str], None] | None = None
 
     def state(self, instance_id: str) -> str:
         """``closed`` (taking traffic), ``open`` (ejected) or ``half-open`` (may be probed)."""
@@ -108,10 +110,13 @@ class OutlierDetector:
         if success:
             health.window_ok += 1
             if health.failures or health.ejected_until or health.probing:
+                restored = health.ejected_until != 0.0
                 health.failures = 0
                 health.ejected_until = 0.0
                 health.probing = False
                 self._ejected.discard(instance_id)
+                if restored and self.on_restore is not None:
+                    self.on_restore(instance_id)
             return
         health.failures += 1
         if health.probing or (

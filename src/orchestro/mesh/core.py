@@ -39,6 +39,7 @@ from ..errors import (
     DeadlineExceeded,
     NoInstancesError,
     RetryBudgetExhausted,
+    TransportError,
 )
 from ..registry import Instance, Registry, RegistryView, open_registry
 from .clock import Clock, MonotonicClock
@@ -108,7 +109,9 @@ class Mesh:
         if policy is not None:
             self.policies.default = policy
         self._caller = caller
-        self.transport: Transport = transport or HttpTransport()
+        self.transport: Transport = transport or HttpTransport(
+            connect_timeout=self.policies.default.connect_timeout
+        )
         self._clock = clock or MonotonicClock()
         # Read several times on every call: the real clock's function itself, not a method.
         self._now = time.monotonic if type(self._clock) is MonotonicClock else self._clock.now
@@ -412,13 +415,26 @@ class Mesh:
                     if attempt == 1 and policy.hedge and request.idempotent:
                         response = await self._hedged(cell, target, request, deadline, tried)
                         break
-                    pick = self._choose(cell, target, request, deadline, attempt, tried, now)
+                    pick = self._choose(
+                        cell,
+                        target,
+                        request,
+                        deadline,
+                        attempt,
+                        tried,
+                        now,
+                        counted < policy.max_attempts,
+                    )
                     pick.stats.in_flight += 1
                     try:
                         sent = await self.transport.send(
                             pick.instance, pick.request, pick.remaining, pick.headers
                         )
                     except BaseException as exc:
+                        if pick.capped and isinstance(exc, DeadlineExceeded):
+                            abandoned = _abandoned(cell, pick)
+                            self._failed(cell, target, pick, abandoned)
+                            raise abandoned from None
                         self._failed(cell, target, pick, exc)
                         raise
                     response = self._answered(cell, target, pick, sent)
@@ -505,7 +521,12 @@ class Mesh:
         return self._nearest(instances)
 
     async def _hedged(
-        self, cell: str, target: Target, request: CallRequest, deadline: float, tried: list[str]
+        self,
+        cell: str,
+        target: Target,
+        request: CallRequest,
+        deadline: float,
+        tried: list[str],
     ) -> CallResponse:
         """The first attempt, and a backup to another instance if it is slow (from the budget)."""
         delay = target.hedge_delay()
@@ -549,13 +570,26 @@ class Mesh:
         tried: list[str],
     ) -> CallResponse:
         """One attempt: choose an instance, send, record the outcome, classify the answer."""
-        pick = self._choose(cell, target, request, deadline, attempt, tried, self._now())
+        pick = self._choose(
+            cell,
+            target,
+            request,
+            deadline,
+            attempt,
+            tried,
+            self._now(),
+            attempt < target.policy.max_attempts,  # another attempt may follow
+        )
         pick.stats.in_flight += 1
         try:
             response = await self.transport.send(
                 pick.instance, pick.request, pick.remaining, pick.headers
             )
         except BaseException as exc:  # also cancelled: the caller gave up, or a hedge won
+            if pick.capped and isinstance(exc, DeadlineExceeded):
+                abandoned = _abandoned(cell, pick)
+                self._failed(cell, target, pick, abandoned)
+                raise abandoned from None
             self._failed(cell, target, pick, exc)
             raise
         return self._answered(cell, target, pick, response)
@@ -569,8 +603,11 @@ class Mesh:
         attempt: int,
         tried: list[str],
         now: float,
+        retry_follows: bool = True,
     ) -> Pick:
-        """Resolve, skip ejected instances, balance, and stamp the deadline: no I/O."""
+        """Resolve, skip ejected instances, balance, and stamp the deadline: no I/O.
+        ``retry_follows``: another attempt may follow this one (the last attempt is never
+        abandoned: nothing would follow, and a slow answer is better than none)."""
         instances = self._candidates(cell, target, now)
         if not instances:
             raise NoInstancesError(f"no ready instance of cell {cell!r}", cell=cell)
@@ -594,6 +631,15 @@ class Mesh:
         remaining = deadline - now
         if remaining <= 0:
             raise DeadlineExceeded(f"the deadline of the call to {cell!r} passed", cell=cell)
+        capped = False
+        if request.idempotent and retry_follows:
+            # An attempt that outlives its timeout is abandoned and retried on another
+            # instance within the call's deadline (a black-holed instance never answers).
+            # The callee is told the attempt's deadline, not the call's (as Envoy does with
+            # its per-try timeout): its work past that point is wasted.
+            cap = target.attempt_timeout(request)
+            if cap is not None and cap < remaining:
+                remaining, capped = cap, True
         if available is ids:
             candidates = target.all_stats
             chosen = (
@@ -614,7 +660,7 @@ class Mesh:
         if self._caller:
             headers[CALLER_HEADER] = self._caller
         instance = target.by_id[chosen.id]
-        pick = Pick(chosen, instance, request, headers, now, remaining, ids)
+        pick = Pick(chosen, instance, request, headers, now, remaining, ids, capped)
         obs = self._obs
         if obs is not None:
             pick.span = obs.start_attempt(
@@ -626,7 +672,13 @@ class Mesh:
         """An attempt raised (could not connect, timed out, was cancelled)."""
         pick.stats.in_flight -= 1
         end = pick.ended = self._now()
-        pick.stats.observe(end - pick.started, end)
+        if not isinstance(error, TransportError):
+            # No answer is no latency: an attempt abandoned at its timeout, or a connect
+            # into a partition, is a failure for the outlier detector (which ejects, and
+            # probes back), not a cost for the balancer. Taken as latency, its second-long
+            # peak kept a host that was never ejected out of p2c's choice for ~50 s after
+            # it recovered (the peak decays over 10 s time constants).
+            pick.stats.observe(end - pick.started, end)
         result = type(error).__name__
         if isinstance(error, CallError):
             target.detector.record(pick.stats.id, False, pick.ids, end)
@@ -656,7 +708,24 @@ class Mesh:
                 obs.end_attempt(pick.span, status)
         if status < 400:
             target.latencies.append(took)
+            target.timer(pick.request).observe(took)
             return response
         if status < 500:
             target.latencies.append(took)
-        raise remote_error(cell, pick.instance, response)
+            target.timer(pick.request).observe(took)
+        error = remote_error(cell, pick.instance, response)
+        if pick.capped and isinstance(error, DeadlineExceeded):
+            # The callee stopped at the attempt's deadline, not the call's: retryable.
+            error = _abandoned(cell, pick)
+        raise error
+
+
+def _abandoned(cell: str, pick: Pick) -> TransportError:
+    """The error of an attempt that outlived its attempt timeout (not the call's deadline):
+    a transport failure, so an idempotent call is retried on another instance, and the
+    instance's outlier detector counts it (Envoy's local-origin failures)."""
+    return TransportError(
+        f"cell {cell!r} ({pick.instance.url}) did not answer within the attempt timeout "
+        f"of {pick.remaining:.3f} s",
+        cell=cell,
+    )

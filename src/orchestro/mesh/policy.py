@@ -24,6 +24,29 @@ class CallPolicy(BaseSettings):
     timeout: float = Field(
         15.0, gt=0, description="Seconds for the whole call, retries included (Envoy: 15 s)."
     )
+    attempt_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds one attempt of an idempotent call may take before it is "
+        "abandoned and retried on another instance, within the call's timeout (never the "
+        "last attempt allowed). Unset: derived per operation from the latencies observed, "
+        "as TCP derives its retransmission timeout "
+        "(RFC 6298: smoothed latency + 4 x its variation, at least attempt_timeout_min); "
+        "Envoy's per_try_timeout is the fixed form, and off by default.",
+    )
+    attempt_timeout_min: float = Field(
+        1.0,
+        gt=0,
+        description="Floor of the derived attempt timeout (RFC 6298's minimum RTO: 1 s).",
+    )
+    connect_timeout: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds to open a connection; a connect that times out was never "
+        "processed and is retried like a refused one (Linkerd's proxy: 1 s; Finagle's "
+        "client examples: 1 s; Envoy: 5 s). The process's default policy sets it for the "
+        "process's one connection pool.",
+    )
     max_attempts: int = Field(
         3, ge=1, le=10, description="Attempts per call, the first included (gRPC: 5; Envoy: 2)."
     )

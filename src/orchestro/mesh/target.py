@@ -20,13 +20,42 @@ from .clock import Clock
 from .policy import CallPolicy
 from .transports.base import CallRequest
 
-__all__ = ["DRAINING_MARK", "Pick", "Target"]
+__all__ = ["DRAINING_MARK", "AttemptTimer", "Pick", "Target"]
 
 # How long an instance that answered "draining" is skipped (seconds). The mark bridges the
 # registry view's lag (a poll or a TTL of a few seconds); it must expire on its own, since for
 # URL targets, static:// registries and a pod restarted in place (same id) the view never
 # drops the instance, and a mark kept forever would make it unreachable from this caller.
 DRAINING_MARK = 5.0
+MAX_TIMERS = 256  # attempt timers kept per target (operations, or raw paths)
+
+
+class AttemptTimer:
+    """The attempt timeout derived from observed latency, as TCP derives its retransmission
+    timeout (RFC 6298, section 2): a smoothed latency and its mean deviation, updated by each
+    answered attempt (gain 1/8 and 1/4), the timeout their sum with four deviations, never
+    under a floor. Only answers are samples (Karn's rule): an attempt that timed out says
+    nothing about how long an answer takes, and counting it would let one partition stretch
+    the timeout it is detected by. No sample yet: no attempt timeout (the call's own)."""
+
+    __slots__ = ("rttvar", "srtt")
+
+    def __init__(self) -> None:
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+
+    def observe(self, sample: float) -> None:
+        srtt = self.srtt
+        if srtt is None:
+            self.srtt, self.rttvar = sample, sample / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(srtt - sample)
+            self.srtt = 0.875 * srtt + 0.125 * sample
+
+    def timeout(self, floor: float) -> float | None:
+        if self.srtt is None:
+            return None
+        return max(floor, self.srtt + 4 * self.rttvar)
 
 
 class Target:
@@ -52,7 +81,11 @@ class Target:
             window=policy.retry_budget_window,
             clock=clock,
         )
+        self.detector.on_restore = self._restored
         self.stats: dict[str, EndpointStats] = {}
+        # Attempt timers per operation (a cell's fast and slow operations must not share
+        # one): keys are operation names, or "METHOD path" for raw calls (bounded).
+        self.timers: dict[str, AttemptTimer] = {}
         self.latencies: deque[float] = deque(maxlen=256)  # recent successful attempts
         # The last view of the cell's instances, indexed (rebuilt when the view changes).
         self.seen: tuple[Instance, ...] | None = None
@@ -67,6 +100,34 @@ class Target:
         self.draining: dict[str, float] = {}
         self.used = 0  # the mesh's use count at this target's last call (its cap is LRU)
         self.wait = wait_random_exponential(multiplier=policy.backoff_base, max=policy.backoff_max)
+
+    def timer(self, request: CallRequest) -> AttemptTimer:
+        """The attempt timer of ``request``'s operation."""
+        key = request.operation or request.path
+        found = self.timers.get(key)
+        if found is None:
+            if len(self.timers) >= MAX_TIMERS:
+                self.timers.clear()  # raw paths with ids in them: start again, bounded
+            found = self.timers[key] = AttemptTimer()
+        return found
+
+    def attempt_timeout(self, request: CallRequest) -> float | None:
+        """Seconds an idempotent attempt of ``request`` may take (None: the call's whole
+        timeout)."""
+        if self.policy.attempt_timeout is not None:
+            return self.policy.attempt_timeout
+        found = self.timers.get(request.operation or request.path)
+        return None if found is None else found.timeout(self.policy.attempt_timeout_min)
+
+    def _restored(self, instance_id: str) -> None:
+        """An ejected instance answered its probe: its latency history is from before the
+        fault (a timeout's worth, decaying for tens of seconds) and would keep a latency-based
+        balancer away from it long after it recovered. It starts afresh, as a new instance;
+        its first answers set its latency at once (the peak is believed)."""
+        found = self.stats.get(instance_id)
+        if found is not None:
+            found.ewma = 0.0
+            found.stamp = 0.0
 
     def hedge_delay(self) -> float | None:
         """When to send a backup request, or None while there is too little history."""
@@ -117,6 +178,7 @@ class Pick:
     """One attempt's choices: the instance, its statistics, the request to send."""
 
     __slots__ = (
+        "capped",
         "ended",
         "headers",
         "ids",
@@ -137,13 +199,15 @@ class Pick:
         started: float,
         remaining: float,
         ids: list[str],
+        capped: bool = False,
     ) -> None:
         self.stats = stats
         self.instance = instance
         self.request = request
         self.headers = headers
         self.started = started
-        self.remaining = remaining
+        self.remaining = remaining  # seconds this attempt may take
+        self.capped = capped  # remaining is the attempt timeout, not the call's deadline
         self.ids = ids
         self.ended = started
         self.span: Any = None

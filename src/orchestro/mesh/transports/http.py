@@ -17,8 +17,6 @@ from .base import CallRequest, CallResponse
 
 __all__ = ["HttpTransport"]
 
-# aiohttp's own timers off: the deadline is enforced around the whole request (see send).
-_NO_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
 # How aiohttp (3.9 to 3.14 at least) reports a request whose body could not be written
 # because the connection was closed: it sends the buffered headers with the body, so the
 # server got nothing, or an incomplete request.
@@ -26,8 +24,17 @@ _UNWRITTEN = "Can not write request body"
 
 
 class HttpTransport:
-    def __init__(self, *, limit: int = 1000, limit_per_host: int = 100) -> None:
+    def __init__(
+        self, *, limit: int = 1000, limit_per_host: int = 100, connect_timeout: float = 1.0
+    ) -> None:
         self._limit = limit
+        # Only the socket connect is timed by aiohttp (a timer per new connection, none per
+        # request): a SYN into a partition is otherwise retried by the kernel for minutes,
+        # and a connect that timed out sent nothing, so any method may be sent again.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_read=None, sock_connect=connect_timeout
+        )
+        self._connect_timeout = connect_timeout
         self._limit_per_host = limit_per_host
         self._session: aiohttp.ClientSession | None = None
         # (id(instance), path) -> (instance, parsed URL). Keyed by identity: the registry view
@@ -83,7 +90,7 @@ class HttpTransport:
                 url,
                 data=request.body,
                 headers=request.headers if headers is None else headers,
-                timeout=_NO_TIMEOUT,
+                timeout=self._timeout,
                 allow_redirects=False,
             )
             try:
@@ -100,6 +107,12 @@ class HttpTransport:
                     f"{instance.url} did not answer within {seconds:.3f} s"
                 ) from None
             raise
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise TransportError(
+                f"cannot connect to {instance.url}: no answer within the connect timeout of "
+                f"{self._connect_timeout} s",
+                connect=True,
+            ) from exc
         except aiohttp.ClientConnectorError as exc:
             raise TransportError(
                 f"cannot connect to {instance.url}: {exc.os_error}", connect=True
