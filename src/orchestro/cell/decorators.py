@@ -64,6 +64,7 @@ class _ServiceDecorators:
         tags: Iterable[str] = (),
         responses: Mapping[int, str] | None = None,
         deprecated: bool = False,
+        allow: Iterable[str] | None = None,
     ) -> Callable[[F], F]:
         """Declare a service answering ``method`` requests on ``path``.
 
@@ -76,6 +77,8 @@ class _ServiceDecorators:
             summary: one line for the OpenAPI document (default: the docstring's first line).
             responses: other statuses the method answers with, and what they mean, e.g.
                 ``{404: "No such order"}``; they are documented as problem+json answers.
+            allow: the cells that may call this internal service (replaces the cell's
+                ``allow`` for it), e.g. ``allow=["auditor"]``; needs ``internal=True``.
         """
         method = method.upper()
 
@@ -97,6 +100,12 @@ class _ServiceDecorators:
             for code in responses or {}:
                 if not 100 <= code <= 599:
                     raise CellDefinitionError(f"{where}: responses has a bad status {code}")
+            allowed = _allow_list(allow, where)
+            if allowed is not None and not internal:
+                raise CellDefinitionError(
+                    f"{where}: allow= needs internal=True (a public service answers anyone on "
+                    "the public port)"
+                )
             doc = inspect.getdoc(func)
             first, _, rest = (doc or "").partition("\n")
             spec = ServiceSpec(
@@ -111,6 +120,7 @@ class _ServiceDecorators:
                 tags=tuple(tags),
                 responses=dict(responses or {}),
                 deprecated=deprecated,
+                allow=allowed,
             )
             if hasattr(func, SERVICE_ATTR):
                 raise CellDefinitionError(
@@ -152,6 +162,7 @@ def cell(
     host: str = "127.0.0.1",
     version: str = "0.0.0",
     scaling: Scaling | None = None,
+    allow: Iterable[str] | None = None,
 ) -> Callable[[C], C]:
     """Declare a class as a cell named ``name`` whose ``@service`` methods are its services.
 
@@ -163,6 +174,8 @@ def cell(
         version: the version reported in OpenAPI and discovery.
         scaling: how many replicas ``orchestro run`` keeps (``Scaling(min=, max=, ...)``);
             one, unscaled, by default.
+        allow: the cells that may call its internal services, e.g. ``allow=["teller"]``
+            (deny everyone else); unset: any cell of the trust domain.
 
     The class must be constructible with no arguments; set dependencies up in
     ``async def on_start(self)`` and release them in ``async def on_stop(self)``.
@@ -174,6 +187,8 @@ def cell(
         )
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise CellDefinitionError(f"@cell({name!r}): port must be 0-65535 (0 picks a free port)")
+
+    allowed = _allow_list(allow, f"@cell({name!r})")
 
     def decorate(cls: C) -> C:
         where = cls.__qualname__
@@ -199,11 +214,30 @@ def cell(
             description=inspect.getdoc(cls),
             operations=operations,
             scaling=scaling or Scaling(),
+            allow=allowed,
         )
         setattr(cls, CELL_ATTR, spec)
         return cls
 
     return decorate
+
+
+def _allow_list(allow: Iterable[str] | None, where: str) -> tuple[str, ...] | None:
+    """``allow=`` as a sorted tuple of cell names, checked here so a typo fails at import."""
+    if allow is None:
+        return None
+    if isinstance(allow, str):
+        raise CellDefinitionError(
+            f"{where}: allow= is a list of cell names, e.g. allow=[{allow!r}]"
+        )
+    names = tuple(allow)
+    for name in names:
+        if not isinstance(name, str) or not _CELL_NAME.match(name):
+            raise CellDefinitionError(
+                f"{where}: allow= lists {name!r}, which is not a cell name (1-63 lowercase "
+                "letters, digits and '-', e.g. allow=[\"teller\"])"
+            )
+    return tuple(sorted(set(names)))
 
 
 def _services_of(cls: type[Any]) -> list[tuple[str, Callable[..., Any]]]:

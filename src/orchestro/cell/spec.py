@@ -70,6 +70,7 @@ class ServiceSpec:
     tags: tuple[str, ...] = ()
     responses: Mapping[int, str] = field(default_factory=dict)
     deprecated: bool = False
+    allow: tuple[str, ...] | None = None  # cells that may call it (internal only); None: any
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,7 @@ class CellSpec:
     description: str | None
     operations: tuple[OperationSpec, ...]
     scaling: Scaling = field(default_factory=Scaling)
+    allow: tuple[str, ...] | None = None  # cells that may call its internal services; None: any
 
     def operation(self, name: str) -> OperationSpec:
         for op in self.operations:

@@ -93,15 +93,20 @@ def build_gateway(
     telemetry: ServerTelemetry | None = None,
     own_routes: Mapping[str, Handler] | None = None,
     load: Callable[[], dict[str, float]] | None = None,
+    access: AccessStep | None = None,
+    public_only: bool = False,
 ) -> Gateway:
     """The gateway serving ``instance``, a started or starting ``spec.cls``.
 
     ``telemetry`` measures every service request (around every step); ``own_routes`` are
-    more GET endpoints of the gateway itself (``/metrics``, ``/prometheus/sd``).
+    more GET endpoints of the gateway itself (``/metrics``, ``/prometheus/sd``). ``access``
+    is the policy step (default: the declared rules, callers read by ``identity``);
+    ``public_only`` leaves internal services out (the public port of a cell that has a mesh
+    listener: an internal path there is not found).
     """
     settings = settings or GatewaySettings()
     max_body = int(settings.max_body_size)
-    steps: list[Step] = [AccessStep(identity)]
+    steps: list[Step] = [access or AccessStep(identity)]
     admission = Admission(gate, spec.name, max_concurrency=settings.max_concurrency)
     router: Router[CompiledRoute] = Router()
 
@@ -123,6 +128,8 @@ def build_gateway(
         router.add("HEAD", path, own)
 
     for op in spec.operations:
+        if public_only and op.service.internal:
+            continue
         path = op.service.path
         binder = Binder(op, max_body_size=max_body, identity=identity)
         route = Route(spec, path, op)
