@@ -10,7 +10,8 @@ from orchestro.registry import Instance, new_instance_id
 from orchestro.registry.static import StaticRegistry
 
 from .conftest import Opener
-from .test_dns import Dnsmasq, dnsmasq  # noqa: F401 (the fixture)
+from .test_dns import Dnsmasq
+from .test_dns import dnsmasq as dnsmasq_fixture  # noqa: F401 (registers the fixture)
 
 
 def test_the_record_names_its_mesh_listener_or_none() -> None:
