@@ -1,0 +1,187 @@
+"""Cells in separate processes, run with no flags, call each other over mutual TLS: allowed
+callers get through, others get a 403 naming the rule, the public port does not serve
+internal services, and clients without a certificate of the trust domain are refused at
+the handshake (TLS 1.2 and 1.3). Also with ``--replicas 2``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import re
+import signal
+import ssl
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from orchestro.security.ca import DevelopmentCA
+from orchestro.security.tls import CellTLS
+
+from ..conftest import Cli, start_cli
+
+MESH = re.compile(r"cell (\S+) serving on (http://\S+) .*mesh on (https://[^);\s]+)")
+VAULT = "examples/vault.py"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A state directory of its own (registry and development CA) for the processes and the
+    test, which reads the CA the first run created."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("ORCHESTRO_STATE_DIR", str(state))
+    return {"ORCHESTRO_STATE_DIR": str(state)}
+
+
+def meshes(cli: Cli) -> dict[str, tuple[str, str]]:
+    found = {}
+    for line in cli.stdout:
+        if match := MESH.search(line):
+            found[match.group(1)] = (match.group(2), match.group(3))
+    return found
+
+
+async def get(session: aiohttp.ClientSession, url: str, want: int = 200) -> Any:
+    """GET ``url`` until it answers ``want`` (the caller's view may not list the callee yet)."""
+    async with asyncio.timeout(30):
+        while True:
+            async with session.get(url) as response:
+                body = await response.json(content_type=None)
+                if response.status == want:
+                    return body
+                if response.status not in (503, 502, 500):
+                    raise AssertionError(f"{url}: {response.status} {body}")
+            await asyncio.sleep(0.2)
+
+
+async def stop(*clis: Cli) -> None:
+    for cli in clis:
+        cli.signal(signal.SIGTERM)
+    for cli in clis:
+        await cli.exits_with(0)
+
+
+async def exchange(url: str, context: ssl.SSLContext, path: str) -> tuple[bytes, str | None]:
+    """One raw HTTP/1.1 request over TLS: (what came back, the TLS version); a refused
+    handshake raises or comes back empty."""
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(
+        host, int(port), ssl=context, server_hostname="vault.cell.orchestro.local"
+    )
+    try:
+        version = writer.get_extra_info("ssl_object").version()
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: vault\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        return await reader.read(), version
+    finally:
+        writer.close()
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            await writer.wait_closed()
+
+
+async def refused(url: str, context: ssl.SSLContext) -> str:
+    """What refused a handshake; fails if the request was served."""
+    try:
+        answer, _ = await exchange(url, context, "/secret")
+    except (ssl.SSLError, ConnectionError) as exc:
+        return type(exc).__name__
+    assert b"HTTP/1.1" not in answer, answer[:200]
+    return "closed"
+
+
+async def test_two_processes_no_flags(env: dict[str, str], cli_processes: list[Cli]) -> None:
+    vault = await start_cli("run", VAULT, "--cell", "vault", env=env)
+    cli_processes.append(vault)
+    await vault.wait_serving(1)
+    callers = await start_cli(
+        "run", VAULT, "--cell", "teller", "--cell", "auditor", "--cell", "shop", env=env
+    )
+    cli_processes.append(callers)
+    await callers.wait_serving(3)
+    public = {name: urls[0] for name, urls in {**meshes(vault), **meshes(callers)}.items()}
+    assert set(public) == {"vault", "teller", "auditor", "shop"}, vault.stdout + callers.stdout
+    async with aiohttp.ClientSession() as session:
+        # An allowed cell calls the other process's internal service (the vault proves
+        # the caller from its certificate: the secret says who opened it).
+        assert await get(session, f"{public['teller']}/withdraw") == {
+            "approved": True,
+            "secret_length": len("opened by teller"),
+        }
+        # A service's own list: the auditor, and only it, may run the audit.
+        assert await get(session, f"{public['auditor']}/audit") == {
+            "reads": 1,
+            "auditor": "auditor",
+        }
+        # A cell not on the list: a 403 naming the caller, the cell and the rule.
+        assert await get(session, f"{public['shop']}/peek") == {
+            "status": 403,
+            "rule": "allow",
+            "detail": "cell 'vault' allows only ['teller'] for GET /secret; caller is cell 'shop'",
+        }
+        # The public port: public services and probes, and no internal service at all.
+        async with session.get(f"{public['vault']}/secret") as response:
+            assert response.status == 404
+            assert (await response.json(content_type=None))["detail"] == (
+                "no service answers /secret"
+            )
+        async with session.post(f"{public['vault']}/audit") as response:
+            assert response.status == 404
+        assert await get(session, f"{public['vault']}/status") == {"vault": "open"}
+        assert (await get(session, f"{public['vault']}/healthz"))["status"] == "ok"
+        openapi = await get(session, f"{public['vault']}/openapi.json")
+        assert set(openapi["paths"]) == {"/status"}
+    await stop(vault, callers)
+
+
+async def test_the_mesh_listener_refuses_clients_not_proven_by_the_trust_domain(
+    env: dict[str, str], tmp_path: Path, cli_processes: list[Cli]
+) -> None:
+    vault = await start_cli("run", VAULT, "--cell", "vault", env=env)
+    cli_processes.append(vault)
+    await vault.wait_serving(1)
+    mesh = meshes(vault)["vault"][1]
+    ca = await asyncio.to_thread(DevelopmentCA.load_or_create, trust_domain="orchestro.local")
+
+    # The teller's own certificate from the CA the first run made: served, over both TLS
+    # versions, and the vault reads who called from the certificate.
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        context = CellTLS(ca.issue("teller")).client
+        context.minimum_version = context.maximum_version = version
+        answer, negotiated = await exchange(mesh, context, "/secret")
+        assert negotiated == {"TLSv1_2": "TLSv1.2", "TLSv1_3": "TLSv1.3"}[version.name]
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert answer.endswith(b'{"value":"opened by teller"}'), answer[-200:]
+        # The probes' path answers on the mesh listener too (for a caller with a certificate).
+        health, _ = await exchange(mesh, context, "/healthz")
+        assert health.startswith(b"HTTP/1.1 200"), health[:200]
+
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        # No client certificate at all (but trusting the vault's CA).
+        bare = ssl.create_default_context(cafile=str(ca.cert_file))
+        bare.minimum_version = bare.maximum_version = version
+        assert await refused(mesh, bare)
+        # A certificate from a foreign CA claiming to be the allowed teller.
+        foreign = await asyncio.to_thread(
+            DevelopmentCA.load_or_create, tmp_path / "foreign", trust_domain="orchestro.local"
+        )
+        claim = dataclasses.replace(foreign.issue("teller"), bundle=(ca.cert,))
+        impostor = CellTLS(claim).client
+        impostor.minimum_version = impostor.maximum_version = version
+        assert await refused(mesh, impostor)
+    await stop(vault)
+
+
+async def test_replicated_app_calls_internal_services_across_replicas(
+    env: dict[str, str], cli_processes: list[Cli]
+) -> None:
+    app = await start_cli("run", VAULT, "--replicas", "2", env=env)
+    cli_processes.append(app)
+    public = await app.wait_serving(4, timeout=60)  # the controller's lines: shared ports
+    async with aiohttp.ClientSession() as session:
+        for _ in range(20):  # spread over both vault replicas by the balancer
+            assert (await get(session, f"{public['teller']}/withdraw"))["approved"] is True
+        refusal = await get(session, f"{public['shop']}/peek")
+        assert (refusal["status"], refusal["rule"]) == (403, "allow")
+    await stop(app)
