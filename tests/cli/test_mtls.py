@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import re
 import signal
 import ssl
@@ -20,7 +21,7 @@ import pytest
 from orchestro.security.ca import DevelopmentCA
 from orchestro.security.tls import CellTLS
 
-from ..conftest import Cli, start_cli
+from ..conftest import Cli, run_cli, start_cli
 
 MESH = re.compile(r"cell (\S+) serving on (http://\S+) .*mesh on (https://[^);\s]+)")
 VAULT = "examples/vault.py"
@@ -185,3 +186,88 @@ async def test_replicated_app_calls_internal_services_across_replicas(
         refusal = await get(session, f"{public['shop']}/peek")
         assert (refusal["status"], refusal["rule"]) == (403, "allow")
     await stop(app)
+
+
+POLICY_APP, SNOOP = "tests/cli/policy_app.py", "tests/cli/policy_snoop.py"
+
+
+async def peek_with(env: dict[str, str], cli_processes: list[Cli], *flags: str) -> Any:
+    """What the snoop (another app's cell) gets from the ledger run with ``flags``, and the
+    ledger's process."""
+    app = await start_cli("run", POLICY_APP, *flags, env=env)
+    cli_processes.append(app)
+    urls = await app.wait_serving(2)
+    snoop = await start_cli("run", SNOOP, env=env)
+    cli_processes.append(snoop)
+    (snoop_url,) = (await snoop.wait_serving(1)).values()
+    async with aiohttp.ClientSession() as session:
+        # The api calls the ledger in process: checked by the same rule, and allowed.
+        assert await get(session, f"{urls['api']}/balance") == {"balance": 100}
+        seen = await get(session, f"{snoop_url}/peek")
+    await stop(app, snoop)
+    return seen, app
+
+
+async def test_strict_policy_enforces_the_call_graph_where_nothing_is_declared(
+    env: dict[str, str], cli_processes: list[Cli]
+) -> None:
+    # Declared (the default): nothing is declared, so any cell of the trust domain may call.
+    seen, _ = await peek_with(env, cli_processes)
+    assert seen == {"status": 200, "body": {"balance": 100}}
+    # Strict: only the callers found in the code (the api) may.
+    seen, _ = await peek_with(env, cli_processes, "--policy", "strict")
+    assert seen["status"] == 403
+    assert seen["problem"]["rule"] == "allow"
+    assert seen["problem"]["caller"] == "snoop"
+    assert seen["problem"]["detail"] == (
+        "cell 'ledger' is called only by ['api'] in the cells' code (policy strict: the "
+        "derived allow-list) for GET /balance; caller is cell 'snoop'"
+    )
+    # Audit: served, and the refusal strict would make is logged.
+    seen, app = await peek_with(env, cli_processes, "--policy", "audit")
+    assert seen == {"status": 200, "body": {"balance": 100}}
+    assert "policy audit: would refuse: cell 'ledger' is called only by ['api']" in (
+        await app.stderr()
+    )
+
+
+async def test_policy_prints_the_call_graph_and_the_lists_it_implies() -> None:
+    code, out, err = await run_cli("policy", VAULT)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[:4] == [
+        "calls (from mesh.client attributes):",
+        "  auditor -> vault",
+        "  shop -> vault",
+        "  teller -> vault",
+    ]
+    assert "  vault GET /secret  allow=['teller'] (declared on the cell); strict: ['teller']" in (
+        lines
+    )
+    assert '  @cell("vault", allow=["auditor", "shop", "teller"])' in lines
+    assert any(
+        line.startswith("warning: shop calls vault, whose GET /secret, POST /audit")
+        for line in lines
+    )
+    code, out, _ = await run_cli("policy", POLICY_APP, "--json")
+    assert code == 0
+    found = json.loads(out)
+    assert found["calls"] == [{"caller": "api", "callee": "ledger"}]
+    assert found["implied"] == {"ledger": ["api"]}
+    assert found["services"][0]["allow"] is None
+    assert found["services"][0]["strict"] == ["api"]
+
+
+async def test_bad_security_input_is_one_line() -> None:
+    code, _, err = await run_cli("run", VAULT, "--policy", "lenient")
+    assert code == 2
+    assert "invalid choice: 'lenient'" in err
+    code, _, err = await run_cli("run", VAULT, "--mesh-port", "8443")
+    assert (code, err.strip()) == (
+        2,
+        "orchestro: error: --mesh-port sets one cell's mesh port, but 'examples/vault.py' has "
+        "4 cells: add --cell NAME, or leave it 0 (each cell picks a free one)",
+    )
+    code, _, err = await run_cli("policy", "tests/cli/no_such_app.py")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
