@@ -36,7 +36,7 @@ from ..registry.base import Instance, InstanceState, new_instance_id
 from ..security.boundary import CellSecurity
 from ..security.identity import Caller, IdentityResolver, anonymous
 from ..security.policy import AccessRule, PolicyMode
-from .spec import CellSpec, spec_of
+from .spec import CellSpec, ParamSource, spec_of
 
 __all__ = ["CellHost", "CellState"]
 
@@ -110,6 +110,11 @@ class CellHost:
         self.refusals = Refusals(self.spec.name)
         # The rule of each service, for in-process callers (the gateway has its own copies).
         self._rules: dict[str, AccessRule] = {}
+        self._caller_params = {
+            op.name: names
+            for op in self.spec.operations
+            if (names := tuple(p.name for p in op.params if p.source is ParamSource.CALLER))
+        }
         self.gate = Gate()
         self.state = CellState.CREATED
         self._listener: Listener | None = None
@@ -143,19 +148,20 @@ class CellHost:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"https://{host}:{self.mesh_port}"
 
-    def authorize(self, operation: str, caller: Caller) -> None:
+    def authorize(self, operation: str, caller: Caller) -> tuple[str, ...]:
         """Check an in-process call of ``operation`` by ``caller`` against the rule its
         gateway applies to the same call over the network: :class:`HTTPError` 403 if it is
-        refused (in audit mode, counted and logged instead)."""
+        refused (in audit mode, counted and logged instead). Returns the names of the
+        method's ``Caller`` parameters, which the call is to be given ``caller`` in."""
         rule = self._rules.get(operation)
-        if rule is None or not rule.internal:
-            return
-        decision = rule.check(caller)
-        if decision.allowed:
-            return
-        if self.policy is PolicyMode.ENFORCE:
-            raise decision.to_http_error()
-        self.refusals.seen((rule.operation, str(caller.cell), decision.rule), decision.message)
+        if rule is not None and rule.internal:
+            decision = rule.check(caller)
+            if not decision.allowed:
+                if self.policy is PolicyMode.ENFORCE:
+                    raise decision.to_http_error()
+                key = (rule.operation, str(caller.cell), decision.rule)
+                self.refusals.seen(key, decision.message)
+        return self._caller_params.get(operation, ())
 
     def _access(self, identity: IdentityResolver) -> AccessStep:
         return AccessStep(identity, mode=self.policy, derived=self._derived, refusals=self.refusals)

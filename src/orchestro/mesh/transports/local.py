@@ -46,8 +46,9 @@ async def call_in_process(
     an answer is ``decode(result)``, errors are translated as over HTTP."""
     authorize = getattr(host, "authorize", None)
     if authorize is not None:
+        who = Caller(caller)
         try:
-            authorize(operation, Caller(caller))
+            inject = authorize(operation, who)
         except HTTPError as exc:
             raise RemoteError(
                 f"cell {cell!r} (in process) answered {exc.status}: {exc.detail}",
@@ -55,6 +56,8 @@ async def call_in_process(
                 status=exc.status,
                 problem=exc.to_problem(),
             ) from None
+        if inject:  # the method asks who called: the calling cell, as over the mesh
+            arguments = {**arguments, **dict.fromkeys(inject, who)}
     gate = host.gate
     timeout = seconds
     # One deadline for the wait at admission and the call: time spent waiting is the call's.
