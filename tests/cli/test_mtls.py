@@ -271,3 +271,81 @@ async def test_bad_security_input_is_one_line() -> None:
     code, _, err = await run_cli("policy", "tests/cli/no_such_app.py")
     assert code == 2
     assert len(err.strip().splitlines()) == 1, err
+
+
+async def presented(url: str, context: ssl.SSLContext) -> bytes:
+    """The certificate the mesh listener presents to a new connection (DER)."""
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    _, writer = await asyncio.open_connection(
+        host, int(port), ssl=context, server_hostname="vault.cell.orchestro.local"
+    )
+    try:
+        der: bytes = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return der
+    finally:
+        writer.close()
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_rotation_of_files_under_load_loses_no_request(
+    env: dict[str, str], tmp_path: Path, cli_processes: list[Cli]
+) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    ca = await asyncio.to_thread(DevelopmentCA.load_or_create, trust_domain="orchestro.local")
+    files = tmp_path / "certs"  # what cert-manager mounts and rewrites
+    cert, key, bundle = ca.issue("vault").write(files)
+    vault = await start_cli(
+        "run",
+        VAULT,
+        "--cell",
+        "vault",
+        env={
+            **env,
+            "ORCHESTRO_CERT_FILE": str(cert),
+            "ORCHESTRO_KEY_FILE": str(key),
+            "ORCHESTRO_BUNDLE_FILE": str(bundle),
+            "ORCHESTRO_RELOAD_INTERVAL": "0.2",
+        },
+    )
+    cli_processes.append(vault)
+    await vault.wait_serving(1)
+    mesh = meshes(vault)["vault"][1]
+    teller = await start_cli("run", VAULT, "--cell", "teller", env=env)
+    cli_processes.append(teller)
+    withdraw = f"{(await teller.wait_serving(1))['teller']}/withdraw"
+    statuses: dict[str, int] = {}
+    done = asyncio.Event()
+    as_teller = CellTLS(ca.issue("teller")).client
+
+    async def through_the_pool(session: aiohttp.ClientSession) -> None:
+        while not done.is_set():  # the teller's kept-alive mesh connections
+            async with session.get(withdraw) as response:
+                statuses[f"pool {response.status}"] = statuses.get(f"pool {response.status}", 0) + 1
+
+    async def new_connections() -> None:
+        while not done.is_set():  # a handshake per request
+            answer, _ = await exchange(mesh, as_teller, "/secret")
+            status = answer[9:12].decode() or "none"
+            statuses[f"new {status}"] = statuses.get(f"new {status}", 0) + 1
+
+    async with aiohttp.ClientSession() as session:
+        await get(session, withdraw)
+        load = [asyncio.create_task(through_the_pool(session)) for _ in range(4)]
+        load += [asyncio.create_task(new_connections()) for _ in range(2)]
+        for _ in range(4):
+            renewed = ca.issue("vault")
+            renewed.write(files)  # key, certificate, bundle: each replaced atomically
+            want = renewed.leaf.public_bytes(Encoding.DER)
+            async with asyncio.timeout(20):  # new connections get the new certificate
+                while await presented(mesh, as_teller) != want:
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)
+        done.set()
+        await asyncio.gather(*load)
+    assert set(statuses) == {"pool 200", "new 200"}, statuses
+    assert statuses["pool 200"] > 20
+    assert statuses["new 200"] > 10
+    assert (await vault.stderr()).count("renewed: valid until") >= 4
+    await stop(vault, teller)
