@@ -145,7 +145,8 @@ async def main() -> int:
     print(f"plain mesh call (c={CONCURRENCY}):       {base:8.0f}/s")
     value = statistics.median(results["mtls /status"])
     print(
-        f"the same call over mTLS keep-alive: {value:8.0f}/s  ratio {value / base:.3f} (target >= 0.85)"
+        f"the same call over mTLS keep-alive: {value:8.0f}/s  ratio {value / base:.3f} "
+        "(target >= 0.85)"
     )
     value = statistics.median(results["mtls /secret"])
     print(
