@@ -226,3 +226,39 @@ async def test_the_public_port_serves_public_services_and_probes_only(state: Pat
                     assert response.status == status, path
     finally:
         await vault.drain()
+
+
+async def test_each_calling_cell_has_its_own_binding_and_pool_kept_alive(state: Path) -> None:
+    vault = CellHost(Vault, port=0, security=security("vault", NOW))
+    await vault.start()
+    try:
+        registry = f"static://vault=http://127.0.0.1:{vault.port}?mesh={vault.mesh_port}"
+        teller_id, auditor_id = security("teller", NOW), security("auditor", NOW)
+        async with Mesh(registry) as mesh:
+            teller, auditor = (
+                mesh.bind("teller", teller_id.tls),
+                mesh.bind("auditor", auditor_id.tls),
+            )
+            assert mesh.bind("teller") is teller  # one binding per caller
+            assert (teller.caller, auditor.caller) == ("teller", "auditor")
+            assert teller.transport is not auditor.transport
+            # Each proves its own cell over the network: the vault reads it from the certificate.
+            secret = await teller.client(Vault).secret()
+            assert secret.value == "opened by teller"
+            with pytest.raises(RemoteError) as info:
+                await auditor.client(Vault).secret()
+            assert info.value.problem["caller"] == "auditor"
+            # Kept alive and pooled: 1,000 calls at concurrency 8 cost at most 8 handshakes.
+            assert vault.security is not None
+            before = vault.security.tls.handshakes
+            stub = teller.client(Vault)
+
+            async def worker() -> None:
+                for _ in range(125):
+                    await stub.status()
+
+            await asyncio.gather(*(worker() for _ in range(8)))
+            assert vault.security.tls.handshakes - before <= 8
+            assert vault.security.tls.handshakes >= 2  # the teller's and the auditor's
+    finally:
+        await vault.drain()
