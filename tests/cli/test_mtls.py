@@ -11,6 +11,7 @@ import dataclasses
 import json
 import re
 import signal
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -349,3 +350,19 @@ async def test_rotation_of_files_under_load_loses_no_request(
     assert statuses["new 200"] > 10
     assert (await vault.stderr()).count("renewed: valid until") >= 4
     await stop(vault, teller)
+
+
+async def test_a_mesh_port_in_use_is_one_line_naming_the_setting(env: dict[str, str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = await run_cli(
+            "run", VAULT, "--cell", "vault", "--mesh-port", str(port), env=env
+        )
+    assert code == 2
+    assert err.strip() == (
+        f"orchestro: error: cannot start cell 'vault': mesh port {port} on 127.0.0.1 is in use; "
+        "stop the process using it, or choose another port with --mesh-port or [security] "
+        "mesh_port (0 picks a free one)"
+    )

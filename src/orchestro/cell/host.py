@@ -243,9 +243,17 @@ class CellHost:
                 self._mesh_listener = Listener(
                     mesh_gateway.server(), drain_timeout=self.settings.drain_timeout
                 )
-                self.mesh_port = await self._mesh_listener.start(
-                    self.host, self.mesh_port, cell=self.name, ssl_context=security.tls.server
-                )
+                try:
+                    self.mesh_port = await self._mesh_listener.start(
+                        self.host, self.mesh_port, cell=self.name, ssl_context=security.tls.server
+                    )
+                except StartupError as exc:
+                    self._mesh_listener = None
+                    raise StartupError(
+                        str(exc)
+                        .replace("port", "mesh port", 1)
+                        .replace("--port or @cell(port=...)", "--mesh-port or [security] mesh_port")
+                    ) from exc
             await self._run_on_start()
             self.gate.open()
             if self._shared_socket is not None:
