@@ -171,9 +171,11 @@ class Mesh:
         from ..observability.client import MeshTelemetry
         from ..observability.telemetry import get_telemetry
 
+        parent = self._parent
+        if parent is not None and parent._obs is None:
+            parent._observe()  # the registry's counts are the root's: once per process
         obs = self._obs = MeshTelemetry(get_telemetry(), self._caller)
-        # The registry's counts once per process (the root's), not again per binding.
-        counts = self._registry_counts if self._parent is None else _no_counts
+        counts = self._registry_counts if parent is None else _no_counts
         obs.observe(self, self._breaker_states, counts)
         return obs
 
