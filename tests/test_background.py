@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from orchestro.background import Background, BackoffPolicy
+from orchestro.background import Background, BackoffPolicy, exponential
 from orchestro.observability.telemetry import get_telemetry
 
 
@@ -58,6 +58,15 @@ async def test_a_loop_that_returns_is_not_restarted() -> None:
 def test_backoff_doubles_to_its_cap() -> None:
     policy = BackoffPolicy(base=0.1, cap=1.0)
     assert [policy.delay(n) for n in range(1, 6)] == [0.1, 0.2, 0.4, 0.8, 1.0]
+
+
+def test_a_back_off_never_overflows_however_long_it_fails() -> None:
+    # A loop failing every 30 s for a day is its 2,880th failure: 2.0 ** 2879 would raise
+    # OverflowError inside the loop that handles failures.
+    assert [exponential(n, 0.5, 8.0) for n in range(7)] == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    assert exponential(2_880, 0.1, 30.0) == 30.0
+    assert exponential(10**9, 0.1, 30.0) == 30.0
+    assert BackoffPolicy(base=0.1, cap=30.0).delay(5_000) == 30.0
 
 
 async def test_finished_tasks_are_forgotten() -> None:

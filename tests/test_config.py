@@ -53,6 +53,12 @@ def test_pyproject_tool_orchestro(tmp_path: Path) -> None:
     assert find_config_file(tmp_path) == path
     file = ConfigFile.load(path)
     assert file.section("registry") == {"registry": "memory://"}
+    # Errors name the tables as pyproject.toml spells them.
+    typo = ConfigFile.load(write(tmp_path, "pyproject.toml", "[tool.orchestro.gateway]\nx = 1\n"))
+    with pytest.raises(ConfigurationError, match=r"\[tool\.orchestro\.gateway\]: unknown key"):
+        load_settings(GatewaySettings, {}, typo.section("gateway"), typo.where("gateway"))
+    with pytest.raises(ConfigurationError, match=r"unknown section\(s\) tool\.orchestro\.gatway"):
+        ConfigFile.load(write(tmp_path, "pyproject.toml", "[tool.orchestro.gatway]\n"))
 
 
 def test_precedence_file_then_environment_then_flags(

@@ -27,9 +27,19 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["Background", "BackoffPolicy"]
+__all__ = ["Background", "BackoffPolicy", "exponential"]
 
 _log = logging.getLogger("orchestro.background")
+
+
+def exponential(n: int, base: float, cap: float) -> float:
+    """The ``n``-th delay (1, 2, ...) of an exponential back-off: ``base``, doubling, at most
+    ``cap`` — the one formula of every back-off in orchestro (restarts of background loops and
+    of crashed replicas, reconnections to the registry, resends of refused requests; each
+    adds its own jitter). Any ``n`` is fine: a loop failing for days must not overflow."""
+    if n < 1:
+        return 0.0
+    return min(cap, base * 2.0 ** min(n - 1, 64))
 
 
 class BackoffPolicy:
@@ -43,7 +53,7 @@ class BackoffPolicy:
 
     def delay(self, failures: int) -> float:
         """The pause before the restart that follows ``failures`` failures in a row (>= 1)."""
-        return min(self.cap, self.base * 2.0 ** (failures - 1))
+        return exponential(failures, self.base, self.cap)
 
 
 class Background:

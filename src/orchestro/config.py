@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
@@ -42,11 +43,19 @@ __all__ = [
     "RegistrySettings",
     "RunSettings",
     "TelemetrySettings",
+    "error_text",
     "find_config_file",
     "load_settings",
 ]
 
 S = TypeVar("S", bound=BaseSettings)
+
+
+def error_text(err: Mapping[str, Any]) -> str:
+    """One pydantic error as a person reads it: its message without pydantic's "Value
+    error, " prefix (our validators' messages are whole sentences), and what was given."""
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return f"{message} (got {err.get('input')!r})"
 
 
 class GatewaySettings(BaseSettings):
@@ -141,6 +150,10 @@ class ConfigFile:
     def __init__(self, sections: dict[str, Any] | None = None, path: Path | None = None) -> None:
         self.sections = sections or {}
         self.path = path
+        # Messages name a table as the file spells it: [tool.orchestro.gateway] in pyproject.
+        self._prefix = (
+            "tool.orchestro." if path is not None and path.name == "pyproject.toml" else ""
+        )
 
     @classmethod
     def load(cls, path: Path | None = None) -> ConfigFile:
@@ -160,20 +173,22 @@ class ConfigFile:
             data = data.get("tool", {}).get("orchestro", {})
         unknown = set(data) - _SECTIONS
         if unknown:
+            prefix = "tool.orchestro." if found.name == "pyproject.toml" else ""
             raise ConfigurationError(
-                f"{found}: unknown section(s) {', '.join(sorted(unknown))}; the sections are "
-                f"{', '.join(sorted(_SECTIONS))}"
+                f"{found}: unknown section(s) {', '.join(prefix + u for u in sorted(unknown))}; "
+                f"the sections are {', '.join(prefix + k for k in sorted(_SECTIONS))}"
             )
         return cls(data, found)
 
     def section(self, name: str) -> dict[str, Any]:
         value = self.sections.get(name, {})
         if not isinstance(value, dict):
-            raise ConfigurationError(f"{self.path}: [{name}] must be a table")
+            raise ConfigurationError(f"{self.path}: [{self._prefix}{name}] must be a table")
         return value
 
     def where(self, section: str) -> str:
-        return f"{self.path}: [{section}]" if self.path else f"[{section}]"
+        table = f"[{self._prefix}{section}]"
+        return f"{self.path}: {table}" if self.path else table
 
 
 _SECTIONS: Final = frozenset(
@@ -236,5 +251,5 @@ def load_settings(
                 place = f"{where} {field}"
             else:
                 place = field
-            problems.append(f"{place}: {err['msg']} (got {err.get('input')!r})")
+            problems.append(f"{place}: {error_text(err)}")
         raise ConfigurationError("; ".join(problems)) from exc

@@ -272,6 +272,51 @@ async def test_sighup_rolls_every_replica_without_failing_a_caller(
     await controller.exits_with(0)
 
 
+async def test_sighup_applies_a_changed_count_and_changed_bounds(
+    tmp_path: Path, cli_processes: list[Cli]
+) -> None:
+    from ..conftest import ROOT
+
+    config = tmp_path / "orchestro.toml"
+    config.write_text("[scaling.cells.greeter]\nmin = 2\nmax = 2\n")
+    controller = await start_cli(
+        "run", str(ROOT / "examples" / "hello.py"), "--port", "0", cwd=tmp_path
+    )
+    cli_processes.append(controller)
+    await controller.wait_serving()
+    admin = admin_url(controller)
+    async with aiohttp.ClientSession() as session:
+        await until(lambda: _ready(session, admin, "greeter", 2))
+        code, out, _ = await run_cli("status", cwd=tmp_path)
+        assert code == 0, out
+        assert " fixed " in out, out  # not the 1..256 that `scale` may set
+        # A fixed count changed in the file: the new count, once rolled.
+        config.write_text("[scaling.cells.greeter]\nmin = 1\nmax = 1\n")
+        controller.signal(signal.SIGHUP)
+
+        async def one() -> bool:
+            state = (await cells(session, admin))["greeter"]
+            ready = [r for r in state["replicas"] if r["state"] == "ready"]
+            return state["desired"] == 1 and len(ready) == 1 and state["actual"] == 1
+
+        await until(one, timeout=30)
+        # Bounds instead of a count: the cell auto-scales within them from now on.
+        config.write_text("[scaling.cells.greeter]\nmin = 2\nmax = 3\n")
+        controller.signal(signal.SIGHUP)
+
+        async def bounded() -> bool:
+            state = (await cells(session, admin))["greeter"]
+            return (
+                state["autoscaling"]
+                and (state["min"], state["max"]) == (2, 3)
+                and state["desired"] == 2
+            )
+
+        await until(bounded, timeout=30)
+    controller.signal(signal.SIGTERM)
+    await controller.exits_with(0)
+
+
 async def test_a_bad_scaling_table_is_one_line_naming_the_file(tmp_path: Path) -> None:
     from ..conftest import ROOT
 

@@ -67,6 +67,33 @@ def test_bad_input_is_one_line_exit_2(
     assert not (tmp_path / "x").exists()
 
 
+def test_docker_refuses_what_the_image_could_not_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An old Python: named, with what would do.
+    monkeypatch.chdir(ROOT)
+    code = main(["deploy", "docker", "examples/hello.py", "-o", str(tmp_path / "a"),
+                 "--python", "3.10"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "--python: 3.10: orchestro needs Python 3.11 or newer" in err
+    # A project with no pyproject.toml and no requirements.txt: nothing to install from.
+    project = tmp_path / "plain"
+    project.mkdir()
+    (project / "hello.py").write_text((ROOT / "examples" / "hello.py").read_text())
+    monkeypatch.chdir(project)
+    code = main(["deploy", "docker", "hello.py", "-o", "dk"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "neither pyproject.toml nor requirements.txt" in err
+    assert not (project / "dk").exists()
+    (project / "requirements.txt").write_text("orchestro\n")
+    assert main(["deploy", "docker", "hello.py", "-o", "dk"]) == 0
+    assert "-r requirements.txt" in (project / "dk" / "Dockerfile").read_text()
+
+
 def test_image_references_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     for image in ("shop", "shop:1.0.0", "registry.example.com:5000/team/shop:v1-rc.2",

@@ -33,3 +33,15 @@ def test_an_unwritable_place_is_one_line_with_the_fix(
     monkeypatch.setenv("ORCHESTRO_STATE_DIR", str(blocker / "state"))
     with pytest.raises(ConfigurationError, match="set ORCHESTRO_STATE_DIR"):
         state_dir()
+
+
+async def test_the_first_command_that_opens_the_registry_makes_the_directory_private(
+    tmp_path: Path,
+) -> None:
+    from ..conftest import run_cli
+
+    state = tmp_path / "fresh" / "state"
+    code, _, err = await run_cli("ls", env={"ORCHESTRO_STATE_DIR": str(state)})
+    assert code == 0, err
+    assert (state / "registry.db").exists()
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700  # as documented: it will hold a CA key

@@ -11,6 +11,7 @@ from orchestro import ConfigurationError, cell, service
 from orchestro.testing import CellClient, make_cell
 
 
+# --8<-- [start:checkout]
 class RealPayments:
     async def charge(self, amount: int) -> str:
         raise RuntimeError("would call the real payment provider")
@@ -35,6 +36,9 @@ class FakePayments:
     async def charge(self, amount: int) -> str:
         self.charged.append(amount)
         return f"r-{amount}"
+
+
+# --8<-- [end:checkout]
 
 
 # --8<-- [start:make_cell]

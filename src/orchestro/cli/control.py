@@ -89,7 +89,8 @@ def show_status(args: argparse.Namespace) -> int:
                 f"{r['index']}:{r['state']}" + (f"({r['in_flight']})" if r["in_flight"] else "")
                 for r in cell["replicas"]
             )
-            scaling = f"{cell['min']}..{cell['max']}" + (" auto" if cell["autoscaling"] else "")
+            # A fixed count (min == max, or none declared) is what `scale` sets: no range.
+            scaling = f"{cell['min']}..{cell['max']} auto" if cell["autoscaling"] else "fixed"
             rows.append(
                 (
                     cell["cell"],
@@ -118,9 +119,10 @@ def set_scale(args: argparse.Namespace) -> int:
         cells = {c["cell"] for c in _request(f"{url}/cells")}
         if args.cell in cells:
             cell = _request(f"{url}/cells/{args.cell}/scale", {"replicas": args.replicas})
+            desired = cell["desired"]
             print(
-                f"orchestro: cell {args.cell}: desired {cell['desired']} replicas "
-                f"(actual {cell['actual']})"
+                f"orchestro: cell {args.cell}: desired {desired} "
+                f"replica{'' if desired == 1 else 's'} (actual {cell['actual']})"
             )
             return 0
     raise ConfigurationError(

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..cell.spec import spec_of
-from ..config import ConfigFile, GatewaySettings, load_settings
+from ..config import ConfigFile, GatewaySettings, error_text, load_settings
 from ..deploy import App, DeployOptions, compose, dockerfile, dockerignore, manifests
 from ..deploy.app import app_name, check_options, container_target
 from ..errors import ConfigurationError
@@ -78,7 +78,7 @@ def deploy(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         flag = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "a flag"
-        raise ConfigurationError(f"{flag}: {err['msg']} (got {err.get('input')!r})") from None
+        raise ConfigurationError(f"{flag}: {error_text(err)}") from None
     app = load_app(args.target, options, args.cells, ConfigFile.load(args.config))
     if args.format == "k8s":
         files = manifests(app)

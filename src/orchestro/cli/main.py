@@ -3,11 +3,16 @@
 An :class:`~orchestro.errors.OrchestroError` becomes one line on stderr and exit code 2 (1 for
 an unreachable registry); an error raised while the user's module is imported prints the
 user's own frames and the cause, with exit code 1; any other exception keeps its traceback.
+A fatal signal (SIGSEGV, SIGABRT, ...) prints every thread's Python stack to stderr
+(:mod:`faulthandler`): a replica that dies that way leaves where it was, not only its exit code.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
+import io
 import sys
 from collections.abc import Sequence
 
@@ -35,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+        faulthandler.enable()  # needs a real stderr file descriptor (not pytest's capture)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

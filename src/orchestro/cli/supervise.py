@@ -45,7 +45,7 @@ def supervise(
     """Run ``specs`` (with their ``declared`` scaling) as supervised, scaled replicas."""
 
     def reload() -> dict[str, Scaling]:
-        return fixed(cell_scalings(specs, ConfigFile.load(args.config)))
+        return cell_scalings(specs, ConfigFile.load(args.config))
 
     passed: list[str] = []
     if args.config is not None:
@@ -100,7 +100,9 @@ def supervise(
                 f"{scaling.min} and {scaling.max} (its Scaling)"
             )
         initial = args.replicas or scaling.min or 1
-        plan.append((spec, fixed({spec.name: scaling})[spec.name], initial, scaling.autoscales))
+        plan.append(
+            (spec, fixed({spec.name: scaling})[spec.name], initial, scaling.autoscales, scaling)
+        )
     found = discovery or RegistrySettings()
     # Every line of the controller and its replicas: never a blocking write to stdout.
     output = OutputRelay()
@@ -117,6 +119,7 @@ def supervise(
         reload=reload,
         output=output,
         registry=functools.partial(open_registry, found.registry, ttl=found.registry_ttl),
+        manual_max=MAX_REPLICAS,
     )
 
     async def main() -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from ..registry.local import default_path
 from .supervisor import Supervisor
 
 __all__ = ["AdminServer", "controllers_dir", "find_controllers"]
+
+_log = logging.getLogger("orchestro.controller")
 
 
 def controllers_dir() -> Path:
@@ -108,6 +111,10 @@ class AdminServer:
                     event = queue.get_nowait()
                     await stream.write(json.dumps(event.as_json()).encode() + b"\n")
                 await stream.write_eof()
+            except ConnectionResetError:
+                # The client left (or the connection is closing at shutdown): nobody to
+                # tell; not an error of the controller's.
+                _log.debug("an event stream's client went away")
             finally:
                 closing.cancel()
                 supervisor.events.hooks.remove(queue.put_nowait)

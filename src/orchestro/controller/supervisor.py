@@ -42,7 +42,7 @@ from typing import Any
 
 import aiohttp
 
-from ..background import Background
+from ..background import Background, exponential
 from ..cell.spec import CellSpec
 from ..errors import ConfigurationError, DiscoveryError
 from ..registry.base import Registry
@@ -71,7 +71,9 @@ class Supervisor:
 
     def __init__(
         self,
-        cells: Sequence[tuple[CellSpec, Scaling, int, bool]],
+        cells: Sequence[
+            tuple[CellSpec, Scaling, int, bool] | tuple[CellSpec, Scaling, int, bool, Scaling]
+        ],
         command: Callable[[CellSpec, int], list[str]],
         *,
         host: str,
@@ -81,8 +83,12 @@ class Supervisor:
         reload: Callable[[], dict[str, Scaling]] | None = None,
         output: OutputRelay | None = None,
         registry: Callable[[], Registry] | None = None,
+        manual_max: int = 256,
     ) -> None:
-        """``cells``: (spec, scaling, initial replicas, auto-scaled); ``command(spec, fd)`` is the
+        """``cells``: (spec, scaling, initial replicas, auto-scaled[, declared scaling]);
+        ``reload`` returns each cell's declared scaling: an auto-scaled one replaces the
+        scaler, a fixed count (``min == max``) becomes the desired count when the file changed
+        it (``orchestro scale`` may set 1..``manual_max`` in between); ``command(spec, fd)`` is the
         argument list of one replica serving ``spec`` on the inherited socket ``fd``;
         ``output`` relays the replicas' lines (and ``say``'s, when the caller routes them);
         ``registry`` opens the replicas' registry, from which the controller removes the
@@ -102,6 +108,8 @@ class Supervisor:
         self._cells = cells
         self._stopping = False
         self._reload = reload
+        self._manual_max = manual_max
+        self._declared: dict[str, Scaling] = {}  # each cell's scaling as its file last said
         self._reload_requested = False
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
@@ -190,12 +198,10 @@ class Supervisor:
                     self.events.emit("reload-failed", group.name, detail=str(exc))
                 return
         for group in self.groups.values():
-            scaling = scalings.get(group.name)
-            if scaling is not None and scaling != group.scaling:
-                group.scaling = scaling
-                if group.scaler is not None:
-                    group.scaler = Scaler(scaling)
-                group.desired = max(scaling.min, min(scaling.max, group.desired))
+            declared = scalings.get(group.name)
+            if declared is not None and declared != self._declared.get(group.name):
+                self._declared[group.name] = declared
+                self._rescale(group, declared)
             group.to_roll = [r for r in group.replicas if r.state not in ("draining", "hung")]
             group.surge = None
             self.events.emit(
@@ -204,10 +210,23 @@ class Supervisor:
                 detail=f"rolling restart of {len(group.to_roll)} replica(s)",
             )
 
+    def _rescale(self, group: CellGroup, declared: Scaling) -> None:
+        """Apply a cell's newly declared scaling: auto-scaled within its bounds, or the fixed
+        count it now names."""
+        if declared.autoscales:
+            group.scaling = declared
+            group.scaler = Scaler(declared)
+            group.desired = max(declared.min, min(declared.max, group.desired))
+        else:
+            group.scaling = declared.model_copy(update={"min": 1, "max": self._manual_max})
+            group.scaler = None
+            group.desired = max(1, declared.min)
+
     # The loop -----------------------------------------------------------------------------
 
     async def run(self) -> int:
-        for spec, scaling, replicas, autoscaled in self._cells:
+        for spec, scaling, replicas, autoscaled, *declared in self._cells:
+            self._declared[spec.name] = declared[0] if declared else scaling
             sock = listen(self._host, spec.port, spec.name)
             group = CellGroup(spec, scaling, max(scaling.min, min(scaling.max, replicas)), sock)
             group.last_busy = time.monotonic()
@@ -323,12 +342,9 @@ class Supervisor:
             self.events.emit("stopped", group.name, replica.index, f"exit code {code}")
             return
         group.crashes += 1
-        delay = (
-            0.0
-            if group.crashes == 1
-            else min(
-                self.settings.backoff_max, self.settings.backoff_base * 2 ** (group.crashes - 2)
-            )
+        # The first crash restarts at once; then base, doubling, up to the maximum.
+        delay = exponential(
+            group.crashes - 1, self.settings.backoff_base, self.settings.backoff_max
         )
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         self.events.emit(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..cell.spec import CELL_ATTR, CellSpec
 from ..config import GatewaySettings
@@ -106,9 +106,15 @@ class DeployOptions(BaseModel):
     memory_request: str = Field(default="128Mi", pattern=_QUANTITY, description="Memory request.")
     memory_limit: str = Field(default="256Mi", pattern=_QUANTITY, description="Memory limit.")
     user_id: int = Field(default=10001, ge=1, description="Numeric user and group of the pods.")
-    python: str = Field(
-        default="3.12", pattern=r"^3\.[0-9]+$", description="Python of the image (python:X-slim)."
-    )
+    python: str = Field(default="3.12", description="Python of the image (python:X-slim).")
+
+    @field_validator("python")
+    @classmethod
+    def _supported_python(cls, value: str) -> str:
+        match = re.fullmatch(r"3\.([0-9]+)", value)
+        if match is None or int(match.group(1)) < 11:
+            raise ValueError(f"{value}: orchestro needs Python 3.11 or newer (e.g. 3.12)")
+        return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigurationError
 from .app import App
 from .kubernetes import STATE_DIR
 from .yaml import dump
@@ -31,8 +32,15 @@ def dockerfile(app: App, context: Path | None = None) -> str:
     o = app.options
     if (context / "pyproject.toml").is_file():
         install = "pip install --no-cache-dir ."
-    else:
+    elif (context / "requirements.txt").is_file():
         install = "pip install --no-cache-dir -r requirements.txt"
+    else:
+        raise ConfigurationError(
+            f"deploy docker: {context} has neither pyproject.toml nor requirements.txt, so the "
+            "image would not know what to install; run it in the project's directory (the "
+            "build context) or write a requirements.txt naming orchestro and your "
+            "dependencies"
+        )
     first = app.cells[0]
     command = ", ".join(f'"{part}"' for part in ("python", "-m", "orchestro", "run", app.target))
     check = ", ".join(f'"{part}"' for part in ("python", "-c", _HEALTHCHECK))

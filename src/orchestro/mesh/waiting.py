@@ -26,6 +26,8 @@ import random
 from collections.abc import Callable, Container
 from typing import TYPE_CHECKING, Any
 
+from ..background import exponential
+
 if TYPE_CHECKING:
     from ..registry import RegistryView
 
@@ -38,7 +40,7 @@ def unprocessed_pause(
     """The pause before the ``resend``-th (1, 2, ...) resend of a request refused
     unprocessed: exponential from ``base``, capped at ``cap``, in the upper half of that
     ("equal jitter"), so it is never close to zero."""
-    ceiling = min(cap, base * 2.0 ** (resend - 1))
+    ceiling = exponential(resend, base, cap)
     return rng(ceiling / 2, ceiling)
 
 

@@ -16,7 +16,7 @@ dns:///orders=orders-peers.shop.svc.cluster.local,payments=payments-peers.shop.s
 dns://127.0.0.1:5353/stock=stock.test:8080?interval=1
 ```
 
-Needs ``dnspython`` (``pip install 'orchestro[dns]'``), imported only when ``dns://`` is used.
+Needs ``dnspython`` (a dependency of orchestro), imported only when ``dns://`` is used.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ try:
     import dns.resolver
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ConfigurationError(
-        "registry dns://: dnspython is not installed; pip install 'orchestro[dns]'"
+        "registry dns://: dnspython is not installed (a dependency of orchestro); "
+        "pip install 'dnspython>=2.6'"
     ) from exc
 
 __all__ = ["DnsRegistry"]

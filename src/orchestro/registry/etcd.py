@@ -139,8 +139,16 @@ class EtcdRegistry:
             answer = await self._call("/v3/lease/keepalive", {"ID": self._lease})
         except _EtcdError as exc:
             raise DiscoveryError(f"registry {self.url}: {exc}") from exc
-        if "TTL" not in answer.get("result", {}):
-            self._lease = None  # etcd no longer knows it; the agent registers again
+        if "error" in answer or "result" not in answer:
+            # The keep-alive stream failed (e.g. etcd's apply lagging: "timed out waiting
+            # for the applied index"): the lease may be alive, so renew it again. Taking a
+            # new one here re-registered every instance of the process on every hiccup,
+            # and under load those writes made the next hiccup likelier.
+            error = answer.get("error", answer)
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise DiscoveryError(f"registry {self.url}: lease renewal failed ({message})")
+        if "TTL" not in answer["result"]:  # etcd answers for a lease it does not know
+            self._lease = None  # expired: the agent registers again under a new one
             raise LeaseLost(f"lease expired in {self.url}")
 
     async def deregister(self, instance_id: str) -> None:
@@ -197,29 +205,43 @@ class EtcdRegistry:
                 json=request,
                 timeout=aiohttp.ClientTimeout(total=None, sock_read=None, connect=self.ttl),
             ) as response:
-                async for line in response.content:
-                    if not line.strip():
-                        continue
-                    result = json.loads(line).get("result", {})
-                    if result.get("canceled") or result.get("compact_revision"):
-                        raise DiscoveryError(f"registry {self.url}: watch cancelled; re-reading")
-                    events = result.get("events")
-                    if not events:
-                        continue
-                    for event in events:
-                        kv = event["kv"]
-                        key = _unb64(kv["key"]).decode(errors="replace")
-                        if event.get("type") == "DELETE":
-                            found.pop(key, None)
-                        else:
-                            instance = self._parse(key, kv.get("value", ""))
-                            if instance is not None:
-                                found[key] = instance
-                    yield list(found.values())
+                pending = b""
+                while True:
+                    chunk = await response.content.readany()
+                    if not chunk:
+                        break  # the stream ended
+                    # Take everything etcd has sent so far, not one line: a burst (a fleet
+                    # starting, a lease expiring) becomes one snapshot instead of one per
+                    # event, and a watcher that falls behind catches up in larger steps.
+                    pending += chunk + response.content.read_nowait()
+                    *lines, pending = pending.split(b"\n")
+                    changed = False
+                    for line in lines:
+                        if line.strip():
+                            changed |= self._follow(json.loads(line), found)
+                    if changed:
+                        yield list(found.values())
         except (aiohttp.ClientError, ValueError) as exc:
             self._endpoints.append(self._endpoints.pop(0))
             raise DiscoveryError(f"registry {self.url}: watch failed ({exc})") from exc
         raise DiscoveryError(f"registry {self.url}: watch stream ended")
+
+    def _follow(self, message: dict[str, Any], found: dict[str, Instance]) -> bool:
+        """Apply one watch response to ``found``; whether it held any event."""
+        result = message.get("result", {})
+        if result.get("canceled") or result.get("compact_revision"):
+            raise DiscoveryError(f"registry {self.url}: watch cancelled; re-reading")
+        events = result.get("events")
+        for event in events or ():
+            kv = event["kv"]
+            key = _unb64(kv["key"]).decode(errors="replace")
+            if event.get("type") == "DELETE":
+                found.pop(key, None)
+            else:
+                instance = self._parse(key, kv.get("value", ""))
+                if instance is not None:
+                    found[key] = instance
+        return bool(events)
 
     async def aclose(self) -> None:
         if self._lease is not None:

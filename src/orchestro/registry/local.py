@@ -32,7 +32,7 @@ from typing import Any, NoReturn, TypeVar
 from pydantic import ValidationError
 
 from ..errors import ConfigurationError, DiscoveryError
-from ..state import default_state_dir
+from ..state import default_state_dir, state_dir
 from .base import Instance, LeaseLost
 
 __all__ = ["LocalRegistry", "default_path"]
@@ -88,7 +88,12 @@ class LocalRegistry:
     def _open(self) -> sqlite3.Connection:
         fix = "choose a writable file, e.g. --registry local:///tmp/orchestro-registry.db"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.parent == default_state_dir():
+                state_dir()  # the state directory: made private (0700), it holds a CA key
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"registry {self.url}: {exc}; or {fix}") from exc
         except OSError as exc:
             raise ConfigurationError(
                 f"registry {self.url}: cannot create {self.path.parent} ({exc.strerror}); {fix}"

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
-from ..background import Background
+from ..background import Background, exponential
 from ..errors import DiscoveryError
 from .base import Instance, Registry
 
@@ -144,7 +144,9 @@ class RegistryView:
                     )
                 failures += 1
                 # Full jitter, as tenacity's wait_random_exponential: spread reconnections.
-                await asyncio.sleep(random.uniform(0, min(self._max_backoff, 0.1 * 2**failures)))
+                await asyncio.sleep(
+                    random.uniform(0, exponential(failures + 1, 0.1, self._max_backoff))
+                )
 
     async def _apply(self, snapshot: Sequence[Instance]) -> None:
         by_cell: dict[str, list[Instance]] = {}

@@ -12,6 +12,7 @@ async def test_greet():
 With pytest, the ``cell_client`` fixture does the same and closes the clients after the test.
 """
 
+from .chaos import Fault, FaultKind, FaultPlan, Phase
 from .client import CellClient, TestResponse
 from .clock import FakeClock
 from .factory import make_cell
@@ -22,9 +23,13 @@ __all__ = [
     "CapturedSpans",
     "CellClient",
     "FakeClock",
+    "Fault",
     "FaultInjector",
+    "FaultKind",
+    "FaultPlan",
     "Metrics",
     "MockTransport",
+    "Phase",
     "TestResponse",
     "capture_spans",
     "make_cell",

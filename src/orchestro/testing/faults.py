@@ -10,6 +10,9 @@ async with Mesh("static://greeter=http://127.0.0.1:8081", transport=faults) as c
     faults.clear()
 ```
 
+``follow(plan)`` adds a seeded schedule of kills, drops, errors and delays
+(:class:`~orchestro.testing.FaultPlan`) that a failing test can replay from its seed.
+
 Rules apply to calls that cross the transport; calls to a cell hosted in the same process take
 the local path and are not faulted.
 """
@@ -27,6 +30,7 @@ from ..errors import DeadlineExceeded, TransportError
 from ..mesh.transports.base import CallRequest, CallResponse, Transport
 from ..mesh.transports.http import HttpTransport
 from ..registry.base import Instance
+from .chaos import Fault, FaultKind, FaultPlan
 
 __all__ = ["FaultInjector", "MockTransport"]
 
@@ -65,7 +69,16 @@ class FaultInjector:
         self.transport = transport or HttpTransport()
         self._rules: list[_Rule] = []
         self._rng = rng or random.Random(0)
+        self.plan: FaultPlan | None = None
         self.injected = 0
+
+    def follow(self, plan: FaultPlan) -> Self:
+        """Apply a seeded :class:`FaultPlan` to every call, before the rules (one plan at a
+        time: following another replaces it)."""
+        if not isinstance(plan, FaultPlan):
+            raise TypeError(f"follow() takes a FaultPlan, not {plan!r}")
+        self.plan = plan
+        return self
 
     def latency(
         self, seconds: float, *, cell: str | None = None, operation: str | None = None,
@@ -99,7 +112,9 @@ class FaultInjector:
         return self
 
     def clear(self) -> None:
+        """Remove the rules and the plan."""
         self._rules.clear()
+        self.plan = None
 
     async def send(
         self,
@@ -108,6 +123,15 @@ class FaultInjector:
         seconds: float,
         headers: Mapping[str, str] | None = None,
     ) -> CallResponse:
+        fault = self.plan.draw(instance) if self.plan is not None else None
+        if fault is not None:
+            self.injected += 1
+            if fault.kind is not FaultKind.DELAY:
+                return await self._apply(fault, instance, request, seconds, headers)
+            await asyncio.sleep(min(fault.seconds, seconds))
+            if fault.seconds >= seconds:
+                raise DeadlineExceeded(f"{instance.url}: delayed by the fault plan ({fault})")
+            seconds -= fault.seconds  # then sent, with what is left of the deadline
         for rule in self._rules:
             if not rule.matches(instance, request) or self._rng.random() >= rule.rate:
                 continue
@@ -119,16 +143,38 @@ class FaultInjector:
             elif rule.kind == "disconnect":
                 raise TransportError(f"{instance.url}: injected disconnection", connect=True)
             else:
-                body = {"type": "about:blank", "title": "Injected fault", "status": rule.status,
-                        "detail": f"fault injected by the test for {instance.cell}"}  # fmt: skip
-                return CallResponse(
-                    rule.status, {"Content-Type": "application/problem+json"},
-                    json.dumps(body).encode(),
-                )  # fmt: skip
+                return _problem(rule.status, instance)
         return await self.transport.send(instance, request, seconds, headers)
+
+    async def _apply(
+        self,
+        fault: Fault,
+        instance: Instance,
+        request: CallRequest,
+        seconds: float,
+        headers: Mapping[str, str] | None,
+    ) -> CallResponse:
+        """Inject a kill, refusal, drop or error."""
+        if fault.kind in (FaultKind.KILL, FaultKind.REFUSED):
+            raise TransportError(
+                f"{instance.url}: instance killed by the fault plan ({fault})", connect=True
+            )
+        if fault.kind is FaultKind.DROP:
+            # Sent and executed; only the answer is lost, as when a connection resets.
+            await self.transport.send(instance, request, seconds, headers)
+            raise TransportError(f"{instance.url}: answer dropped by the fault plan ({fault})")
+        return _problem(fault.status, instance)
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+
+
+def _problem(status: int, instance: Instance) -> CallResponse:
+    body = {"type": "about:blank", "title": "Injected fault", "status": status,
+            "detail": f"fault injected by the test for {instance.cell}"}  # fmt: skip
+    return CallResponse(
+        status, {"Content-Type": "application/problem+json"}, json.dumps(body).encode()
+    )
 
 
 Handler = Callable[[Instance, CallRequest], Any]

@@ -4,6 +4,9 @@
   client it made is drained after the test. Needs pytest-asyncio.
 - ``make_cell``: :func:`orchestro.testing.make_cell`.
 - ``spans``: a :class:`CapturedSpans` recording every span finished during the test.
+- ``fault_plan``: ``plan = fault_plan(Phase(error=0.1))`` makes a :class:`FaultPlan`; a plan
+  given no seed takes ``--orchestro-seed`` or a random one, and when the test fails its
+  report (the seed to replay it with, the faults injected) is printed with the failure.
 
 With pytest-asyncio in its default *strict* mode an ``async def`` test runs only when marked
 ``@pytest.mark.asyncio``. So that a user's project needs no configuration, this plugin marks
@@ -16,12 +19,13 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Generator, Iterator
 from typing import Any
 
 import pytest
 
 from ..cell.spec import CELL_ATTR
+from .chaos import FaultPlan, Phase
 from .client import CellClient
 from .factory import make_cell as _make_cell
 from .telemetry import CapturedSpans
@@ -47,6 +51,50 @@ def spans() -> Iterator[CapturedSpans]:
         yield captured
 
 
+_PLANS = pytest.StashKey[list[FaultPlan]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("orchestro").addoption(
+        "--orchestro-seed",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="seed of the fault plans made by the fault_plan fixture without one (replay a "
+        "failure with the seed it printed)",
+    )
+
+
+@pytest.fixture
+def fault_plan(request: pytest.FixtureRequest) -> Callable[..., FaultPlan]:
+    """Make :class:`FaultPlan` s whose report is printed when the test fails."""
+    plans = request.node.stash.setdefault(_PLANS, [])
+
+    def make(
+        *phases: Phase, seed: int | None = None, cells: Collection[str] | None = None
+    ) -> FaultPlan:
+        if seed is None:
+            seed = request.config.getoption("orchestro_seed")
+        plan = FaultPlan(*phases, seed=seed, cells=cells)
+        plans.append(plan)
+        return plan
+
+    return make
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Add the report of every fault plan of a failed test to its failure output."""
+    report = yield
+    plans = item.stash.get(_PLANS, [])
+    if report.failed and plans:
+        for plan in plans:
+            report.sections.append(("orchestro fault plan", plan.report()))
+    return report
+
+
 if HAVE_PYTEST_ASYNCIO:
 
     @pytest_asyncio.fixture
@@ -65,7 +113,7 @@ if HAVE_PYTEST_ASYNCIO:
             await client.aclose()
 
 
-_FIXTURES = frozenset({"cell_client", "make_cell", "spans"})
+_FIXTURES = frozenset({"cell_client", "fault_plan", "make_cell", "spans"})
 _RUNNERS = frozenset({"asyncio", "anyio", "trio"})
 
 if HAVE_PYTEST_ASYNCIO:
