@@ -366,3 +366,23 @@ async def test_a_mesh_port_in_use_is_one_line_naming_the_setting(env: dict[str, 
         "stop the process using it, or choose another port with --mesh-port or [security] "
         "mesh_port (0 picks a free one)"
     )
+
+
+async def test_the_escape_hatch_runs_without_identities(
+    env: dict[str, str], cli_processes: list[Cli]
+) -> None:
+    vault = await start_cli("run", VAULT, "--cell", "vault", "--mesh-tls", "false", env=env)
+    cli_processes.append(vault)
+    url = (await vault.wait_serving(1))["vault"]
+    assert meshes(vault) == {}  # no mesh listener announced
+    assert "mesh on" not in "".join(vault.stdout)
+    async with aiohttp.ClientSession() as session:
+        # One plain port serves everything; a network caller is anonymous, so refused.
+        async with session.get(f"{url}/secret") as response:
+            assert response.status == 403
+            problem = await response.json(content_type=None)
+        assert problem["caller"] is None
+        assert problem["detail"].endswith("caller is anonymous (no client certificate)")
+        assert await get(session, f"{url}/status") == {"vault": "open"}
+    assert not (Path(env["ORCHESTRO_STATE_DIR"]) / "ca").exists()  # no CA was made
+    await stop(vault)
