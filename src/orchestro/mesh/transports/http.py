@@ -125,8 +125,11 @@ class HttpTransport:
                 ) from None
             raise
         except aiohttp.ClientConnectorError as exc:
+            # The address actually dialled: the mesh listener's when called over mutual TLS (a
+            # refused handshake lands here, its reason in os_error).
+            where = instance.mesh_url if secure else instance.url
             raise TransportError(
-                f"cannot connect to {instance.url}: {exc.os_error}", connect=True
+                f"cannot connect to {where}: {exc.os_error}", connect=True
             ) from exc
         except aiohttp.ClientOSError as exc:
             if _UNWRITTEN in str(exc):
