@@ -7,8 +7,9 @@ where they happen, so callers catch one family::
     OrchestroError
     ├── ConfigurationError        a setting, flag or environment variable has a bad value
     │   ├── CellDefinitionError   a @cell or @service declaration is wrong (raised at import time)
-    │   └── TargetError           `orchestro run TARGET` cannot find or load the cells
-    │       └── UserModuleError   the user's module raised while it was imported
+    │   ├── TargetError           `orchestro run TARGET` cannot find or load the cells
+    │   │   └── UserModuleError   the user's module raised while it was imported
+    │   └── IdentityError         a certificate does not name a cell of the trust domain
     ├── StartupError              a cell could not start: port in use, on_start failed
     ├── DiscoveryError            the registry cannot be reached or read
     ├── CallError                 a call through the mesh failed
@@ -35,6 +36,7 @@ __all__ = [
     "DeadlineExceeded",
     "DiscoveryError",
     "HTTPError",
+    "IdentityError",
     "NoInstancesError",
     "OrchestroError",
     "RemoteError",
@@ -60,6 +62,10 @@ class CellDefinitionError(ConfigurationError):
     Raised while the module that declares it is imported; the message names the class, the
     method and the fix.
     """
+
+
+class IdentityError(ConfigurationError):
+    """A certificate or SPIFFE ID does not name a cell of the expected trust domain."""
 
 
 class TargetError(ConfigurationError):

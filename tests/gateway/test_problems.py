@@ -109,8 +109,8 @@ async def test_internal_service_refuses_anonymous_callers(client: CellClient) ->
     assert response.status == 403
     assert response.content_type == PROBLEM
     assert response.json()["detail"] == (
-        "service 'audit' of cell 'failures' is internal: only other cells may call it "
-        "(rule: internal services refuse anonymous callers)"
+        "service POST /audit of cell 'failures' is internal: only cells of the trust domain "
+        "may call it; caller is anonymous (no client certificate)"
     )
 
 

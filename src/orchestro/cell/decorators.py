@@ -67,6 +67,7 @@ class _ServiceDecorators:
         deprecated: bool = False,
         rate_limit: str | None = None,
         auth: str | Iterable[str] | None = None,
+        allow: Iterable[str] | None = None,
     ) -> Callable[[F], F]:
         """Declare a service answering ``method`` requests on ``path``.
 
@@ -84,6 +85,8 @@ class _ServiceDecorators:
             auth: the bearer token a caller from outside must present: ``"jwt"``,
                 ``"api-key"``, ``("jwt", "api-key")`` (either), or ``"none"``; default: the
                 cell's.
+            allow: the cells that may call this internal service (replaces the cell's
+                ``allow`` for it), e.g. ``allow=["auditor"]``; needs ``internal=True``.
         """
         method = method.upper()
 
@@ -107,6 +110,12 @@ class _ServiceDecorators:
             for code in responses or {}:
                 if not 100 <= code <= 599:
                     raise CellDefinitionError(f"{where}: responses has a bad status {code}")
+            allowed = _allow_list(allow, where)
+            if allowed is not None and not internal:
+                raise CellDefinitionError(
+                    f"{where}: allow= needs internal=True (a public service answers anyone on "
+                    "the public port)"
+                )
             doc = inspect.getdoc(func)
             first, _, rest = (doc or "").partition("\n")
             spec = ServiceSpec(
@@ -123,6 +132,7 @@ class _ServiceDecorators:
                 deprecated=deprecated,
                 rate_limit=limit,
                 auth=schemes,
+                allow=allowed,
             )
             if hasattr(func, SERVICE_ATTR):
                 raise CellDefinitionError(
@@ -167,6 +177,7 @@ def cell(
     rate_limit: str | None = None,
     auth: str | Iterable[str] | None = None,
     cors: CORS | None = None,
+    allow: Iterable[str] | None = None,
 ) -> Callable[[C], C]:
     """Declare a class as a cell named ``name`` whose ``@service`` methods are its services.
 
@@ -183,6 +194,8 @@ def cell(
         auth: the bearer token callers from outside must present to every service that
             declares no ``auth`` of its own (``"jwt"``, ``"api-key"``, or both).
         cors: which browser origins may call the cell (:class:`~orchestro.CORS`).
+        allow: the cells that may call its internal services, e.g. ``allow=["teller"]``
+            (deny everyone else); unset: any cell of the trust domain.
 
     The class must be constructible with no arguments; set dependencies up in
     ``async def on_start(self)`` and release them in ``async def on_stop(self)``.
@@ -204,6 +217,8 @@ def cell(
                 "cors=CORS(origins=['https://app.example'])"
             )
         cors.check(where_cell)
+
+    allowed = _allow_list(allow, f"@cell({name!r})")
 
     def decorate(cls: C) -> C:
         where = cls.__qualname__
@@ -232,11 +247,30 @@ def cell(
             rate_limit=cell_limit,
             auth=cell_auth,
             cors=cors,
+            allow=allowed,
         )
         setattr(cls, CELL_ATTR, spec)
         return cls
 
     return decorate
+
+
+def _allow_list(allow: Iterable[str] | None, where: str) -> tuple[str, ...] | None:
+    """``allow=`` as a sorted tuple of cell names, checked here so a typo fails at import."""
+    if allow is None:
+        return None
+    if isinstance(allow, str):
+        raise CellDefinitionError(
+            f"{where}: allow= is a list of cell names, e.g. allow=[{allow!r}]"
+        )
+    names = tuple(allow)
+    for name in names:
+        if not isinstance(name, str) or not _CELL_NAME.match(name):
+            raise CellDefinitionError(
+                f"{where}: allow= lists {name!r}, which is not a cell name (1-63 lowercase "
+                "letters, digits and '-', e.g. allow=[\"teller\"])"
+            )
+    return tuple(sorted(set(names)))
 
 
 def _services_of(cls: type[Any]) -> list[tuple[str, Callable[..., Any]]]:

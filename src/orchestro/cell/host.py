@@ -16,14 +16,16 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 from ..config import AuthSettings, GatewaySettings, TelemetrySettings
 from ..errors import StartupError
+from ..gateway.access import AccessStep, Refusals, rule_of
 from ..gateway.admission import Gate
 from ..gateway.app import build_gateway
+from ..gateway.pipeline import Route
 from ..gateway.server import Listener
 from ..mesh import MESH_ATTR, Mesh
 from ..observability.prometheus import metrics_handler, sd_handler
@@ -31,8 +33,10 @@ from ..observability.server import ServerTelemetry
 from ..observability.telemetry import get_telemetry
 from ..registry.agent import Registration
 from ..registry.base import Instance, InstanceState, new_instance_id
-from ..security.identity import IdentityResolver, anonymous
-from .spec import CellSpec, spec_of
+from ..security.boundary import CellSecurity
+from ..security.identity import Caller, IdentityResolver, anonymous
+from ..security.policy import AccessRule, PolicyMode
+from .spec import CellSpec, ParamSource, spec_of
 
 __all__ = ["CellHost", "CellState"]
 
@@ -77,6 +81,10 @@ class CellHost:
         telemetry: TelemetrySettings | None = None,
         shared_socket: socket.socket | None = None,
         auth: AuthSettings | None = None,
+        security: CellSecurity | None = None,
+        mesh_port: int = 0,
+        policy: PolicyMode = PolicyMode.ENFORCE,
+        derived: Iterable[str] | None = None,
     ) -> None:
         self.spec: CellSpec = spec_of(cell)
         self._auth = auth  # how the gateway checks bearer tokens ([auth])
@@ -93,6 +101,22 @@ class CellHost:
         self._telemetry_settings = telemetry or TelemetrySettings()
         self._telemetry: ServerTelemetry | None = None
         self._shared_socket = shared_socket
+        # The boundary: with ``security``, a mesh listener (mutual TLS) serves every service
+        # and the public port public services only; without, one port serves all (internal
+        # services refuse its anonymous callers).
+        self.security = security
+        self.mesh_port = mesh_port
+        self._mesh_listener: Listener | None = None
+        self.policy = policy
+        self._derived = None if derived is None else frozenset(derived)
+        self.refusals = Refusals(self.spec.name)
+        # The rule of each service, for in-process callers (the gateway has its own copies).
+        self._rules: dict[str, AccessRule] = {}
+        self._caller_params = {
+            op.name: names
+            for op in self.spec.operations
+            if (names := tuple(p.name for p in op.params if p.source is ParamSource.CALLER))
+        }
         self.gate = Gate()
         self.state = CellState.CREATED
         self._listener: Listener | None = None
@@ -118,6 +142,32 @@ class CellHost:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
+    @property
+    def mesh_url(self) -> str | None:
+        """The mesh listener's address (``https``, mutual TLS), or ``None`` without one."""
+        if self._mesh_listener is None:
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.mesh_port}"
+
+    def authorize(self, operation: str, caller: Caller) -> tuple[str, ...]:
+        """Check an in-process call of ``operation`` by ``caller`` against the rule its
+        gateway applies to the same call over the network: :class:`HTTPError` 403 if it is
+        refused (in audit mode, counted and logged instead). Returns the names of the
+        method's ``Caller`` parameters, which the call is to be given ``caller`` in."""
+        rule = self._rules.get(operation)
+        if rule is not None and rule.internal:
+            decision = rule.check(caller)
+            if not decision.allowed:
+                if self.policy is PolicyMode.ENFORCE:
+                    raise decision.to_http_error()
+                key = (rule.operation, str(caller.cell), decision.rule)
+                self.refusals.seen(key, decision.message)
+        return self._caller_params.get(operation, ())
+
+    def _access(self, identity: IdentityResolver) -> AccessStep:
+        return AccessStep(identity, mode=self.policy, derived=self._derived, refusals=self.refusals)
+
     async def start(self) -> None:
         """Listen, run ``on_start``, then take requests. Raises :class:`StartupError`.
 
@@ -133,9 +183,11 @@ class CellHost:
             if self._instance is None:
                 self._instance = self._create()
             if self._mesh is not None:
-                # Class attributes declared with mesh.client(...) call through this mesh.
-                self._instance.__dict__.setdefault(MESH_ATTR, self._mesh)
-            own_routes = {}
+                # Class attributes declared with mesh.client(...) call through this mesh,
+                # as this cell: its certificate over the network, its name in process.
+                tls = self.security.tls if self.security is not None else None
+                self._instance.__dict__.setdefault(MESH_ATTR, self._mesh.bind(self.name, tls))
+            own_routes: dict[str, Any] = {}
             if self._telemetry_settings.metrics:
                 telemetry = get_telemetry()
                 self._telemetry = ServerTelemetry(
@@ -151,6 +203,19 @@ class CellHost:
                     "/metrics": metrics_handler(telemetry, self.name),
                     "/prometheus/sd": sd_handler(self._known_instances),
                 }
+            self._rules = {
+                op.name: rule
+                for op in self.spec.operations
+                if (rule := rule_of(Route(self.spec, op.service.path, op), self._derived))
+                is not None
+            }
+            load = self._telemetry.latency_p95 if self._telemetry is not None else None
+            security = self.security
+            public_routes = dict(own_routes)
+            if security is not None and not _loopback(self.host):
+                # It lists every instance's host and pid: on an address others can reach,
+                # only the mesh listener (a client certificate of the trust domain) says it.
+                public_routes.pop("/prometheus/sd", None)
             gateway = build_gateway(
                 self.spec,
                 self._instance,
@@ -158,12 +223,40 @@ class CellHost:
                 settings=self.settings,
                 identity=self._identity,
                 telemetry=self._telemetry,
-                own_routes=own_routes,
-                load=self._telemetry.latency_p95 if self._telemetry is not None else None,
+                own_routes=public_routes,
+                load=load,
+                access=self._access(self._identity),
+                public_only=security is not None,
                 auth=self._auth,
             )
             self._listener = Listener(gateway.server(), drain_timeout=self.settings.drain_timeout)
             self.port = await self._listener.start(self.host, self.port, cell=self.name)
+            if security is not None:
+                mesh_gateway = build_gateway(
+                    self.spec,
+                    self._instance,
+                    gate=self.gate,
+                    settings=self.settings,
+                    identity=security.resolver,
+                    telemetry=self._telemetry,
+                    own_routes=own_routes,
+                    load=load,
+                    access=self._access(security.resolver),
+                )
+                self._mesh_listener = Listener(
+                    mesh_gateway.server(), drain_timeout=self.settings.drain_timeout
+                )
+                try:
+                    self.mesh_port = await self._mesh_listener.start(
+                        self.host, self.mesh_port, cell=self.name, ssl_context=security.tls.server
+                    )
+                except StartupError as exc:
+                    self._mesh_listener = None
+                    raise StartupError(
+                        str(exc)
+                        .replace("port", "mesh port", 1)
+                        .replace("--port or @cell(port=...)", "--mesh-port or [security] mesh_port")
+                    ) from exc
             await self._run_on_start()
             self.gate.open()
             if self._shared_socket is not None:
@@ -189,6 +282,7 @@ class CellHost:
         self.state = CellState.DRAINING
         self.gate.close("stopped")
         mesh, registration, listener = self._mesh, self._registration, self._listener
+        mesh_listener = self._mesh_listener
         steps: list[Step] = []
         if self._attached and mesh is not None:
             steps.append(("mesh detach", lambda: _now(mesh.detach, self)))
@@ -196,6 +290,8 @@ class CellHost:
             steps.append(("deregister", lambda: registration.remove(self.instance_id)))
         if listener is not None:
             steps.append(("listener", lambda: listener.drain(0.0)))
+        if mesh_listener is not None:
+            steps.append(("mesh listener", lambda: mesh_listener.drain(0.0)))
         steps.append(("on_stop", self._run_on_stop))
         self._attached = self._registered = False
         await _each(self.name, steps)
@@ -247,8 +343,12 @@ class CellHost:
                     ),
                 )
             )
-        if listener is not None:
-            steps.append(("listener", lambda: listener.drain(left(deadline - reserve))))
+        if listener is not None or self._mesh_listener is not None:
+            # Both listeners close together, under the one deadline.
+            listeners = [x for x in (listener, self._mesh_listener) if x is not None]
+            steps.append(
+                ("listeners", lambda: _all(x.drain(left(deadline - reserve)) for x in listeners))
+            )
         if registration is not None:
             steps.append(
                 (
@@ -291,6 +391,7 @@ class CellHost:
             id=self.instance_id,
             host=host,
             port=self.port,
+            mesh_port=self.mesh_port if self._mesh_listener is not None else 0,
             pid=os.getpid(),
             hostname=socket.gethostname(),
             version=self.spec.version,
@@ -365,6 +466,18 @@ async def _this_machine() -> str:
     except OSError:
         return name
     return str(found[0][4][0]) if found else name
+
+
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+async def _all(drains: Iterable[Awaitable[None]]) -> None:
+    """Run the drains together; the first failure is raised once all have finished."""
+    results = await asyncio.gather(*drains, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 async def _now(function: Callable[..., object], *args: Any) -> None:

@@ -74,6 +74,7 @@ class ServiceSpec:
     # The edge (cell/edge.py): None inherits the cell's declaration.
     rate_limit: RateLimit | None = None
     auth: tuple[str, ...] | None = None
+    allow: tuple[str, ...] | None = None  # cells that may call it (internal only); None: any
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,7 @@ class CellSpec:
     rate_limit: RateLimit | None = None
     auth: tuple[str, ...] = ()
     cors: CORS | None = None
+    allow: tuple[str, ...] | None = None  # cells that may call its internal services; None: any
 
     def operation(self, name: str) -> OperationSpec:
         for op in self.operations:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import DiscoveryError, OrchestroError, UserModuleError
-from . import certs, control, deploy, ls, run
+from . import certs, control, deploy, ls, policy, run
 
 __all__ = ["main"]
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_parser(subparsers)
     control.add_parsers(subparsers)
     certs.add_parser(subparsers)
+    policy.add_parser(subparsers)
     return parser
 
 

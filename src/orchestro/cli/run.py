@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ..background import Background
 from ..cell.host import CellHost
 from ..cell.spec import CellSpec, spec_of
 from ..config import (
@@ -34,10 +35,13 @@ from ..config import (
 )
 from ..controller.scaler import Scaling, merge_scaling, scaling_from_file
 from ..errors import ConfigurationError, StartupError
-from ..mesh import Mesh
+from ..mesh import Mesh, callee_name, clients_of
 from ..mesh.policy import policies_from_file
 from ..observability import configure, configure_logging
 from ..registry import Registration, RegistryView, open_registry
+from ..security.boundary import CellSecurity
+from ..security.policy import PolicyMode
+from ..security.settings import SecuritySettings
 from .importer import load_cells
 from .options import add_settings_flags, settings_flags
 from .signals import Mode, StopSignals, ignore_after_loop
@@ -46,6 +50,8 @@ __all__ = ["add_parser", "run"]
 
 _log = logging.getLogger("orchestro.run")
 MAX_REPLICAS = 256
+# The [security] settings that are also flags (the files and lifetimes live in the file/env).
+SECURITY_FLAGS = ("mesh_tls", "mesh_port", "policy")
 # A forced exit deregisters within this many seconds, then exits whatever the registry does.
 FORCED_EXIT_BOUND = 1.0
 
@@ -84,6 +90,7 @@ def add_parser(subparsers: Any) -> None:
     add_settings_flags(parser, GatewaySettings)
     add_settings_flags(parser, RegistrySettings)
     add_settings_flags(parser, TelemetrySettings)
+    add_settings_flags(parser, SecuritySettings, SECURITY_FLAGS)
     parser.add_argument(
         "--replicas",
         type=_replicas,
@@ -148,6 +155,12 @@ def run(args: argparse.Namespace) -> int:
         file.where("telemetry"),
     )
     tokens = load_settings(AuthSettings, {}, file.section("auth"), file.where("auth"))
+    security = load_settings(
+        SecuritySettings,
+        settings_flags(args, SecuritySettings),
+        file.section("security"),
+        file.where("security"),
+    )
     policies = policies_from_file(file)
     loop_factory = _loop_factory(run_settings.loop)
     cells = load_cells(args.target, args.cells)
@@ -156,6 +169,12 @@ def run(args: argparse.Namespace) -> int:
             f"--port sets one cell's port, but {args.target!r} has {len(cells)} cells: add "
             "--cell NAME, or set each cell's port in @cell(port=...)"
         )
+    if security.mesh_port and len(cells) != 1:
+        raise ConfigurationError(
+            f"--mesh-port sets one cell's mesh port, but {args.target!r} has {len(cells)} "
+            "cells: add --cell NAME, or leave it 0 (each cell picks a free one)"
+        )
+    graph = call_graph(load_cells(args.target, [])) if security.policy != "declared" else None
     if args.shared_fd is None:
         specs = [spec_of(c) for c in cells]
         declared = cell_scalings(specs, file)
@@ -179,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
     view = RegistryView(registry)
     calls = Mesh(view, policies=policies, zone=discovery.zone)
     labels = {"zone": discovery.zone} if discovery.zone else {}
+    mode = PolicyMode.AUDIT if security.policy == "audit" else PolicyMode.ENFORCE
     hosts = [
         CellHost(
             cls,
@@ -192,6 +212,12 @@ def run(args: argparse.Namespace) -> int:
             telemetry=observing,
             shared_socket=shared,
             auth=tokens,
+            # Identities: the development CA on first run (in the state directory), or the
+            # files an issuer writes; kept fresh while serving (see _serve_registered).
+            security=CellSecurity.open(spec_of(cls).name, security) if security.mesh_tls else None,
+            mesh_port=security.mesh_port,
+            policy=mode,
+            derived=None if graph is None else graph.get(spec_of(cls).name, ()),
         )
         for cls in cells
     ]
@@ -231,6 +257,19 @@ def _exit_replica(code: int, *, flush_telemetry: bool) -> NoReturn:
     os._exit(code)
 
 
+def call_graph(cells: Sequence[type[Any]]) -> dict[str, tuple[str, ...]]:
+    """Who calls whom in ``cells``' code: each cell's callers, by name (a cell's
+    ``mesh.client(X)`` attributes are its edges to X)."""
+    callers: dict[str, set[str]] = {spec_of(c).name: set() for c in cells}
+    for cls in cells:
+        name = spec_of(cls).name
+        for target in clients_of(cls).values():
+            callee = callee_name(target)
+            if callee is not None:
+                callers.setdefault(callee, set()).add(name)
+    return {callee: tuple(sorted(found)) for callee, found in callers.items()}
+
+
 def cell_scalings(specs: Sequence[CellSpec], file: ConfigFile) -> dict[str, Scaling]:
     """Each cell's Scaling: its decorator's, then ``[scaling.cells.NAME]`` of the file."""
     tables = scaling_from_file(file.sections, file.where)
@@ -247,9 +286,14 @@ async def _serve_registered(
 ) -> int:
     registry = registration.registry
     await calls.start()
+    renewals = Background("identities")
+    for host in hosts:
+        if host.security is not None:
+            renewals.start(f"identity of {host.name}", host.security.keep_fresh)
     try:
         return await serve(hosts, controller=controller, registration=registration)
     finally:
+        await renewals.aclose()
         await registration.aclose()
         await calls.aclose()
         await calls.view.aclose()
@@ -293,9 +337,11 @@ async def serve(
                 await host.start()
                 started.append(host)
                 ops = len(host.spec.operations)
+                mesh = f"; mesh on {host.mesh_url}" if host.mesh_url else ""
                 say(
                     f"cell {host.name} serving on {host.url} "
-                    f"({ops} service{'s' if ops != 1 else ''}; OpenAPI at {host.url}/openapi.json)"
+                    f"({ops} service{'s' if ops != 1 else ''}; OpenAPI at "
+                    f"{host.url}/openapi.json{mesh})"
                 )
         except StartupError:
             await _drain(started)

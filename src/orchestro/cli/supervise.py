@@ -25,6 +25,7 @@ from ..controller.scaler import Scaling
 from ..controller.supervisor import Supervisor, SupervisorSettings
 from ..errors import ConfigurationError
 from ..registry import open_registry
+from ..security.settings import SecuritySettings
 from .options import settings_flags
 from .run import MAX_REPLICAS, cell_scalings
 from .signals import Mode, StopSignals, ignore_after_loop
@@ -49,7 +50,13 @@ def supervise(
     passed: list[str] = []
     if args.config is not None:
         passed += ["--config", str(args.config)]
-    for model in (RunSettings, GatewaySettings, RegistrySettings, TelemetrySettings):
+    for model in (
+        RunSettings,
+        GatewaySettings,
+        RegistrySettings,
+        TelemetrySettings,
+        SecuritySettings,
+    ):
         for name, value in settings_flags(args, model).items():
             passed += ["--" + name.replace("_", "-"), str(value)]
 
@@ -64,6 +71,8 @@ def supervise(
             "--shared-fd",
             str(fd),
             *passed,
+            "--mesh-port",  # last, so it wins: every replica has a mesh listener of its own
+            "0",
         ]
 
     if args.port is not None:  # one cell (checked by run): its public port

@@ -23,7 +23,7 @@ from ..cell.spec import CELL_ATTR, CellSpec
 from ..config import GatewaySettings
 from ..controller.scaler import Scaling
 from ..errors import ConfigurationError
-from ..mesh import _ClientAttribute
+from ..mesh import clients_of
 from ..security import spiffe
 
 __all__ = [
@@ -256,18 +256,14 @@ def _calls_of(cls: type[Any]) -> tuple[dict[str, int | None], tuple[str, ...]]:
     attributes call."""
     cells: dict[str, int | None] = {}
     urls: dict[str, None] = {}
-    for klass in reversed(cls.__mro__):
-        for value in vars(klass).values():
-            if not isinstance(value, _ClientAttribute):
-                continue
-            target = value.target
-            if isinstance(target, type) and isinstance(target.__dict__.get(CELL_ATTR), CellSpec):
-                callee: CellSpec = target.__dict__[CELL_ATTR]
-                cells[callee.name] = callee.port
-            elif isinstance(target, str) and target.startswith(("http://", "https://")):
-                urls[target] = None
-            elif isinstance(target, str):
-                cells.setdefault(target, None)
+    for target in clients_of(cls).values():
+        if isinstance(target, type) and isinstance(target.__dict__.get(CELL_ATTR), CellSpec):
+            callee: CellSpec = target.__dict__[CELL_ATTR]
+            cells[callee.name] = callee.port
+        elif isinstance(target, str) and target.startswith(("http://", "https://")):
+            urls[target] = None
+        elif isinstance(target, str):
+            cells.setdefault(target, None)
     return cells, tuple(urls)
 
 

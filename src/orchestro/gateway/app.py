@@ -109,13 +109,18 @@ def build_gateway(
     load: Callable[[], dict[str, float]] | None = None,
     auth: AuthSettings | None = None,
     clock: Callable[[], float] | None = None,
+    access: AccessStep | None = None,
+    public_only: bool = False,
 ) -> Gateway:
     """The gateway serving ``instance``, a started or starting ``spec.cls``.
 
     ``telemetry`` measures every service request (around every step); ``own_routes`` are
     more GET endpoints of the gateway itself (``/metrics``, ``/prometheus/sd``); ``auth``
     checks the bearer tokens of ``auth=`` services (default: from the environment);
-    ``clock`` is the rate limits' (a fake one in tests).
+    ``clock`` is the rate limits' (a fake one in tests). ``access`` is the policy step
+    (default: the declared rules, callers read by ``identity``); ``public_only`` leaves
+    internal services out (the public port of a cell that has a mesh listener: an internal
+    path there is not found).
     """
     settings = settings or GatewaySettings()
     max_body = int(settings.max_body_size)
@@ -125,7 +130,7 @@ def build_gateway(
     # tokens are checked before rate limits.
     tokens = AuthStep(None if auth is None else TokenVerifier(auth), identity)
     limits = RateLimitStep(identity, max_keys=settings.rate_limit_keys, **_clock(clock))
-    steps: list[Step] = [CorsStep(), AccessStep(identity), tokens, limits]
+    steps: list[Step] = [CorsStep(), access or AccessStep(identity), tokens, limits]
     admission = Admission(gate, spec.name, max_concurrency=settings.max_concurrency)
     router: Router[CompiledRoute] = Router()
 
@@ -147,6 +152,8 @@ def build_gateway(
         router.add("HEAD", path, own)
 
     for op in spec.operations:
+        if public_only and op.service.internal:
+            continue
         path = op.service.path
         binder = Binder(op, max_body_size=max_body, identity=identity)
         route = Route(spec, path, op)

@@ -11,6 +11,7 @@ import logging
 import os
 import resource
 import socket
+import ssl
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Final
@@ -352,10 +353,13 @@ class Listener:
         self._shared: web.SockSite | None = None
         self.port = 0
 
-    async def start(self, host: str, port: int, *, cell: str) -> int:
-        """Start listening; returns the bound port (useful when ``port`` is 0)."""
+    async def start(
+        self, host: str, port: int, *, cell: str, ssl_context: ssl.SSLContext | None = None
+    ) -> int:
+        """Start listening (over TLS with ``ssl_context``); returns the bound port (useful
+        when ``port`` is 0)."""
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:

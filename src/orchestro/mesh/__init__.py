@@ -23,7 +23,16 @@ from .core import Fallback, Mesh
 from .policy import CallPolicy, Policies
 from .raw import RawClient
 
-__all__ = ["MESH_ATTR", "CallPolicy", "Mesh", "Policies", "RawClient", "client"]
+__all__ = [
+    "MESH_ATTR",
+    "CallPolicy",
+    "Mesh",
+    "Policies",
+    "RawClient",
+    "callee_name",
+    "client",
+    "clients_of",
+]
 
 T = TypeVar("T")
 MESH_ATTR: Final = "__orchestro_mesh__"
@@ -83,3 +92,33 @@ def client(
     """Declare, as a class attribute of a cell, a client of another cell: typed for a
     ``@cell`` class, raw for a cell name or an http(s) URL. See :meth:`Mesh.client`."""
     return _ClientAttribute(target, policy, fallback)
+
+
+def clients_of(cls: type[Any]) -> dict[str, Any]:
+    """What a ``@cell`` class calls, as its ``mesh.client(...)`` attributes declare it:
+    attribute name -> the target as declared (a ``@cell`` class, a cell name, or an
+    http(s) URL), its own and its bases' (the most derived definition winning). This is the
+    call graph ``orchestro policy`` prints, ``--policy strict`` enforces and ``orchestro
+    deploy`` derives network policy from.
+
+    ```python
+    assert clients_of(Teller) == {"vault": Vault}
+    ```
+    """
+    found: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            if isinstance(value, _ClientAttribute):
+                found[name] = value.target
+            else:
+                found.pop(name, None)  # overridden by something else in a subclass
+    return found
+
+
+def callee_name(target: Any) -> str | None:
+    """The cell name a client's target names (``None`` for an http(s) URL)."""
+    if isinstance(target, str):
+        return None if "://" in target else target
+    from ..cell.spec import spec_of
+
+    return spec_of(target).name

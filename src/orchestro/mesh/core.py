@@ -55,6 +55,7 @@ from .waiting import InstanceWaits, unprocessed_pause
 
 if TYPE_CHECKING:
     from ..observability.client import MeshTelemetry
+    from ..security.tls import CellTLS
 
 __all__ = ["Fallback", "Mesh"]
 
@@ -133,6 +134,42 @@ class Mesh:
         self._local_turn = 0
         self._telemetry_on = telemetry
         self._obs: MeshTelemetry | None = None
+        self._parent: Mesh | None = None
+        self._bound: dict[str, Mesh] = {}  # caller cell -> its binding (see bind)
+
+    @property
+    def caller(self) -> str | None:
+        """The calling cell this mesh speaks for (``None``: not a cell)."""
+        return self._caller
+
+    def bind(self, caller: str, tls: CellTLS | None = None) -> Mesh:
+        """This mesh, calling as cell ``caller``: the same registry view, policies and
+        in-process cells, its own connections, which present ``tls``'s client certificate
+        to the callee's mesh listener (``None``: plain calls to public ports). One binding
+        per caller; closing this mesh closes them. A process hosting several cells binds
+        one per cell, so each call proves the cell that makes it."""
+        root = self._parent or self
+        bound = root._bound.get(caller)
+        if bound is not None:
+            return bound
+        bound = Mesh(
+            root.view,
+            policies=root.policies,
+            caller=caller,
+            transport=(
+                HttpTransport(tls=tls, connect_timeout=root.policies.default.connect_timeout)
+                if tls is not None
+                else root.transport
+            ),
+            clock=root._clock,
+            zone=root._zone,
+            telemetry=root._telemetry_on,
+        )
+        bound._parent = root
+        bound._local = root._local  # cells in this process, shared: attach() goes to the root
+        bound._external = root._external
+        root._bound[caller] = bound
+        return bound
 
     def _observe(self) -> MeshTelemetry | None:
         """The mesh's telemetry, made on first use (after the process set its telemetry up)."""
@@ -141,8 +178,12 @@ class Mesh:
         from ..observability.client import MeshTelemetry
         from ..observability.telemetry import get_telemetry
 
+        parent = self._parent
+        if parent is not None and parent._obs is None:
+            parent._observe()  # the registry's counts are the root's: once per process
         obs = self._obs = MeshTelemetry(get_telemetry(), self._caller)
-        obs.observe(self, self._breaker_states, self._registry_counts)
+        counts = self._registry_counts if parent is None else _no_counts
+        obs.observe(self, self._breaker_states, counts)
         return obs
 
     def _breaker_states(self) -> list[tuple[str, str, str]]:
@@ -170,6 +211,14 @@ class Mesh:
     async def aclose(self) -> None:
         if self._obs is not None:
             self._obs.forget(self)
+        bound, self._bound = list(self._bound.values()), {}
+        for child in bound:
+            await child.aclose()
+        if self._parent is not None:
+            self._parent._bound.pop(self._caller or "", None)
+            if self.transport is not self._parent.transport:
+                await self.transport.aclose()
+            return
         if self._owns_view:
             await self.view.aclose()
             await self.view.registry.aclose()
@@ -256,7 +305,8 @@ class Mesh:
         return name
 
     def attach(self, host: Any) -> None:
-        """A cell host of this process is serving: typed calls to its cell go to it directly."""
+        """A cell host of this process is serving: typed calls to its cell go to it directly
+        (checked by its access rules with the calling cell's identity)."""
         self._local.setdefault(host.name, []).append(host)
 
     def detach(self, host: Any) -> None:
@@ -289,7 +339,9 @@ class Mesh:
         if deadline is not None:
             seconds = min(seconds, deadline - self._now())
         obs = self._obs if self._obs is not None else self._observe()
-        return call_in_process(cell, host, operation, arguments, seconds, decode, obs, method)
+        return call_in_process(
+            cell, host, operation, arguments, seconds, decode, obs, method, self._caller
+        )
 
     def policy_for(self, cell: str, operation: str | None = None) -> CallPolicy:
         if operation is None:
@@ -729,3 +781,7 @@ def _abandoned(cell: str, pick: Pick) -> TransportError:
         f"of {pick.remaining:.3f} s",
         cell=cell,
     )
+
+
+def _no_counts() -> list[tuple[dict[str, str], float]]:
+    return []

@@ -36,6 +36,8 @@ class Instance(BaseModel):
     scheme: str = "http"
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
+    # The mesh listener (mutual TLS, internal services too); 0: the instance has none.
+    mesh_port: int = Field(default=0, ge=0, le=65535)
     pid: int = 0
     hostname: str = ""
     version: str = "0.0.0"
@@ -47,6 +49,15 @@ class Instance(BaseModel):
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def mesh_url(self) -> str | None:
+        """``https://host:mesh_port``, where cells call it with their identity; ``None`` when
+        the instance has no mesh listener."""
+        if not self.mesh_port:
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.mesh_port}"
 
     @property
     def ready(self) -> bool:

@@ -2,7 +2,9 @@
 headless Service's records, which list the ready pods themselves.
 
 For each ``cell=host`` entry the addresses are ``host``'s A and AAAA records and the port is
-the SRV record ``_http._tcp.host``'s (or the entry's ``:port`` when there is no SRV record).
+the SRV record ``_http._tcp.host``'s (or the entry's ``:port`` when there is no SRV record);
+the mesh listener's port (mutual TLS) is the SRV record ``_mesh._tcp.host``'s — a Kubernetes
+Service port named ``mesh`` — and none when it has none.
 Records are resolved again after the shortest TTL of the answers, never later than
 ``?interval=`` seconds (default 5) nor sooner than a second (or the interval, if shorter).
 A name that does not exist (NXDOMAIN) has no instances; a resolver that fails (timeout, no
@@ -183,6 +185,12 @@ class DnsRegistry:
                 ttls.append(srv.rrset.ttl if srv.rrset is not None else 0)
                 ports = sorted({int(r.port) for r in srv})
                 port = ports[0] if ports else port
+            mesh = await self._lookup(f"_mesh._tcp.{entry.host}", "SRV")
+            mesh_port = 0
+            if mesh is not None:
+                ttls.append(mesh.rrset.ttl if mesh.rrset is not None else 0)
+                mesh_ports = sorted({int(r.port) for r in mesh})
+                mesh_port = mesh_ports[0] if mesh_ports else 0
             for kind in ("A", "AAAA"):
                 answer = await self._lookup(entry.host, kind)
                 if answer is not None:
@@ -201,9 +209,9 @@ class DnsRegistry:
                 entry.host,
             )
             return (), min(ttls, default=None)
-        return tuple(self._instance(entry, a, port) for a in sorted(addresses) if port), min(
-            ttls, default=None
-        )
+        return tuple(
+            self._instance(entry, a, port, mesh_port) for a in sorted(addresses) if port
+        ), min(ttls, default=None)
 
     async def _lookup(self, name: str, kind: str) -> dns.resolver.Answer | None:
         """The answer, or ``None`` when the name or the record type does not exist."""
@@ -212,7 +220,7 @@ class DnsRegistry:
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return None
 
-    def _instance(self, entry: _Entry, address: str, port: int) -> Instance:
+    def _instance(self, entry: _Entry, address: str, port: int, mesh_port: int = 0) -> Instance:
         key = f"{entry.cell}-dns-{address}:{port}"
         # Stable ids and start times: the mesh keeps its per-instance state across lookups.
         started = self._first_seen.setdefault(key, time.time())
@@ -221,6 +229,7 @@ class DnsRegistry:
             id=key,
             host=address,
             port=port,
+            mesh_port=mesh_port,
             hostname=entry.host,
             started_at=started,
         )

@@ -1,13 +1,15 @@
 """``static://name=http://host:port,...``: fixed addresses (Kubernetes Services, tests).
 
-Registration is accepted and ignored: the addresses are what the URL says.
+An address may name its mesh listener's port (mutual TLS; see docs/concepts/security.md):
+``static://vault=http://10.0.0.5:8080?mesh=8443``. Registration is accepted and ignored: the
+addresses are what the URL says.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import ConfigurationError
 from .base import Instance
@@ -38,6 +40,12 @@ class StaticRegistry:
                 port = parts.port or (443 if parts.scheme == "https" else 80)
             except ValueError as exc:
                 raise ConfigurationError(f"registry URL {url!r}: {entry!r}: {exc}") from None
+            mesh = parse_qs(parts.query).get("mesh", ["0"])[-1]
+            if not mesh.isdigit() or not 0 <= int(mesh) <= 65535:
+                raise ConfigurationError(
+                    f"registry URL {url!r}: {entry!r}: mesh={mesh!r} is not a port; write e.g. "
+                    "vault=http://10.0.0.5:8080?mesh=8443"
+                )
             instances.append(
                 Instance(
                     cell=name,
@@ -45,6 +53,7 @@ class StaticRegistry:
                     scheme=parts.scheme,
                     host=parts.hostname,
                     port=port,
+                    mesh_port=int(mesh),
                     hostname=parts.hostname,
                 )
             )

@@ -80,7 +80,7 @@ class AccessRule:
     operation: str  # "GET /secret"
     internal: bool
     allow: frozenset[str] | None  # None: any proven cell
-    declared_on: str  # "cell" or "service": where the allow-list came from
+    declared_on: str  # "cell", "service" or "calls" (derived): where the allow-list came from
 
     @property
     def needs_identity(self) -> bool:
@@ -107,6 +107,11 @@ class AccessRule:
         listed = sorted(self.allow)
         if self.declared_on == "cell":
             message = f"cell {self.cell!r} allows only {listed} for {self.operation}"
+        elif self.declared_on == "calls":
+            message = (
+                f"cell {self.cell!r} is called only by {listed} in the cells' code (policy "
+                f"strict: the derived allow-list) for {self.operation}"
+            )
         else:
             message = f"service {self.operation} of cell {self.cell!r} allows only {listed}"
         return Decision(
@@ -141,8 +146,12 @@ def access_rule(
     internal: bool,
     cell_allow: Iterable[str] | None = None,
     service_allow: Iterable[str] | None = None,
+    derived: Iterable[str] | None = None,
 ) -> AccessRule:
     """The rule of service ``method path`` of ``cell`` from what was declared.
+
+    ``derived`` (the cells whose code calls ``cell``, for ``--policy strict``) applies only
+    where nothing is declared on the service or its cell.
 
     ``allow`` on a public service is a definition error: a public service answers anyone on
     the public port, so a list of cells could never hold.
@@ -157,6 +166,8 @@ def access_rule(
         return AccessRule(cell, operation, internal, _names(service_allow, cell), "service")
     if cell_allow is not None:
         return AccessRule(cell, operation, internal, _names(cell_allow, cell), "cell")
+    if derived is not None:
+        return AccessRule(cell, operation, internal, _names(derived, cell), "calls")
     return AccessRule(cell, operation, internal, None, "cell")
 
 

@@ -5,6 +5,9 @@ configuration file's section will be ``[security]``.
 
 ```toml
 [security]
+mesh_tls = true                      # the default; false turns identities and the mesh listener off
+mesh_port = 0                        # the mesh listener's port (0: a free one)
+policy = "declared"                  # or "strict" (derived from the code), "audit"
 trust_domain = "prod.example.com"
 cert_file = "/var/run/secrets/orchestro/tls.crt"   # written by cert-manager, SPIRE or Vault
 key_file = "/var/run/secrets/orchestro/tls.key"
@@ -15,7 +18,7 @@ bundle_file = "/var/run/secrets/orchestro/ca.crt"
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +33,25 @@ class SecuritySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ORCHESTRO_", frozen=True, extra="ignore")
 
+    mesh_tls: bool = Field(
+        default=True,
+        description="Serve and call the mesh over mutual TLS with one identity per cell (the "
+        "default). false: no mesh listener and no identities; internal services then answer "
+        "in-process callers only.",
+    )
+    mesh_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the mesh listener (mutual TLS; serves internal services too); 0 "
+        "picks a free one. Replicas always pick their own.",
+    )
+    policy: Literal["declared", "strict", "audit"] = Field(
+        default="declared",
+        description="Access policy: declared (allow= lists, else any cell of the trust "
+        "domain), strict (also: where nothing is declared, only the callers found in the "
+        "cells' code), audit (as strict, but refusals are logged and counted, not enforced).",
+    )
     trust_domain: str = Field(
         default=DEFAULT_TRUST_DOMAIN,
         description="SPIFFE trust domain of this deployment's cells: their identities are "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from ..errors import ConfigurationError
+from ..errors import IdentityError
 
 __all__ = [
     "DEFAULT_TRUST_DOMAIN",
@@ -35,10 +35,6 @@ DEFAULT_TRUST_DOMAIN: Final = "orchestro.local"
 _TRUST_DOMAIN: Final = re.compile(r"[a-z0-9._-]{1,255}")
 # A cell name is a DNS label (see @cell); the same rule makes the DNS SAN valid.
 _CELL_NAME: Final = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-
-
-class IdentityError(ConfigurationError):
-    """A certificate or SPIFFE ID does not name a cell of the expected trust domain."""
 
 
 def check_trust_domain(trust_domain: str) -> str:

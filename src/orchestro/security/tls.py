@@ -66,6 +66,7 @@ class CellTLS:
         self._current_server = self.server
         self.client = _client_context(identity)
         self._roots = _fingerprints(identity)
+        self.handshakes = 0  # TLS handshakes the mesh listener started (its SNI callback's)
 
     def server_name(self, cell: str) -> str:
         """The name to verify a server of ``cell`` by (``server_hostname`` of a connection)."""
@@ -99,6 +100,7 @@ class CellTLS:
     def _select(
         self, ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext
     ) -> None:
+        self.handshakes += 1
         current = self._current_server
         if current is not context:
             ssl_object.context = current

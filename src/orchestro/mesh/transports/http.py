@@ -1,4 +1,11 @@
-"""HTTP transport: one shared keep-alive ``aiohttp.ClientSession`` per process, bounded pools."""
+"""HTTP transport: one shared keep-alive ``aiohttp.ClientSession`` per process (per calling
+cell, with mutual TLS), bounded pools.
+
+With ``tls`` (the calling cell's :class:`~orchestro.security.tls.CellTLS`), an instance that
+has a mesh listener is called there, over ``https``, presenting the caller's certificate and
+verifying the callee's name ``<cell>.cell.<trust-domain>``; connections are pooled and kept
+alive like plain ones, so a handshake is paid once per pooled connection.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import asyncio
 import time
 import zlib
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from yarl import URL
@@ -14,6 +22,9 @@ from ...errors import DeadlineExceeded, TransportError
 from ...registry.base import Instance
 from ...timer import DeadlineTimer, timer_for
 from .base import CallRequest, CallResponse
+
+if TYPE_CHECKING:
+    from ...security.tls import CellTLS
 
 __all__ = ["HttpTransport"]
 
@@ -25,8 +36,14 @@ _UNWRITTEN = "Can not write request body"
 
 class HttpTransport:
     def __init__(
-        self, *, limit: int = 1000, limit_per_host: int = 100, connect_timeout: float = 1.0
+        self,
+        *,
+        limit: int = 1000,
+        limit_per_host: int = 100,
+        connect_timeout: float = 1.0,
+        tls: CellTLS | None = None,
     ) -> None:
+        self.tls = tls
         self._limit = limit
         # Only the socket connect is timed by aiohttp (a timer per new connection, none per
         # request): a SYN into a partition is otherwise retried by the kernel for minutes,
@@ -70,11 +87,20 @@ class HttpTransport:
         else:
             if len(self._urls) > 10_000:  # paths with ids in them: keep the cache bounded
                 self._urls.clear()
-            url = URL(instance.url).with_path(request.path, encoded=True)
+            base = instance.url
+            if self.tls is not None and instance.mesh_port:
+                base = instance.mesh_url or base
+            url = URL(base).with_path(request.path, encoded=True)
             self._urls[key] = (instance, url)
         if request.query:
             url = url.with_query(list(request.query))
         session = self._session or self._client()
+        tls = self.tls
+        secure: dict[str, Any] = {}
+        if tls is not None and instance.mesh_port:
+            # Read per request: a removed root replaces the context (no connection it
+            # verified is reused). The name checked is the callee cell's DNS SAN.
+            secure = {"ssl": tls.client, "server_hostname": tls.server_name(instance.cell)}
         timer = self._timer
         assert timer is not None
         task = asyncio.current_task()
@@ -92,6 +118,7 @@ class HttpTransport:
                 headers=request.headers if headers is None else headers,
                 timeout=self._timeout,
                 allow_redirects=False,
+                **secure,
             )
             try:
                 body = await response.read()
@@ -114,8 +141,11 @@ class HttpTransport:
                 connect=True,
             ) from exc
         except aiohttp.ClientConnectorError as exc:
+            # The address actually dialled: the mesh listener's when called over mutual TLS (a
+            # refused handshake lands here, its reason in os_error).
+            where = instance.mesh_url if secure else instance.url
             raise TransportError(
-                f"cannot connect to {instance.url}: {exc.os_error}", connect=True
+                f"cannot connect to {where}: {exc.os_error}", connect=True
             ) from exc
         except aiohttp.ClientOSError as exc:
             if _UNWRITTEN in str(exc):

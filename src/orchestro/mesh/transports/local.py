@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...errors import DeadlineExceeded, HTTPError, RemoteError
+from ...security.identity import Caller
 from ...timer import running_timer
 
 if TYPE_CHECKING:
@@ -38,9 +39,25 @@ async def call_in_process(
     decode: Callable[[Any], Any] | None = None,
     obs: MeshTelemetry | None = None,
     method: str = "POST",
+    caller: str | None = None,
 ) -> Any:
-    """Await ``operation`` of the cell ``host`` serves, under its admission gate and within
-    ``seconds``; an answer is ``decode(result)``, errors are translated as over HTTP."""
+    """Await ``operation`` of the cell ``host`` serves, under its access rules (``caller``
+    is the calling cell, ``None`` for anonymous), its admission gate and within ``seconds``;
+    an answer is ``decode(result)``, errors are translated as over HTTP."""
+    authorize = getattr(host, "authorize", None)
+    if authorize is not None:
+        who = Caller(caller)
+        try:
+            inject = authorize(operation, who)
+        except HTTPError as exc:
+            raise RemoteError(
+                f"cell {cell!r} (in process) answered {exc.status}: {exc.detail}",
+                cell=cell,
+                status=exc.status,
+                problem=exc.to_problem(),
+            ) from None
+        if inject:  # the method asks who called: the calling cell, as over the mesh
+            arguments = {**arguments, **dict.fromkeys(inject, who)}
     gate = host.gate
     timeout = seconds
     # One deadline for the wait at admission and the call: time spent waiting is the call's.
