@@ -329,3 +329,50 @@ def test_allow_list_replaces_the_derived_callers() -> None:
     names = [s["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
              for s in rule["from"] if "podSelector" in s]  # fmt: skip
     assert names == ["auditor"]  # not the derived caller, api
+
+
+def test_with_identities_the_mesh_port_admits_exactly_the_allowed_callers() -> None:
+    """examples/vault.py: ``@cell("vault", allow=["teller"])`` and ``/audit`` with
+    ``allow=["auditor"]``: the mesh port (internal services) admits those two cells' pods
+    (and scrapes), not the shop that calls it; the public port answers anyone."""
+    app = load_app(str(ROOT / "examples" / "vault.py"), DeployOptions(certs="cert-manager"))
+    docs = [d for t in manifests(app).values() for d in yaml.safe_load_all(t) if d]
+    vault = app.cell("vault")
+    public, mesh = one(docs, "NetworkPolicy", "vault")["spec"]["ingress"]
+    assert public == {"ports": [{"protocol": "TCP", "port": vault.port}]}
+    assert mesh["ports"] == [{"protocol": "TCP", "port": vault.mesh_port}]
+    names = [s["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+             for s in mesh["from"] if "podSelector" in s]  # fmt: skip
+    assert names == ["auditor", "teller"]
+    # The pod, its headless Service (SRV _mesh._tcp) and the settings name the same port.
+    container = one(docs, "Deployment", "vault")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "mesh", "containerPort": vault.mesh_port, "protocol": "TCP"} in container[
+        "ports"
+    ]
+    peers = one(docs, "Service", "vault-peers")["spec"]["ports"]
+    assert {"name": "mesh", "port": vault.mesh_port, "targetPort": "mesh"} in peers
+    settings = one(docs, "ConfigMap", "vault")["data"]
+    assert settings["ORCHESTRO_MESH_PORT"] == str(vault.mesh_port)
+    assert "ORCHESTRO_MESH_TLS" not in settings
+    # A caller may reach both of the vault's ports.
+    egress = one(docs, "NetworkPolicy", "teller")["spec"]["egress"]
+    (to_vault,) = [r for r in egress if "to" in r]
+    assert to_vault["ports"] == [
+        {"protocol": "TCP", "port": vault.port},
+        {"protocol": "TCP", "port": vault.mesh_port},
+    ]
+
+
+def test_without_identities_internal_calls_across_pods_are_warned_about(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from orchestro.cli.main import main
+
+    assert main(["deploy", "k8s", str(ROOT / "examples" / "vault.py"), "-o", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "orchestro: warning: teller, auditor, shop call cell 'vault'" in err
+    assert "--certs cert-manager" in err
+    app = load_app(str(ROOT / "examples" / "vault.py"), DeployOptions())
+    docs = [d for t in manifests(app).values() for d in yaml.safe_load_all(t) if d]
+    # No shared issuer: no mesh listener (each pod would trust only a CA of its own).
+    assert one(docs, "ConfigMap", "vault")["data"]["ORCHESTRO_MESH_TLS"] == "false"

@@ -9,6 +9,7 @@ diffed.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,34 @@ def deploy(args: argparse.Namespace) -> int:
     else:
         files = {"compose.yaml": compose(app)}
     write(args.output, files)
+    if args.format in ("k8s", "compose"):
+        for line in identity_warnings(app, compose=args.format == "compose"):
+            print(f"orchestro: warning: {line}", file=sys.stderr)
     return 0
+
+
+def identity_warnings(app: App, *, compose: bool) -> list[str]:
+    """What cannot work across pods without cell identities: internal services called by
+    other cells of the app (every caller is anonymous then, and refused)."""
+    if not compose and app.options.certs != "none":
+        return []
+    found = []
+    for cell in app.cells:
+        callers = [c for c in cell.callers if c != cell.name]
+        if cell.internal and callers:
+            fix = (
+                "compose has no cell identities: keep those cells in one process, or deploy "
+                "to Kubernetes with --certs"
+                if compose
+                else "choose --certs cert-manager (an Issuer signs them) or --certs secret "
+                "(you provide a Secret NAME-identity per cell)"
+            )
+            found.append(
+                f"{', '.join(callers)} call{'s' if len(callers) == 1 else ''} cell "
+                f"{cell.name!r}, whose internal services refuse callers without a cell "
+                f"identity; {fix}"
+            )
+    return found
 
 
 def load_app(

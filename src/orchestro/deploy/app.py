@@ -117,6 +117,10 @@ class DeployOptions(BaseModel):
         return value
 
 
+# The mesh listener's port in a pod (see CellModel.mesh_port).
+MESH_PORT = 9443
+
+
 @dataclass(frozen=True, slots=True)
 class CellModel:
     spec: CellSpec
@@ -150,11 +154,31 @@ class CellModel:
 
     @property
     def allow(self) -> tuple[str, ...] | None:
-        """Who may call its internal services: the ``allow=`` list of ``@cell`` once the
-        cell spec carries one (the hook: security's policy model reads the same list), else
-        ``None``, meaning "the cells of the app that call it"."""
-        declared: Sequence[str] | None = getattr(self.spec, "allow", None)
+        """Who may call its internal services: the ``allow=`` list of ``@cell``, else
+        ``None``, meaning "the cells of the app that call it" (the derived policy)."""
+        declared: Sequence[str] | None = self.spec.allow
         return tuple(declared) if declared is not None else None
+
+    @property
+    def mesh_callers(self) -> tuple[str, ...]:
+        """The cells whose pods may reach its mesh port: its ``allow`` list (else the app's
+        cells that call it) and every cell a service's own ``allow`` names."""
+        names = set(self.allow if self.allow is not None else self.callers)
+        for op in self.spec.operations:
+            if op.service.internal and op.service.allow is not None:
+                names.update(op.service.allow)
+        return tuple(sorted(names - {self.name}))
+
+    @property
+    def internal(self) -> bool:
+        """Whether it has internal services (served on its mesh port only)."""
+        return any(op.service.internal for op in self.spec.operations)
+
+    @property
+    def mesh_port(self) -> int:
+        """The mesh listener's port in the pod: fixed, so that a Service, a NetworkPolicy
+        and a container port can name it (9443, or 9444 when the gateway has 9443)."""
+        return MESH_PORT if self.port != MESH_PORT else MESH_PORT + 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,9 @@ def compose(app: App) -> str:
             "environment": {
                 "ORCHESTRO_REGISTRY": registry if peers else "memory://",
                 "ORCHESTRO_HEALTHCHECK_URL": url,
+                # No shared issuer of cell identities here: each container would make its
+                # own CA and trust no other, so the mesh listener is off (one port each).
+                "ORCHESTRO_MESH_TLS": "false",
             },
             "read_only": True,
             "tmpfs": [STATE_DIR, "/tmp"],

@@ -167,8 +167,14 @@ def config_map(app: App, cell: CellModel) -> dict[str, Any]:
         "ORCHESTRO_LOG_FORMAT": "json",
         "ORCHESTRO_STATE_DIR": STATE_DIR,
     }
-    if app.options.certs != "none":
+    if app.options.certs == "none":
+        # Without identities from one issuer, each pod would make its own development CA and
+        # no pod could verify another: the mesh listener is off, every service on one port
+        # (internal services then refuse calls from other pods: see deploy's warning).
+        data["ORCHESTRO_MESH_TLS"] = "false"
+    else:
         data |= {
+            "ORCHESTRO_MESH_PORT": str(cell.mesh_port),
             "ORCHESTRO_TRUST_DOMAIN": app.options.trust_domain,
             "ORCHESTRO_CERT_FILE": f"{IDENTITY_DIR}/tls.crt",
             "ORCHESTRO_KEY_FILE": f"{IDENTITY_DIR}/tls.key",
@@ -184,7 +190,7 @@ def deployment(app: App, cell: CellModel) -> dict[str, Any]:
         "image": app.image,
         "imagePullPolicy": "IfNotPresent",
         "command": cell.command(app.target),
-        "ports": [{"name": "http", "containerPort": cell.port, "protocol": "TCP"}],
+        "ports": _ports(app, cell, "containerPort"),
         "envFrom": [{"configMapRef": {"name": cell.name}}],
         "env": [
             # Peers reach the pod at its own address (etcd registrations advertise it).
@@ -318,33 +324,49 @@ def peers_service(app: App, cell: CellModel) -> dict[str, Any]:
             "clusterIP": "None",
             "publishNotReadyAddresses": False,
             "selector": selector(cell),
-            "ports": [{"name": "http", "port": cell.port, "targetPort": "http"}],
+            "ports": _ports(app, cell, "port"),
         },
     }
 
 
+def _ports(app: App, cell: CellModel, key: str) -> list[dict[str, Any]]:
+    """The gateway's port, and the mesh listener's when cells have identities."""
+    found = [("http", cell.port)]
+    if mesh_tls(app):
+        found.append(("mesh", cell.mesh_port))
+    if key == "containerPort":
+        return [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in found]
+    return [{"name": n, "port": p, "targetPort": n} for n, p in found]
+
+
+def mesh_tls(app: App) -> bool:
+    """Whether the pods serve a mesh listener (mutual TLS with identities from one issuer)."""
+    return app.options.certs != "none"
+
+
 def network_policy(app: App, cell: CellModel) -> dict[str, Any]:
-    """Ingress to the cell's port from its callers (or anyone, for a cell with public
-    services) and the monitoring namespace; egress to DNS, the registry and its callees."""
+    """Ingress to the gateway's port from anyone when the cell has public services (else
+    from its callers), to the mesh port only from the cells its policy allows (its ``allow``
+    list, else the app's cells that call it), and from the monitoring namespace; egress to
+    DNS, the registry and its callees."""
     port = [{"protocol": "TCP", "port": cell.port}]
-    ingress: list[dict[str, Any]]
-    if cell.public:
-        # One port serves public and internal services: it answers anyone; the gateway's
-        # access policy decides per service.
-        ingress = [{"ports": port}]
-    else:
-        callers = cell.allow if cell.allow is not None else cell.callers
-        sources: list[dict[str, Any]] = [
-            {"podSelector": {"matchLabels": _selector_of(name)}} for name in callers
-        ]
-        sources.append(
-            {
-                "namespaceSelector": {
-                    "matchLabels": {"kubernetes.io/metadata.name": app.options.monitoring_namespace}
-                }
+    sources: list[dict[str, Any]] = [
+        {"podSelector": {"matchLabels": _selector_of(name)}} for name in cell.mesh_callers
+    ]
+    sources.append(
+        {
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": app.options.monitoring_namespace}
             }
-        )
-        ingress = [{"from": sources, "ports": port}]
+        }
+    )
+    # Public services answer anyone; the gateway's access policy decides per service.
+    ingress: list[dict[str, Any]] = (
+        [{"ports": port}] if cell.public else [{"from": sources, "ports": port}]
+    )
+    if mesh_tls(app):
+        # Internal services are on the mesh port: its allowed callers (and scrapes) only.
+        ingress.append({"from": sources, "ports": [{"protocol": "TCP", "port": cell.mesh_port}]})
     # DNS on port 53 to any address: the cluster DNS is not always kube-dns pods in
     # kube-system (NodeLocal DNSCache answers on a link-local address from the host network,
     # which no pod or namespace selector matches).
@@ -357,11 +379,14 @@ def network_policy(app: App, cell: CellModel) -> dict[str, Any]:
         # A callee of this app listens where its cell says; one of another app (deployed by
         # its own manifests, in this namespace) where its @cell class says, if the client
         # names the class; a raw client by name leaves the port open.
-        in_app = {c.name: c.port for c in app.cells}
-        port_of = in_app.get(name, cell.call_ports.get(name))
+        in_app = {c.name: c for c in app.cells}
+        callee = in_app.get(name)
+        port_of = callee.port if callee is not None else cell.call_ports.get(name)
         rule: dict[str, Any] = {"to": [{"podSelector": {"matchLabels": _selector_of(name)}}]}
         if port_of is not None:
             rule["ports"] = [{"protocol": "TCP", "port": port_of}]
+            if callee is not None and mesh_tls(app):
+                rule["ports"].append({"protocol": "TCP", "port": callee.mesh_port})
         egress.append(rule)
     if cell.urls:
         # http(s) URLs outside the mesh: their addresses are not known here.
