@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import textwrap
@@ -81,6 +82,12 @@ async def test_every_cell_gets_its_own_port_and_cell_selects(
                 assert await response.json() == name
     cli.signal()
     await cli.exits_with(0)
+    # Each cell's own lines (draining, stopped) carry that cell, not the process's first.
+    records = [json.loads(line) for line in (await cli.stderr()).splitlines()]
+    lifecycle = [r for r in records if r["message"] in ("cell two draining", "cell two stopped")]
+    assert len(lifecycle) == 2, records
+    assert {r["cell"] for r in lifecycle} == {"two"}
+    assert all(r["instance"].startswith("two-") for r in lifecycle)
 
     only = await start_cli("run", str(target), "--cell", "two")
     cli_processes.append(only)

@@ -93,6 +93,10 @@ class CellHost:
         self._advertise_host = advertise_host
         self._labels = dict(labels or {})
         self.instance_id = new_instance_id(self.spec.name)
+        # Its lines carry its own cell and instance, not the process's first cell's.
+        self._log = logging.LoggerAdapter(
+            _log, {"cell": self.spec.name, "instance": self.instance_id}
+        )
         self._instance: object | None = None if isinstance(cell, type) else cell
         self.settings = settings or GatewaySettings()
         self.host = host if host is not None else self.spec.host
@@ -274,7 +278,7 @@ class CellHost:
         except BaseException:
             await self._undo_start()
             raise
-        _log.debug("cell %s serving on %s", self.name, self.url)
+        self._log.debug("cell %s serving on %s", self.name, self.url)
 
     async def _undo_start(self) -> None:
         """Undo the steps of a start that failed, each on its own (one failing does not keep
@@ -294,7 +298,7 @@ class CellHost:
             steps.append(("mesh listener", lambda: mesh_listener.drain(0.0)))
         steps.append(("on_stop", self._run_on_stop))
         self._attached = self._registered = False
-        await _each(self.name, steps)
+        await _each(self.name, steps, self._log)
         self.state = CellState.STOPPED
         self._stop_telemetry()
 
@@ -329,7 +333,7 @@ class CellHost:
         if self._attached and self._mesh is not None:
             self._mesh.detach(self)
             self._attached = False
-        _log.info("cell %s draining", self.name)
+        self._log.info("cell %s draining", self.name)
         registration = self._registration if self._registered else None
         listener = self._listener
         steps: list[Step] = []
@@ -358,12 +362,12 @@ class CellHost:
             )
         steps.append(("on_stop", lambda: self._run_on_stop(left(deadline))))
         try:
-            await _each(self.name, steps, raise_first=True)
+            await _each(self.name, steps, self._log, raise_first=True)
         finally:
             self._registered = False
             self.state = CellState.STOPPED
             self._stop_telemetry()
-            _log.info("cell %s stopped", self.name)
+            self._log.info("cell %s stopped", self.name)
 
     aclose = drain
 
@@ -444,7 +448,7 @@ class CellHost:
             async with asyncio.timeout(within):
                 await hook()
         except TimeoutError:
-            _log.warning(
+            self._log.warning(
                 "cell %s: on_stop did not finish within the drain deadline (%.1f s left); "
                 "cancelled",
                 self.name,
@@ -484,7 +488,13 @@ async def _now(function: Callable[..., object], *args: Any) -> None:
     function(*args)
 
 
-async def _each(cell: str, steps: Sequence[Step], *, raise_first: bool = False) -> None:
+async def _each(
+    cell: str,
+    steps: Sequence[Step],
+    log: logging.LoggerAdapter[logging.Logger],
+    *,
+    raise_first: bool = False,
+) -> None:
     """Run every step in order, whatever the others do (each is called when its turn comes,
     so a deadline's time left is read then); log each failure."""
     first: BaseException | None = None
@@ -492,7 +502,7 @@ async def _each(cell: str, steps: Sequence[Step], *, raise_first: bool = False) 
         try:
             await step()
         except Exception as exc:
-            _log.error("cell %s: %s failed while stopping: %r", cell, name, exc, exc_info=exc)
+            log.error("cell %s: %s failed while stopping: %r", cell, name, exc, exc_info=exc)
             first = first or exc
     if first is not None and raise_first:
         raise first
