@@ -169,7 +169,7 @@ async def test_scale_down_drains_without_failing_a_caller(
         await until(lambda: _served(callers, 100))
         code, out, err = await run_cli("scale", "greeter", "1")
         assert code == 0, err
-        assert "desired 1 replicas" in out
+        assert "desired 1 replica (" in out
         await until(lambda: _ready(session, admin, "greeter", 1))
         await until(lambda: _instances(mesh, 1))
         before = callers.ok

@@ -186,8 +186,12 @@ async def test_no_instances(cluster: Cluster) -> None:
     calls = Mesh(RegistryView(cluster.registry), policy=CallPolicy(wait_for_instances=0.05))
     cluster.meshes.append(calls)
     await calls.start()
-    with pytest.raises(NoInstancesError, match="no ready instance of cell 'stock'"):
+    with pytest.raises(NoInstancesError, match="no ready instance of cell 'stock'") as info:
         await calls.client(Stock).get("tea")
+    # Where it looked, how long it waited, and what to check.
+    assert f"in registry {cluster.registry.url}" in str(info.value)
+    assert "(wait_for_instances 0.05 s)" in str(info.value)
+    assert "python -m orchestro ls" in str(info.value)
 
 
 async def test_the_deadline_travels_and_bounds_the_callee(cluster: Cluster) -> None:

@@ -461,6 +461,7 @@ class Mesh:
             counted = 1  # attempts that count against max_attempts
             resends = 0  # resends of requests refused unprocessed
             waited_until: float | None = None  # the bound on waiting for an instance
+            wait_began = 0.0
             tried: list[str] = []
             while True:
                 try:
@@ -495,11 +496,12 @@ class Mesh:
                     # Restarting, or not started yet: wait (within the deadline, for at most
                     # wait_for_instances in all) for an instance to appear.
                     if waited_until is None:
-                        waited_until = min(deadline, self._now() + policy.wait_for_instances)
+                        wait_began = self._now()
+                        waited_until = min(deadline, wait_began + policy.wait_for_instances)
                     # None listed at all: any that appears is worth trying, one marked
                     # draining too (a pod restarted in place keeps its id).
                     if not await self._waits.wait(cell, waited_until, obs):
-                        raise
+                        raise self._none_found(cell, policy, wait_began) from None
                     now = self._now()
                 except CallError as exc:
                     refused = unprocessed(exc)
@@ -552,6 +554,22 @@ class Mesh:
         if traced is not None:
             obs.end_call(traced, None)  # type: ignore[union-attr]
         return response if decode is None else decode(response)
+
+    def _none_found(self, cell: str, policy: CallPolicy, started: float) -> NoInstancesError:
+        """What a call that found no instance of ``cell`` tells a person: where it looked,
+        how long it waited, and what to check."""
+        waited = self._now() - started
+        where = (
+            f"in registry {self.view.registry.url}"
+            if cell not in self._external
+            else "among its URLs"
+        )
+        return NoInstancesError(
+            f"no ready instance of cell {cell!r} {where} after waiting {waited:.1f} s "
+            f"(wait_for_instances {policy.wait_for_instances:g} s); is it running, with the "
+            "same registry? `python -m orchestro ls` lists the instances the registry knows",
+            cell=cell,
+        )
 
     def _elsewhere(self, cell: str, target: Target, tried: list[str]) -> bool:
         """Whether a retry now would go to a ready, available instance not tried yet."""
