@@ -51,6 +51,10 @@ class Shop:
     async def status(self) -> Me:
         return Me(cell=None, subject=None, scheme=None, scope=None)
 
+    @service.get("/machines", auth="api-key")
+    async def machines(self, caller: Caller) -> Me:
+        return Me(cell=None, subject=caller.subject, scheme=caller.scheme, scope=None)
+
     @service.get("/either", auth=("jwt", "api-key"))
     async def either(self, caller: Caller) -> Me:
         return Me(cell=caller.cell, subject=caller.subject, scheme=caller.scheme, scope=None)
@@ -123,6 +127,21 @@ async def test_a_valid_jwt_lets_in_and_the_handler_sees_its_claims(
                 "scheme": "jwt",
                 "scope": "orders:read",
             }
+
+
+async def test_a_jwt_verified_for_one_route_does_not_open_an_api_key_route(
+    keys: Keys, jwks_file: Path
+) -> None:
+    # The verified-token cache serves the whole gateway: it must still obey each route's
+    # schemes (a JWT holder must not reach a service that takes API keys only).
+    async with CellClient(Shop, auth=settings_for(str(jwks_file))) as client:
+        token = keys.token()
+        assert (await client.get("/machines", headers=bearer(token))).status == 401
+        assert (await client.get("/me", headers=bearer(token))).status == 200  # now cached
+        assert (await client.get("/machines", headers=bearer(token))).status == 401
+        machine = await client.get("/machines", headers=bearer(API_KEY))
+        assert machine.status == 200
+        assert machine.json()["scheme"] == "api-key"
 
 
 async def test_no_token_is_401_with_a_bare_bearer_challenge(keys: Keys, jwks_file: Path) -> None:

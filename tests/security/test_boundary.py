@@ -17,8 +17,9 @@ from examples.vault import Auditor, Shop, Teller, Vault
 
 from orchestro import Mesh, cell, service
 from orchestro.cell.host import CellHost
-from orchestro.errors import CellDefinitionError, RemoteError
+from orchestro.errors import CellDefinitionError, HTTPError, RemoteError
 from orchestro.mesh import callee_name, clients_of
+from orchestro.security import ANONYMOUS
 from orchestro.security.boundary import CellSecurity
 from orchestro.security.policy import PolicyMode
 from orchestro.security.settings import SecuritySettings
@@ -135,6 +136,57 @@ async def test_audit_mode_counts_and_serves_in_process_too(
         finally:
             await shop.drain()
             await vault.drain()
+
+
+async def test_audit_mode_never_opens_internal_services_to_anonymous_callers() -> None:
+    """Audit mode lets an allow-list's refusals through (logged, counted); that internal
+    services refuse callers with no cell identity is the boundary itself, enforced."""
+    (vault,) = await hosts(Mesh("memory://"), Vault, policy=PolicyMode.AUDIT)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{vault.url}/secret") as response,
+        ):
+            assert response.status == 403
+            assert (await response.json())["rule"] == "internal"
+        with pytest.raises(HTTPError) as info:  # in process, from no cell at all
+            vault.authorize("secret", ANONYMOUS)
+        assert info.value.status == 403
+    finally:
+        await vault.drain()
+
+
+async def test_a_cell_with_auth_and_a_mesh_listener_starts_with_the_file_s_settings(
+    tmp_path: Path, state: Path
+) -> None:
+    """The [auth] settings reach both gateways (the mesh listener's too), not only the
+    public one: a cell declaring auth= starts with them from the file, none from the
+    environment."""
+    keys = tmp_path / "keys"
+    keys.write_text(f"ci={'k' * 40}\n")
+
+    @cell("keyed", port=0)
+    class Keyed:
+        @service.get("/me", auth="api-key")
+        async def me(self) -> str:
+            return "ok"
+
+    from orchestro.config import AuthSettings
+
+    host = CellHost(
+        Keyed,
+        port=0,
+        auth=AuthSettings(api_keys_file=keys),
+        security=security("keyed", dt.datetime.now(dt.UTC)),
+    )
+    await host.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            ok = {"Authorization": f"Bearer {'k' * 40}"}
+            async with session.get(f"{host.url}/me", headers=ok) as response:
+                assert response.status == 200
+    finally:
+        await host.drain()
 
 
 def security(cell_name: str, now: dt.datetime, **settings: Any) -> CellSecurity:

@@ -163,7 +163,7 @@ class CellHost:
         if rule is not None and rule.internal:
             decision = rule.check(caller)
             if not decision.allowed:
-                if self.policy is PolicyMode.ENFORCE:
+                if self.policy is PolicyMode.ENFORCE or not decision.audited:
                     raise decision.to_http_error()
                 key = (rule.operation, str(caller.cell), decision.rule)
                 self.refusals.seen(key, decision.message)
@@ -246,6 +246,8 @@ class CellHost:
                     own_routes=own_routes,
                     load=load,
                     access=self._access(security.resolver),
+                    auth=self._auth,
+                    listener="mesh",  # its counters' series apart from the public port's
                 )
                 self._mesh_listener = Listener(
                     mesh_gateway.server(), drain_timeout=self.settings.drain_timeout

@@ -108,6 +108,8 @@ class AccessStep:
             request[CALLER_KEY] = caller
             decision = check(caller)
             if not decision.allowed:
+                if not decision.audited:  # the boundary itself: enforced in audit mode too
+                    raise decision.to_http_error()
                 refusals.seen((rule.operation, str(caller.cell), decision.rule), decision.message)
 
         return Hooks(audit)

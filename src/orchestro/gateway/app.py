@@ -111,6 +111,7 @@ def build_gateway(
     clock: Callable[[], float] | None = None,
     access: AccessStep | None = None,
     public_only: bool = False,
+    listener: str | None = None,
 ) -> Gateway:
     """The gateway serving ``instance``, a started or starting ``spec.cls``.
 
@@ -120,7 +121,8 @@ def build_gateway(
     ``clock`` is the rate limits' (a fake one in tests). ``access`` is the policy step
     (default: the declared rules, callers read by ``identity``); ``public_only`` leaves
     internal services out (the public port of a cell that has a mesh listener: an internal
-    path there is not found).
+    path there is not found). ``listener`` names a cell's second gateway (``"mesh"``) in its
+    counters' series, which would otherwise repeat the first's.
     """
     settings = settings or GatewaySettings()
     max_body = int(settings.max_body_size)
@@ -186,16 +188,19 @@ def build_gateway(
         not_allowed=not_allowed,
     )
     if telemetry is not None:
-        telemetry.observe_malformed(pipeline.malformed)
+        which = {} if listener is None else {"orchestro.listener": listener}
+        telemetry.observe_malformed(pipeline.malformed, which)
         telemetry.observe_count(
             "orchestro.gateway.rate_limited",
             "Requests refused with 429 by a rate limit, by limit (a service, or the cell's).",
             lambda: [({"orchestro.rate_limit": lim.name}, lim.refused) for lim in limits.limiters],
+            which,
         )
         telemetry.observe_count(
             "orchestro.gateway.unauthenticated",
             "Requests refused with 401 for a missing or invalid bearer token, by scheme.",
             lambda: [({"orchestro.auth": scheme}, n) for scheme, n in tokens.refused.items()],
+            which,
         )
     return Gateway(spec, pipeline, openapi, max_body, settings)
 

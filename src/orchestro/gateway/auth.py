@@ -142,7 +142,9 @@ class AuthStep:
                     return None
                 raise refuse(None)
             known = verifier.cached(token)
-            if known is not None:
+            if known is not None and known.scheme in schemes:
+                # Verified before (for any route): good here only if this route takes its
+                # scheme (a JWT must not open a route that takes API keys only).
                 enter(request, known)
                 return None
             if verifier.needs_load(token, schemes):

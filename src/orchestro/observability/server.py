@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from opentelemetry.semconv.attributes import http_attributes, url_attributes
@@ -145,14 +145,18 @@ class ServerTelemetry:
         while len(history) > 1 and now - history[1][0] > P95_WINDOW:
             history.popleft()
 
-    def observe_malformed(self, malformed: MalformedRequests) -> None:
+    def observe_malformed(
+        self, malformed: MalformedRequests, attributes: Mapping[str, str] | None = None
+    ) -> None:
         """Count ``malformed`` (requests the HTTP parser refused) in
-        ``orchestro.gateway.malformed_requests`` while this gateway runs."""
+        ``orchestro.gateway.malformed_requests`` while this gateway runs (``attributes``
+        tell a cell's second gateway, its mesh listener's, apart)."""
         cell = self._cell
+        extra = dict(attributes or {})
 
         def observe() -> list[tuple[dict[str, str | int], int]]:
             return [
-                ({CELL_ATTRIBUTE: cell, _STATUS: status}, n)
+                ({CELL_ATTRIBUTE: cell, _STATUS: status, **extra}, n)
                 for status, n in list(malformed.counts.items())
             ]
 
@@ -164,14 +168,17 @@ class ServerTelemetry:
         name: str,
         description: str,
         observe: Callable[[], Iterable[tuple[dict[str, str | int], int]]],
+        attributes: Mapping[str, str] | None = None,
     ) -> None:
         """Export a count the gateway keeps (rate-limit and token refusals) as the counter
-        ``name``, with this cell's attribute on each series, while this gateway runs."""
+        ``name``, with this cell's attribute (and ``attributes``) on each series, while this
+        gateway runs."""
         family = self._telemetry.producer.gauge(name, "{request}", description, monotonic=True)
         cell = self._cell
+        extra = dict(attributes or {})
 
         def points() -> list[tuple[dict[str, str | int], int]]:
-            return [({CELL_ATTRIBUTE: cell, **attrs}, n) for attrs, n in observe()]
+            return [({CELL_ATTRIBUTE: cell, **attrs, **extra}, n) for attrs, n in observe()]
 
         key = (name, observe)
         family.observers[key] = points

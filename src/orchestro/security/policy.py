@@ -56,6 +56,13 @@ class Decision:
     operation: str = ""
     caller: Caller | None = None
 
+    @property
+    def audited(self) -> bool:
+        """Whether audit mode lets this refusal through (logged and counted): only an
+        allow-list's. That internal services refuse anonymous callers is the boundary
+        itself, never audited: audit mode must not open them to anyone."""
+        return self.rule == "allow"
+
     def to_http_error(self) -> HTTPError:
         """The 403 problem a refusal answers with (``caller``, ``cell``, ``rule`` members)."""
         caller = self.caller
@@ -90,7 +97,8 @@ class AccessRule:
     def check(self, caller: Caller) -> Decision:
         if not self.internal:
             return _PUBLIC
-        if self.allow is None:
+        if self.allow is None or caller.cell is None:
+            # No cell at all is refused by the boundary itself, whatever the allow-list.
             if caller.cell is not None:
                 return Decision(True, "internal", cell=self.cell, operation=self.operation)
             return Decision(
@@ -128,7 +136,7 @@ class AccessRule:
         (in audit mode, logging it instead)."""
         decision = self.check(caller)
         if not decision.allowed:
-            if mode is PolicyMode.ENFORCE:
+            if mode is PolicyMode.ENFORCE or not decision.audited:
                 raise decision.to_http_error()
             _log.warning("policy audit: would refuse: %s", decision.message)
         return decision
