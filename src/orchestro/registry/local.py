@@ -228,12 +228,21 @@ class LocalRegistry:
         # table is re-read only when it changed or an instance's expiry passed.
         await self.open()  # the file exists and is a registry: the reader may open it
         reader = await self._in_thread(self._reader)
+        # A cancelled read goes on in its worker thread: the connection is closed only
+        # under this lock, never while a read uses it (closing a sqlite3 connection under a
+        # running statement crashed processes with SIGSEGV at shutdown).
+        guard = threading.Lock()
+
+        def read_version() -> int:
+            with guard:
+                return _data_version(reader)
+
         last: tuple[tuple[str, str, str], ...] | None = None
         version = -1
         next_expiry = 0.0
         try:
             while True:
-                current = await self._in_thread(lambda: _data_version(reader))
+                current = await self._in_thread(read_version)
                 if current != version or time.time() >= next_expiry:
                     version = current
                     snapshot, next_expiry = await self._snapshot()
@@ -243,7 +252,8 @@ class LocalRegistry:
                         yield snapshot
                 await asyncio.sleep(POLL_INTERVAL)
         finally:
-            reader.close()
+            with guard:  # waits for a read still running (a PRAGMA: microseconds)
+                reader.close()
 
     def _reader(self) -> sqlite3.Connection:
         return sqlite3.connect(
