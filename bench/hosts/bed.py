@@ -129,6 +129,23 @@ class Bed:
     def registry(self) -> str:
         return f"etcd://{self['etcd'].address}:{ETCD_PORT}"
 
+    def _state_of(self, host: str) -> Path:
+        """The host's own state directory, holding the bed's one development CA: the hosts
+        are one trust domain, as machines whose identities one issuer signs (each host
+        making a CA of its own, no host could verify another's cells)."""
+        state = self.dir / f"state-{host}"
+        if not state.exists():
+            from orchestro.security.ca import DevelopmentCA
+            from orchestro.security.spiffe import DEFAULT_TRUST_DOMAIN
+
+            shared = self.dir / "trust" / "ca"
+            if not shared.exists():
+                shared.parent.mkdir(mode=0o700)
+                DevelopmentCA.load_or_create(shared, trust_domain=DEFAULT_TRUST_DOMAIN)
+            state.mkdir(mode=0o700)
+            shutil.copytree(shared, state / "ca")  # modes kept: the key stays 0600
+        return state
+
     def spawn(
         self, host: str, name: str, args: list[str], env: dict[str, str] | None = None
     ) -> Proc:
@@ -139,7 +156,7 @@ class Bed:
         full_env = {
             **os.environ,
             "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}",
-            "ORCHESTRO_STATE_DIR": str(self.dir / f"state-{host}"),
+            "ORCHESTRO_STATE_DIR": str(self._state_of(host)),
             "BED_HOST": host,
             "PYTHONUNBUFFERED": "1",
             **(env or {}),

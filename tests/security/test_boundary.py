@@ -314,3 +314,33 @@ async def test_each_calling_cell_has_its_own_binding_and_pool_kept_alive(state: 
             assert vault.security.tls.handshakes >= 2  # the teller's and the auditor's
     finally:
         await vault.drain()
+
+
+async def test_a_callee_of_another_ca_fails_the_call_at_once_saying_why(
+    tmp_path: Path, state: Path
+) -> None:
+    """A caller whose bundle does not hold the callee's CA: the call fails with the reason
+    and what to check, not a generic connection error."""
+    from orchestro.errors import TransportError
+    from orchestro.mesh.transports.base import CallRequest
+    from orchestro.mesh.transports.http import HttpTransport
+    from orchestro.security.ca import DevelopmentCA
+    from orchestro.security.tls import CellTLS
+
+    vault = CellHost(Vault, port=0, security=security("vault", dt.datetime.now(dt.UTC)))
+    await vault.start()
+    foreign = await asyncio.to_thread(
+        DevelopmentCA.load_or_create, tmp_path / "foreign", trust_domain="orchestro.local"
+    )
+    transport = HttpTransport(tls=CellTLS(foreign.issue("teller")))
+    try:
+        with pytest.raises(TransportError) as info:
+            await transport.send(
+                vault.registry_record(), CallRequest("GET", "/secret", operation="secret"), 5.0
+            )
+        message = str(info.value)
+        assert "its certificate did not verify" in message
+        assert "certs show CERT --cell vault" in message
+    finally:
+        await transport.aclose()
+        await vault.drain()

@@ -140,6 +140,16 @@ class HttpTransport:
                 f"{self._connect_timeout} s",
                 connect=True,
             ) from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            # Another trust domain, or a CA this cell's bundle does not hold: no retry will
+            # change that, but another instance may hold a certificate of the right CA.
+            raise TransportError(
+                f"cannot call {instance.mesh_url or instance.url}: its certificate did not "
+                f"verify ({exc.certificate_error}); the cells' identities must come from one "
+                "CA (the trust domain's bundle): `python -m orchestro certs show CERT --cell "
+                f"{instance.cell}` says why a certificate does not verify",
+                connect=True,
+            ) from exc
         except aiohttp.ClientConnectorError as exc:
             # The address actually dialled: the mesh listener's when called over mutual TLS (a
             # refused handshake lands here, its reason in os_error).
