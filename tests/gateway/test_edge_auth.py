@@ -261,6 +261,8 @@ class JwksServer:
     def __init__(self, document: dict[str, Any]) -> None:
         self.document = document
         self.failing = False
+        self.redirect: str | None = None  # answer 302 to this URL instead
+        self.padding = 0  # bytes of whitespace after the document
         self.hits = 0
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -269,6 +271,11 @@ class JwksServer:
         self.hits += 1
         if self.failing:
             return web.Response(status=500, text="down")
+        if self.redirect is not None:
+            raise web.HTTPFound(self.redirect)
+        if self.padding:
+            text = json.dumps(self.document) + " " * self.padding
+            return web.Response(text=text, content_type="application/json")
         return web.json_response(self.document)
 
     async def __aenter__(self) -> JwksServer:
@@ -334,6 +341,23 @@ async def test_an_unreachable_jwks_with_no_keys_yet_is_503_not_401(keys: Keys) -
         answer = await client.get("/me", headers=bearer(keys.token()))
         assert answer.status == 503
         assert "could not be loaded" in answer.json()["detail"]
+
+
+async def test_a_jwks_url_that_redirects_or_answers_too_much_loads_no_keys(
+    keys: Keys, jwks_server: JwksServer
+) -> None:
+    # A redirect could lead off the https URL the settings allow; a body of megabytes is no
+    # key set: neither is followed or read whole, and no key means 503, never a pass.
+    jwks_server.redirect = jwks_server.url.replace("/.well-known/jwks.json", "/elsewhere")
+    async with CellClient(Shop, auth=settings_for(jwks_server.url)) as client:
+        assert (await client.get("/me", headers=bearer(keys.token()))).status == 503
+    jwks_server.redirect = None
+    jwks_server.padding = 2 << 20
+    async with CellClient(Shop, auth=settings_for(jwks_server.url)) as client:
+        assert (await client.get("/me", headers=bearer(keys.token()))).status == 503
+    jwks_server.padding = 0
+    async with CellClient(Shop, auth=settings_for(jwks_server.url)) as client:
+        assert (await client.get("/me", headers=bearer(keys.token()))).status == 200
 
 
 def test_a_jwks_over_plain_http_to_another_machine_is_refused() -> None:

@@ -32,6 +32,8 @@ _log = logging.getLogger("orchestro.gateway.auth")
 
 MIN_REFETCH: Final = 10.0  # seconds between two fetches of a JWKS URL, whatever asks
 FETCH_TIMEOUT: Final = 5.0
+# A key set is a few KiB; a larger answer is not one (and is not read whole into memory).
+MAX_JWKS_BYTES: Final = 1 << 20
 
 # The EC curve each ES algorithm signs with; the key types each family needs.
 _CURVES: Final = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
@@ -144,11 +146,20 @@ class JsonWebKeys:
             timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT)
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
-                session.get(self.source, headers={"Accept": "application/json"}) as answer,
+                # No redirects: one to plain http (or elsewhere) would get around the
+                # https-only check of the URL.
+                session.get(
+                    self.source, headers={"Accept": "application/json"}, allow_redirects=False
+                ) as answer,
             ):
                 if answer.status != 200:
                     raise ValueError(f"it answered {answer.status}")
-                document = await answer.json(content_type=None)
+                body = bytearray()
+                async for chunk in answer.content.iter_any():
+                    body += chunk
+                    if len(body) > MAX_JWKS_BYTES:
+                        raise ValueError(f"its answer is larger than {MAX_JWKS_BYTES} bytes")
+                document = json.loads(body)
             self._install(document)
         except Exception as exc:  # a failed refresh keeps the last good set
             _log.warning(
