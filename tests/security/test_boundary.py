@@ -344,3 +344,24 @@ async def test_a_callee_of_another_ca_fails_the_call_at_once_saying_why(
     finally:
         await transport.aclose()
         await vault.drain()
+
+
+async def test_a_peer_that_never_speaks_tls_is_dropped_at_the_handshake_deadline(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A socket to the mesh port that says nothing is closed once the handshake deadline
+    passes (asyncio's 60 s otherwise, uncounted by the connection limits)."""
+    from orchestro.gateway import server
+
+    monkeypatch.setattr(server, "TLS_HANDSHAKE_TIMEOUT", 0.3)
+    vault = CellHost(Vault, port=0, security=security("vault", dt.datetime.now(dt.UTC)))
+    await vault.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", vault.mesh_port)
+        async with asyncio.timeout(10):  # an outcome, not a speed: the server hangs up
+            assert await reader.read() == b""
+        writer.close()
+        # The listener still serves a real handshake afterwards.
+        assert await call_secret(vault, security("teller", dt.datetime.now(dt.UTC))) == 200
+    finally:
+        await vault.drain()

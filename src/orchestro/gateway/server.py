@@ -333,6 +333,9 @@ _UNWIND = 0.5
 # How long a drain keeps idle keep-alive connections open for a request already on its way
 # (answered with Connection: close) before it closes them.
 IDLE_GRACE = 0.5
+# The most a TLS handshake may take on the mesh listener: Go's net/http figure
+# (TLSHandshakeTimeout, 10 s); asyncio's default is 60 s.
+TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 class Listener:
@@ -351,6 +354,7 @@ class Listener:
         self._drain_timeout = drain_timeout
         self._started = False
         self._shared: web.SockSite | None = None
+        self._tls: asyncio.Server | None = None  # the mesh listener's (see start)
         self.port = 0
 
     async def start(
@@ -359,14 +363,30 @@ class Listener:
         """Start listening (over TLS with ``ssl_context``); returns the bound port (useful
         when ``port`` is 0)."""
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         try:
-            await site.start()
+            if ssl_context is None:
+                site = web.TCPSite(self._runner, host, port)
+                await site.start()
+                self.port = int(self._runner.addresses[0][1])
+            else:
+                # Served by a server of our own rather than a TCPSite, for its handshake
+                # deadline: asyncio's default is 60 s, which lets anyone who can reach the
+                # port hold a socket that long without saying a word of TLS (uncounted: the
+                # connection limits start once the handshake is done).
+                assert self._runner.server is not None
+                self._tls = await asyncio.get_running_loop().create_server(
+                    self._runner.server,
+                    host,
+                    port,
+                    ssl=ssl_context,
+                    ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                    reuse_address=True,
+                )
+                self.port = int(self._tls.sockets[0].getsockname()[1])
         except OSError as exc:
             await self._runner.cleanup()
             raise StartupError(_bind_error(exc, host, port, cell)) from exc
         self._started = True
-        self.port = int(self._runner.addresses[0][1])
         return self.port
 
     async def share(self, shared: socket.socket) -> None:
@@ -395,6 +415,8 @@ class Listener:
         deadline = loop.time() + budget
         server = self._runner.server
         self._shared = None
+        if self._tls is not None:
+            self._tls.close()  # no new connections; the open ones are the server's below
         for site in list(self._runner.sites):
             await site.stop()  # new connections are refused (the shared queue stays)
         if isinstance(server, ProblemServer):
