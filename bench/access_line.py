@@ -18,11 +18,11 @@ import time
 
 from aiohttp.test_utils import make_mocked_request
 
-import orchestro.observability.server  # noqa: F401 - teaches RequestContext the request id
+import orchestro.gateway.telemetry  # noqa: F401 - teaches RequestContext the request id
 from orchestro.gateway.pipeline import Route
 from orchestro.gateway.problem import REQUEST_ID_KEY
+from orchestro.gateway.route_meter import RouteMeter, _log_access
 from orchestro.observability import context, logs
-from orchestro.observability.route_meter import RouteMeter, _log_access
 
 
 class _Owner:

@@ -55,7 +55,7 @@ async def rate(call: Callable[[], Awaitable[Any]], calls: int, concurrency: int)
 
 async def local_rates(calls: int) -> tuple[float, float]:
     """Typed mesh calls to a cell in this process, and bare awaits of the same method."""
-    from orchestro import CellHost
+    from orchestro.host import CellHost
 
     async with Mesh("memory://") as local:
         host = CellHost(Greeter, host="127.0.0.1", port=0, mesh=local)

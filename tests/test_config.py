@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestro import ConfigurationError, GatewaySettings
-from orchestro.config import ConfigFile, RegistrySettings, find_config_file, load_settings
+from orchestro import ConfigurationError
+from orchestro.config import (
+    ConfigFile,
+    GatewaySettings,
+    RegistrySettings,
+    find_config_file,
+    load_settings,
+)
 from orchestro.mesh.policy import policies_from_file
 
 from .conftest import run_cli

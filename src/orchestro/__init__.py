@@ -19,10 +19,10 @@ Run it with ``python -m orchestro run module_or_file.py``.
 
 from . import controller, mesh, observability
 from ._version import __version__
-from .cell import Body, CellHost, CellSpec, CellState, Header, Query, cell, service, spec_of
+from .cell import Body, Header, Query, cell, service, spec_of
 from .cell.edge import CORS
-from .config import GatewaySettings, TelemetrySettings
-from .controller.scaler import Scaling
+from .cell.response import Response
+from .cell.scaling import Scaling
 from .errors import (
     CallError,
     CellDefinitionError,
@@ -39,7 +39,6 @@ from .errors import (
     TargetError,
     TransportError,
 )
-from .gateway import Response
 from .mesh import CallPolicy, Mesh
 from .security import Caller
 
@@ -50,14 +49,10 @@ __all__ = [
     "CallPolicy",
     "Caller",
     "CellDefinitionError",
-    "CellHost",
-    "CellSpec",
-    "CellState",
     "CircuitOpenError",
     "ConfigurationError",
     "DeadlineExceeded",
     "DiscoveryError",
-    "GatewaySettings",
     "HTTPError",
     "Header",
     "Mesh",
@@ -70,7 +65,6 @@ __all__ = [
     "Scaling",
     "StartupError",
     "TargetError",
-    "TelemetrySettings",
     "TransportError",
     "__version__",
     "cell",

@@ -20,7 +20,7 @@ stale entries outnumber live ones), deadlines more than :data:`NEAR` seconds awa
 slots of :data:`COARSE` seconds (they fire up to a second late), and a deadline more than
 :data:`HORIZON` away — or not a finite number — is not armed at all: nothing orchestro runs
 lives that long, and the deadline header is clamped far below it
-(:data:`orchestro.mesh.deadline.MAX_DEADLINE_MS`).
+(:data:`orchestro.deadline.MAX_DEADLINE_MS`).
 
 A fired deadline cancels its task, and the code that started it turns that cancellation
 into its own error::

@@ -243,12 +243,13 @@ async def test_the_reserved_paths_are_the_paths_the_gateway_serves_itself(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The cell layer cannot import the gateway's list: this pins that the two agree.
-    from orchestro.cell import RESERVED_PATHS, host
+    from orchestro.cell import RESERVED_PATHS
     from orchestro.gateway import app
+    from orchestro.host import listeners
     from orchestro.testing import CellClient
 
     served: set[str] = set()
-    health_handlers, build_gateway = app.health_handlers, host.build_gateway
+    health_handlers, build_gateway = app.health_handlers, listeners.build_gateway
 
     def health(*args: Any, **kwargs: Any) -> Any:
         handlers = health_handlers(*args, **kwargs)
@@ -260,7 +261,7 @@ async def test_the_reserved_paths_are_the_paths_the_gateway_serves_itself(
         return build_gateway(*args, **kwargs)
 
     monkeypatch.setattr(app, "health_handlers", health)
-    monkeypatch.setattr(host, "build_gateway", build)
+    monkeypatch.setattr(listeners, "build_gateway", build)
 
     @cell("plain")
     class Plain:

@@ -9,7 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from orchestro import CellHost, CellState, StartupError, cell, service
+from orchestro import StartupError, cell, service
+from orchestro.host import CellHost, CellState
 from orchestro.testing import CellClient, make_cell
 
 
@@ -112,7 +113,7 @@ async def test_drain_finishes_requests_in_flight_and_refuses_new_ones() -> None:
 
 
 async def test_drain_cancels_requests_past_the_drain_timeout() -> None:
-    from orchestro import GatewaySettings
+    from orchestro.config import GatewaySettings
 
     instance = make_cell(Lifecycle)
     host = CellHost(instance, host="127.0.0.1", port=0, settings=GatewaySettings(drain_timeout=0.2))

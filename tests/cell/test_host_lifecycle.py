@@ -11,9 +11,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from orchestro import CellHost, CellState, GatewaySettings, Mesh, StartupError, cell, service
-from orchestro.cell import host as host_module
+from orchestro import Mesh, StartupError, cell, service
+from orchestro.config import GatewaySettings
 from orchestro.gateway.server import Listener
+from orchestro.host import CellHost, CellState
+from orchestro.host import cell as host_module
+from orchestro.host import listeners as listeners_module
+from orchestro.host import steps as steps_module
 from orchestro.observability.telemetry import get_telemetry
 from orchestro.registry import Registration, open_registry
 
@@ -74,7 +78,7 @@ async def test_a_failed_start_undoes_every_step_that_ran(
     if step == "telemetry":
         monkeypatch.setattr(host_module.ServerTelemetry, "start", _boom)
     elif step == "gateway":
-        monkeypatch.setattr(host_module, "build_gateway", _boom)
+        monkeypatch.setattr(listeners_module, "build_gateway", _boom)
     elif step == "listen":
         monkeypatch.setattr(Listener, "start", _aboom)
     elif step == "on_start":
@@ -209,7 +213,7 @@ async def test_the_machine_address_is_resolved_off_the_loop(
         raise AssertionError("socket.gethostbyname blocks the loop")
 
     monkeypatch.setattr(socket, "gethostbyname", blocking)
-    address = await host_module._this_machine()  # the loop's getaddrinfo (a thread)
+    address = await steps_module.this_machine()  # the loop's getaddrinfo (a thread)
     assert address
     # Never started, never listening (loopback only here): the record uses the address
     # found once at start instead of resolving again.

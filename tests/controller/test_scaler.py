@@ -7,7 +7,8 @@ from collections.abc import Callable
 import pytest
 from pydantic import ValidationError
 
-from orchestro.controller.scaler import Decision, Sample, Scaler, Scaling
+from orchestro.cell.scaling import Scaling
+from orchestro.controller.scaler import Decision, Sample, Scaler
 
 
 def replay(

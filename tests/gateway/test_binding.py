@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from orchestro import GatewaySettings
+from orchestro.config import GatewaySettings
 from orchestro.testing import CellClient
 
 from .cells import Binder

@@ -11,7 +11,8 @@ import json
 import aiohttp
 from pydantic import BaseModel
 
-from orchestro import GatewaySettings, cell, service
+from orchestro import cell, service
+from orchestro.config import GatewaySettings
 from orchestro.testing import CellClient
 
 

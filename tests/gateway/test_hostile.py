@@ -13,9 +13,9 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from orchestro import CellDefinitionError, cell, service, spec_of
+from orchestro.deadline import DEADLINE_HEADER
 from orchestro.gateway.admission import Gate
 from orchestro.gateway.app import build_gateway
-from orchestro.mesh.deadline import DEADLINE_HEADER
 from orchestro.testing import CellClient
 from orchestro.timer import running_timer
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from orchestro import GatewaySettings, cell, service
+from orchestro import cell, service
+from orchestro.config import GatewaySettings
 from orchestro.testing import CellClient
 
 

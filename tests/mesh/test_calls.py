@@ -11,7 +11,6 @@ from pydantic import BaseModel
 
 from orchestro import (
     CallPolicy,
-    CellHost,
     DeadlineExceeded,
     Header,
     HTTPError,
@@ -22,6 +21,7 @@ from orchestro import (
     cell,
     service,
 )
+from orchestro.host import CellHost
 from orchestro.registry import Registration, RegistryView
 from orchestro.registry.memory import MemoryRegistry
 

@@ -13,7 +13,6 @@ from pydantic import BaseModel, ValidationError
 
 from orchestro import (
     CallPolicy,
-    CellHost,
     DeadlineExceeded,
     Header,
     HTTPError,
@@ -23,6 +22,7 @@ from orchestro import (
     service,
 )
 from orchestro.config import GatewaySettings
+from orchestro.host import CellHost
 from orchestro.registry import Registration, RegistryView
 from orchestro.registry.memory import MemoryRegistry
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestro.mesh.deadline import MAX_DEADLINE_MS, InvalidDeadline, parse_deadline
+from orchestro.deadline import MAX_DEADLINE_MS, InvalidDeadline, parse_deadline
 
 
 def remaining_ms(value: str) -> float:

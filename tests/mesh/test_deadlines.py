@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from orchestro import CallPolicy, Mesh, RemoteError, cell, service
+from orchestro.deadline import DEADLINE_HEADER, EXPIRED_HEADER
 from orchestro.errors import DeadlineExceeded
-from orchestro.mesh.deadline import DEADLINE_HEADER, EXPIRED_HEADER
 from orchestro.mesh.transports.base import CallResponse
 from orchestro.testing import CellClient, MockTransport
 

@@ -12,7 +12,7 @@ import pytest
 from orchestro import CallPolicy, Mesh, NoInstancesError, RemoteError, TransportError
 from orchestro.errors import CallError
 from orchestro.gateway.admission import UNPROCESSED_HEADER as GATEWAY_HEADER
-from orchestro.mesh import core
+from orchestro.mesh import pipeline
 from orchestro.mesh.outcomes import UNPROCESSED_HEADER, retryable, unprocessed
 from orchestro.mesh.target import DRAINING_MARK
 from orchestro.mesh.transports.base import CallRequest, CallResponse
@@ -42,7 +42,7 @@ def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         await real_sleep(0)
         return result
 
-    monkeypatch.setattr(core.asyncio, "sleep", sleep)
+    monkeypatch.setattr(pipeline.asyncio, "sleep", sleep)
     return seen
 
 

@@ -173,11 +173,11 @@ def test_close_writes_every_buffered_line_when_the_stream_is_writable() -> None:
 def test_the_fast_access_line_is_what_the_json_formatter_writes() -> None:
     from aiohttp.test_utils import make_mocked_request
 
-    import orchestro.observability.server  # noqa: F401 - reads request ids
+    import orchestro.gateway.telemetry  # noqa: F401 - reads request ids
     from orchestro.gateway.pipeline import Route
     from orchestro.gateway.problem import REQUEST_ID_KEY
+    from orchestro.gateway.route_meter import RouteMeter, _log_access
     from orchestro.observability import context
-    from orchestro.observability.route_meter import RouteMeter, _log_access
 
     class Owner:
         _telemetry = None

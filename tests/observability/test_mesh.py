@@ -8,7 +8,8 @@ from typing import Annotated
 import pytest
 from opentelemetry.trace import SpanKind
 
-from orchestro import CellHost, Header, HTTPError, Mesh, cell, mesh, service
+from orchestro import Header, HTTPError, Mesh, cell, mesh, service
+from orchestro.host import CellHost
 from orchestro.observability.context import parse_traceparent
 from orchestro.registry import Registration
 from orchestro.registry.memory import MemoryRegistry
@@ -167,7 +168,7 @@ async def test_local_calls_are_traced_the_same_way(spans: CapturedSpans) -> None
 
 async def test_ejections_are_counted_per_target() -> None:
     from orchestro.mesh.breaker import OutlierDetector
-    from orchestro.observability.client import MeshTelemetry
+    from orchestro.mesh.telemetry import MeshTelemetry
     from orchestro.observability.telemetry import get_telemetry
     from orchestro.testing import FakeClock
 

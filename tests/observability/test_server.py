@@ -255,8 +255,8 @@ async def test_a_cells_own_telemetry_joins_orchestros(
 
 def test_the_load_reports_p95_is_a_sliding_window_that_reads_do_not_change() -> None:
     from orchestro.gateway.admission import Gate
-    from orchestro.observability.route_meter import CELL_ATTRIBUTE
-    from orchestro.observability.server import P95_WINDOW, ServerTelemetry
+    from orchestro.gateway.telemetry import P95_WINDOW, ServerTelemetry
+    from orchestro.observability.context import CELL_ATTRIBUTE
     from orchestro.observability.telemetry import Telemetry
 
     now = [100.0]

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from orchestro import CellHost, DiscoveryError, cell, service
+from orchestro import DiscoveryError, cell, service
+from orchestro.host import CellHost
 from orchestro.registry import (
     Instance,
     InstanceState,

@@ -16,14 +16,14 @@ import pytest
 from examples.vault import Auditor, Shop, Teller, Vault
 
 from orchestro import Mesh, cell, service
-from orchestro.cell.host import CellHost
 from orchestro.errors import CellDefinitionError, HTTPError, RemoteError
+from orchestro.host import CellHost
 from orchestro.mesh import callee_name, clients_of
 from orchestro.security import ANONYMOUS
 from orchestro.security.boundary import CellSecurity
 from orchestro.security.policy import PolicyMode
 from orchestro.security.settings import SecuritySettings
-from orchestro.testing import CellClient
+from orchestro.testing import CellClient, read_metrics
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -131,6 +131,14 @@ async def test_audit_mode_counts_and_serves_in_process_too(
                 await shop.instance.peek()  # served: the shop read the secret
             await shop.instance.vault.secret()
             assert vault.refusals.counts == {("GET /secret", "shop", "allow"): 2}
+            assert (
+                read_metrics().value(
+                    "orchestro_policy_audit_refusals_total",
+                    orchestro_operation="GET /secret",
+                    orchestro_caller="shop",
+                )
+                == 2
+            )
             logged = [r.getMessage() for r in caplog.records if "policy audit" in r.getMessage()]
             assert len(logged) == 1  # once per operation and caller; the count says the rest
         finally:

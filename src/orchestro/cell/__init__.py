@@ -1,16 +1,13 @@
 """Cells: the unit a user writes, runs and scales."""
 
 from .decorators import RESERVED_PATHS, cell, service
-from .host import CellHost, CellState
 from .params import Body, Header, Query
 from .spec import CellSpec, OperationSpec, ParamSource, ParamSpec, ServiceSpec, spec_of
 
 __all__ = [
     "RESERVED_PATHS",
     "Body",
-    "CellHost",
     "CellSpec",
-    "CellState",
     "Header",
     "OperationSpec",
     "ParamSource",

@@ -21,11 +21,11 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, TypeVar, cast
 
-from ..controller.scaler import Scaling
 from ..errors import CellDefinitionError
 from .edge import CORS, parse_auth, parse_rate_limit
+from .scaling import Scaling
 from .signature import analyse
-from .spec import CELL_ATTR, SERVICE_ATTR, CellSpec, OperationSpec, ServiceSpec
+from .spec import CELL_ATTR, PATH_PARAM, SERVICE_ATTR, CellSpec, OperationSpec, ServiceSpec
 
 __all__ = ["RESERVED_PATHS", "cell", "service"]
 
@@ -34,7 +34,7 @@ C = TypeVar("C", bound=type[Any])
 
 # Paths the gateway serves itself, checked here at import so that a clash is found before a
 # start (the gateway refuses them again at start). The gateway builds its own list from the
-# handlers it mounts (gateway/health.py, and cell/host.py's /metrics and /prometheus/sd); the
+# handlers it mounts (gateway/health.py, and the /metrics and /prometheus/sd of host/cell.py); the
 # cell layer cannot import it from there, so a test pins that the two agree. /_orchestro/ is
 # reserved so that later capabilities (admin) never break a user's routes.
 RESERVED_PATHS: Final = frozenset(
@@ -43,7 +43,6 @@ RESERVED_PATHS: Final = frozenset(
 RESERVED_PREFIX: Final = "/_orchestro/"
 
 _CELL_NAME = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_PATH_PARAM = re.compile(r"\{([^{}]*)\}")
 _SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%-]*$")
 _IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
@@ -305,8 +304,8 @@ def _check_path(path: str, where: str) -> None:
             f"{', '.join(sorted(RESERVED_PATHS))}, {RESERVED_PREFIX}*): choose another path"
         )
     for segment in path.split("/")[1:]:
-        names = _PATH_PARAM.findall(segment)
-        rest = _PATH_PARAM.sub("", segment)
+        names = PATH_PARAM.findall(segment)
+        rest = PATH_PARAM.sub("", segment)
         if "{" in rest or "}" in rest or not _SEGMENT.match(rest):
             raise CellDefinitionError(
                 f"{where}: path {path!r} has a malformed segment {segment!r}: use literal "
@@ -325,13 +324,9 @@ def _check_path(path: str, where: str) -> None:
                 )
 
 
-def path_params(path: str) -> list[str]:
-    return _PATH_PARAM.findall(path)
-
-
 def _route_key(path: str) -> str:
     """Paths that match the same requests map to the same key."""
-    return _PATH_PARAM.sub("{}", path)
+    return PATH_PARAM.sub("{}", path)
 
 
 def _check_routes(where: str, operations: tuple[OperationSpec, ...]) -> None:

@@ -24,7 +24,16 @@ from pydantic import BaseModel, PydanticUndefinedAnnotation, PydanticUserError, 
 from ..errors import CellDefinitionError
 from ..security.identity import Caller
 from .params import Body, Header, Query
-from .spec import REQUIRED, SERVICE_ATTR, OperationSpec, ParamSource, ParamSpec, ServiceSpec
+from .response import Response
+from .spec import (
+    REQUIRED,
+    SERVICE_ATTR,
+    OperationSpec,
+    ParamSource,
+    ParamSpec,
+    ServiceSpec,
+    path_params,
+)
 
 __all__ = ["analyse", "is_response_type", "strip_optional"]
 
@@ -48,8 +57,6 @@ _NO_BODY_METHODS = frozenset({"GET", "HEAD"})
 
 def analyse(cls: type[Any], attr: str, func: Callable[..., Any]) -> OperationSpec:
     """Analyse one ``@service`` method of ``cls``."""
-    from .decorators import path_params  # local: decorators imports this module
-
     spec: ServiceSpec = getattr(func, SERVICE_ATTR)
     where = f"{cls.__qualname__}.{attr}"
     try:
@@ -239,8 +246,6 @@ def strip_optional(tp: Any) -> Any:
 
 
 def is_response_type(tp: Any) -> bool:
-    from ..gateway.responses import Response
-
     return tp is Response or get_origin(tp) is Response
 
 

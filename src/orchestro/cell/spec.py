@@ -7,12 +7,13 @@ function unchanged. Everything else (gateway, OpenAPI, test kit) reads the specs
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ..controller.scaler import Scaling
 from .edge import CORS, RateLimit
+from .scaling import Scaling
 
 __all__ = [
     "CELL_ATTR",
@@ -23,11 +24,13 @@ __all__ = [
     "ParamSource",
     "ParamSpec",
     "ServiceSpec",
+    "path_params",
     "spec_of",
 ]
 
 CELL_ATTR: Final = "__orchestro_cell__"
 SERVICE_ATTR: Final = "__orchestro_service__"
+PATH_PARAM: Final = re.compile(r"\{([^{}]*)\}")  # a path's {name} parameters
 
 
 class _Required:
@@ -149,3 +152,8 @@ def spec_of(cell: type[Any] | object) -> CellSpec:
     if not isinstance(spec, CellSpec):
         raise TypeError(f'{cls.__qualname__} is not a cell: decorate it with @cell("name")')
     return spec
+
+
+def path_params(path: str) -> list[str]:
+    """The names of a route path's ``{name}`` parameters, in order."""
+    return PATH_PARAM.findall(path)

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..cell.scaling import scalings_from_config
 from ..cell.spec import spec_of
 from ..config import ConfigFile, GatewaySettings, error_text, load_settings
 from ..deploy import App, DeployOptions, compose, dockerfile, dockerignore, manifests
@@ -23,7 +24,6 @@ from ..deploy.app import app_name, check_options, container_target
 from ..errors import ConfigurationError
 from .importer import load_cells
 from .options import add_settings_flags, settings_flags
-from .run import cell_scalings
 
 __all__ = ["add_parser", "deploy", "load_app"]
 
@@ -132,7 +132,7 @@ def load_app(
         container_target(target),
         specs,
         options,
-        cell_scalings(specs, file),
+        scalings_from_config({x.name: x.scaling for x in specs}, file),
         gateway,
     )
 

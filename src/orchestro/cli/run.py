@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..background import Background
-from ..cell.host import CellHost
-from ..cell.spec import CellSpec, spec_of
+from ..cell.scaling import MAX_REPLICAS, scalings_from_config
+from ..cell.spec import spec_of
 from ..config import (
     AuthSettings,
     ConfigFile,
@@ -33,8 +33,8 @@ from ..config import (
     TelemetrySettings,
     load_settings,
 )
-from ..controller.scaler import Scaling, merge_scaling, scaling_from_file
 from ..errors import ConfigurationError, StartupError
+from ..host import CellHost
 from ..mesh import Mesh, callee_name, clients_of
 from ..mesh.policy import policies_from_file
 from ..observability import configure, configure_logging
@@ -49,7 +49,6 @@ from .signals import Mode, StopSignals, ignore_after_loop
 __all__ = ["add_parser", "run"]
 
 _log = logging.getLogger("orchestro.run")
-MAX_REPLICAS = 256
 # The [security] settings that are also flags (the files and lifetimes live in the file/env).
 SECURITY_FLAGS = ("mesh_tls", "mesh_port", "policy")
 # A forced exit deregisters within this many seconds, then exits whatever the registry does.
@@ -177,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     graph = call_graph(load_cells(args.target, [])) if security.policy != "declared" else None
     if args.shared_fd is None:
         specs = [spec_of(c) for c in cells]
-        declared = cell_scalings(specs, file)
+        declared = scalings_from_config({x.name: x.scaling for x in specs}, file)
         if args.replicas is not None or any(s.min > 1 or s.autoscales for s in declared.values()):
             from .supervise import supervise
 
@@ -268,17 +267,6 @@ def call_graph(cells: Sequence[type[Any]]) -> dict[str, tuple[str, ...]]:
             if callee is not None:
                 callers.setdefault(callee, set()).add(name)
     return {callee: tuple(sorted(found)) for callee, found in callers.items()}
-
-
-def cell_scalings(specs: Sequence[CellSpec], file: ConfigFile) -> dict[str, Scaling]:
-    """Each cell's Scaling: its decorator's, then ``[scaling.cells.NAME]`` of the file."""
-    tables = scaling_from_file(file.sections, file.where)
-    return {
-        spec.name: merge_scaling(
-            spec.scaling, tables.get(spec.name, {}), file.where(f"scaling.cells.{spec.name}")
-        )
-        for spec in specs
-    }
 
 
 async def _serve_registered(

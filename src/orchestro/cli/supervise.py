@@ -17,17 +17,16 @@ import signal
 from collections.abc import Callable, Sequence
 
 from ..background import Background
+from ..cell.scaling import MAX_REPLICAS, Scaling, scalings_from_config
 from ..cell.spec import CellSpec
 from ..config import ConfigFile, GatewaySettings, RegistrySettings, RunSettings, TelemetrySettings
 from ..controller.admin import AdminServer
 from ..controller.relay import OutputRelay
-from ..controller.scaler import Scaling
 from ..controller.supervisor import Supervisor, SupervisorSettings
 from ..errors import ConfigurationError
 from ..registry import open_registry
 from ..security.settings import SecuritySettings
 from .options import settings_flags
-from .run import MAX_REPLICAS, cell_scalings
 from .signals import Mode, StopSignals, ignore_after_loop
 
 __all__ = ["supervise"]
@@ -45,7 +44,9 @@ def supervise(
     """Run ``specs`` (with their ``declared`` scaling) as supervised, scaled replicas."""
 
     def reload() -> dict[str, Scaling]:
-        return cell_scalings(specs, ConfigFile.load(args.config))
+        return scalings_from_config(
+            {x.name: x.scaling for x in specs}, ConfigFile.load(args.config)
+        )
 
     passed: list[str] = []
     if args.config is not None:

@@ -21,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ..cell.scaling import Scaling
 from .events import Event, EventLog
-from .scaler import Decision, Sample, Scaler, Scaling
+from .scaler import Decision, Sample, Scaler
 
 __all__ = [
     "Actions",

@@ -15,9 +15,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..cell.scaling import Scaling
 from ..cell.spec import CellSpec
 from ..errors import StartupError
-from .scaler import Sample, Scaler, Scaling
+from .scaler import Sample, Scaler
 
 __all__ = ["CellGroup", "Replica", "SupervisorSettings", "listen", "url_host"]
 

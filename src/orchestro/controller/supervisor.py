@@ -43,6 +43,7 @@ from typing import Any
 import aiohttp
 
 from ..background import Background, exponential
+from ..cell.scaling import Scaling
 from ..cell.spec import CellSpec
 from ..errors import ConfigurationError, DiscoveryError
 from ..registry.base import Registry
@@ -50,7 +51,7 @@ from .events import EventLog
 from .metrics import instrument
 from .relay import OutputRelay
 from .replicas import CellGroup, Replica, SupervisorSettings, listen, url_host
-from .scaler import Scaler, Scaling
+from .scaler import Scaler
 
 __all__ = ["CellGroup", "Replica", "Supervisor", "SupervisorSettings"]
 

@@ -19,9 +19,9 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..cell.scaling import Scaling
 from ..cell.spec import CELL_ATTR, CellSpec
 from ..config import GatewaySettings
-from ..controller.scaler import Scaling
 from ..errors import ConfigurationError
 from ..mesh import clients_of
 from ..security import spiffe

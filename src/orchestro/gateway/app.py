@@ -26,13 +26,13 @@ from aiohttp.streams import StreamReader
 from ..cell.spec import CellSpec
 from ..config import AuthSettings, GatewaySettings
 from ..errors import CellDefinitionError, HTTPError
-from ..observability.server import ServerTelemetry
 from ..security.identity import IdentityResolver, anonymous
 from .admission import Admission, Gate
 from .auth import AuthStep
 from .binding import Binder
 from .cors import CorsStep, preflight_handler
 from .health import health_handlers
+from .ingress import IngressLimits, ProblemServer
 from .openapi import build_openapi
 from .pipeline import (
     CompiledRoute,
@@ -46,8 +46,8 @@ from .pipeline import (
 )
 from .ratelimit import RateLimitStep
 from .router import Router
-from .server import IngressLimits, ProblemServer
 from .steps import AccessStep
+from .telemetry import ServerTelemetry
 from .tokens import TokenVerifier
 
 __all__ = ["Gateway", "build_gateway"]

@@ -35,14 +35,14 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from ..cell.spec import CellSpec, OperationSpec
-from ..errors import HTTPError
-from ..mesh.deadline import (
+from ..deadline import (
     DEADLINE_HEADER,
     EXPIRED_HEADER,
     InvalidDeadline,
     parse_deadline,
     set_deadline,
 )
+from ..errors import HTTPError
 from ..observability.context import set_current
 from ..timer import DeadlineTimer, timer_for
 from .admission import Admission
@@ -128,7 +128,7 @@ class Endpoint:
 
 class Meter(Protocol):
     """A route's telemetry, run by the pipeline's frame around all of its steps (see
-    :class:`orchestro.observability.route_meter.RouteMeter`): the frame reads the clock and sets
+    :class:`orchestro.gateway.route_meter.RouteMeter`): the frame reads the clock and sets
     the request context itself, inline, and calls :meth:`end` once."""
 
     cell: str

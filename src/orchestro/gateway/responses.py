@@ -15,51 +15,21 @@ what is wrong, never served as if it were right::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import pydantic_core
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from ..cell.response import Response
 from ..cell.spec import OperationSpec
 from ..errors import HTTPError
 
 __all__ = ["Response", "renderer"]
 
-T = TypeVar("T")
-
 _JSON = "application/json"
 _log = logging.getLogger("orchestro.gateway")
-
-
-class Response(Generic[T]):
-    """An answer with an explicit status, headers or media type.
-
-    ``content`` is serialised like a plain return value (JSON), unless it is ``bytes`` or
-    ``str``, which are sent as they are with ``media_type`` (default
-    ``application/octet-stream`` and ``text/plain``).
-    """
-
-    __slots__ = ("content", "headers", "media_type", "status")
-
-    def __init__(
-        self,
-        content: T | None = None,
-        *,
-        status: int = 200,
-        headers: Mapping[str, str] | None = None,
-        media_type: str | None = None,
-    ) -> None:
-        if not 100 <= status <= 599:
-            raise ValueError(f"Response status must be 100-599, not {status}")
-        self.content = content
-        self.status = status
-        self.headers = dict(headers or {})
-        self.media_type = media_type
-
-    def __repr__(self) -> str:
-        return f"Response(status={self.status}, content={self.content!r})"
 
 
 def renderer(op: OperationSpec) -> Callable[[Any], web.Response]:

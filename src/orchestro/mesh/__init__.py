@@ -59,7 +59,7 @@ class _ClientAttribute(Generic[T]):
         if bound is None:
             raise ConfigurationError(
                 f"{type(instance).__qualname__}.{self.name}: this cell has no mesh; run it with "
-                "`orchestro run` (or CellHost(..., mesh=...)), or replace the client in tests: "
+                "`orchestro run` (or CellClient(..., mesh=...) in tests), or replace the client: "
                 f"make_cell({type(instance).__qualname__}, {self.name}=fake)"
             )
         return bound.client(self.target, policy=self.policy, fallback=self.fallback)

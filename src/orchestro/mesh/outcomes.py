@@ -8,9 +8,9 @@ import contextlib
 import json
 from typing import Any, Final
 
+from ..deadline import EXPIRED_HEADER
 from ..errors import CallError, DeadlineExceeded, RemoteError, TransportError
 from ..registry import Instance
-from .deadline import EXPIRED_HEADER
 from .transports.base import CallRequest, CallResponse
 
 __all__ = [

@@ -5,18 +5,16 @@ from __future__ import annotations
 import enum
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import pydantic_core
 from pydantic import TypeAdapter
 from yarl import URL
 
 from ..errors import CallError
+from .calls import Calls
 from .policy import CallPolicy
 from .transports.base import CallRequest
-
-if TYPE_CHECKING:
-    from .core import Mesh
 
 __all__ = ["RawClient", "text"]
 
@@ -33,7 +31,7 @@ class RawClient:
     ```
     """
 
-    def __init__(self, mesh: Mesh, cell: str, policy: CallPolicy | None) -> None:
+    def __init__(self, mesh: Calls, cell: str, policy: CallPolicy | None) -> None:
         self._mesh = mesh
         self.cell = cell
         self._policy = policy

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from pydantic import TypeAdapter
@@ -23,18 +23,16 @@ from pydantic import TypeAdapter
 from ..cell.signature import strip_optional
 from ..cell.spec import OperationSpec, ParamSource, spec_of
 from ..errors import CallError, ConfigurationError
+from .calls import Calls
 from .policy import CallPolicy
 from .raw import text as _text
 from .transports.base import CallRequest, CallResponse
-
-if TYPE_CHECKING:
-    from .core import Mesh
 
 __all__ = ["build_stub"]
 
 
 def build_stub(
-    mesh: Mesh,
+    mesh: Calls,
     cls: type[Any],
     policy: CallPolicy | None,
     fallbacks: dict[str, Callable[..., Any]] | None = None,
@@ -76,7 +74,7 @@ def _with_fallback(
 
 
 def _method(
-    mesh: Mesh, cell: str, cls: type[Any], op: OperationSpec, policy: CallPolicy | None
+    mesh: Calls, cell: str, cls: type[Any], op: OperationSpec, policy: CallPolicy | None
 ) -> Callable[..., Awaitable[Any]]:
     signature = inspect.signature(getattr(cls, op.name))
     params = [p for p in op.params if p.source not in (ParamSource.REQUEST, ParamSource.CALLER)]

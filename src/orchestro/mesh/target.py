@@ -8,6 +8,7 @@ instance, request and headers.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from tenacity import wait_random_exponential
@@ -20,7 +21,7 @@ from .clock import Clock
 from .policy import CallPolicy
 from .transports.base import CallRequest
 
-__all__ = ["DRAINING_MARK", "AttemptTimer", "Pick", "Target"]
+__all__ = ["DRAINING_MARK", "MAX_TARGETS", "AttemptTimer", "Pick", "Target", "TargetTable"]
 
 # How long an instance that answered "draining" is skipped (seconds). The mark bridges the
 # registry view's lag (a poll or a TTL of a few seconds); it must expire on its own, since for
@@ -211,3 +212,79 @@ class Pick:
         self.ids = ids
         self.ended = started
         self.span: Any = None
+
+
+# Bounds on what is kept per policy: a Target per (cell, policy value). Code that makes a
+# policy per call would otherwise grow the table forever.
+MAX_TARGETS = 256
+
+
+class TargetTable:
+    """The :class:`Target` of each (cell, policy value): equal policies share one, at most
+    :data:`MAX_TARGETS` (the least recently used is dropped, and made again from scratch if it
+    is needed later).
+
+    It is indexed by the policy object's identity too (hashing a pydantic model costs
+    microseconds a call); the index keeps the policy object, so that its id cannot be reused
+    while indexed. Each call stamps its target with a use count (not ``move_to_end``: that
+    would hash the policy on every call), and the cap drops the least recently used one: the
+    hottest target is usually the oldest.
+    """
+
+    __slots__ = ("_by_value", "_clock", "_index", "_made", "_uses")
+
+    def __init__(self, clock: Clock, made: Callable[[str, Target], None]) -> None:
+        self._clock = clock
+        self._made = made  # told of each new target (telemetry counts its ejections)
+        self._by_value: dict[tuple[str, CallPolicy], Target] = {}
+        self._index: dict[tuple[str, int], tuple[CallPolicy, Target]] = {}
+        self._uses = 0
+
+    def get(self, cell: str, policy: CallPolicy) -> Target:
+        """The target for a call to ``cell`` under ``policy``, stamped as just used."""
+        indexed = self._index.get((cell, id(policy)))
+        if indexed is not None and indexed[0] is policy:
+            target = indexed[1]
+        else:
+            target = self._make(cell, policy)
+        self._uses += 1
+        target.used = self._uses
+        return target
+
+    def _make(self, cell: str, policy: CallPolicy) -> Target:
+        by_value = (cell, policy)
+        target = self._by_value.get(by_value)
+        if target is None:
+            if len(self._by_value) >= MAX_TARGETS:
+                stale = min(self._by_value, key=lambda key: self._by_value[key].used)
+                del self._by_value[stale]
+                self._index.clear()  # may index the one dropped; rebuilt on use
+            target = self._by_value[by_value] = Target(policy, self._clock)
+            self._made(cell, target)
+        if len(self._index) >= 4 * MAX_TARGETS:
+            self._index.clear()  # policy objects made per call: rebuilt on use
+        self._index[cell, id(policy)] = (policy, target)
+        return target
+
+    def find(self, cell: str, policy: CallPolicy) -> Target | None:
+        """The target of ``cell`` under ``policy`` if one exists (not stamped)."""
+        return self._by_value.get((cell, policy))
+
+    def breaker_states(self) -> list[tuple[str, str, str]]:
+        """``(cell, instance, state)`` of every instance's outlier detector."""
+        found = {}
+        for (cell, _), target in list(self._by_value.items()):
+            for iid in target.ids:
+                found[cell, iid] = target.detector.state(iid)
+        return [(cell, iid, state) for (cell, iid), state in found.items()]
+
+    def retained(self) -> dict[str, int]:
+        """How much per-instance and per-policy state is held: entries, not bytes."""
+        targets = list(self._by_value.values())
+        return {
+            "targets": len(self._by_value),
+            "target_index": len(self._index),
+            "stats": sum(len(t.stats) for t in targets),
+            "health": sum(t.detector.tracked() for t in targets),
+            "indexed": sum(len(t.by_id) for t in targets),
+        }

@@ -21,6 +21,7 @@ from typing import Any
 from opentelemetry import trace
 
 __all__ = [
+    "CELL_ATTRIBUTE",
     "RequestContext",
     "current_request",
     "format_traceparent",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 TRACEPARENT = "traceparent"
+CELL_ATTRIBUTE = "orchestro.cell"  # the attribute naming the cell, on every series and span
 TRACESTATE = "tracestate"
 
 # A RequestContext, or the gateway's cheap form of one: (cell, instance, request, start),

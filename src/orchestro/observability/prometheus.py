@@ -1,4 +1,5 @@
-"""Prometheus endpoints: ``/metrics`` of each cell, and ``http_sd`` targets of every cell.
+"""Prometheus's ``/metrics`` of each cell (the ``http_sd`` targets of every cell are in
+:mod:`orchestro.registry.prometheus_sd`).
 
 ``/metrics`` answers the Prometheus text format, or OpenMetrics when the scraper asks for it
 in ``Accept``. A process hosting several cells serves each cell's series (those with an
@@ -10,17 +11,12 @@ A scrape is rendered off the event loop, in a thread: rendering costs ~30 µs of
 sample (``prometheus_client``'s encoder: a cell with 100 series of request durations is
 ~3,400 samples, ~0.1 s), which on the loop would stall every request for as long. Scrapes that
 arrive while one renders share its result (one render at a time per cell and format).
-
-``/prometheus/sd`` lists every instance the registry knows, in Prometheus ``http_sd`` form,
-with ``cell`` and ``instance`` labels: one ``http_sd_configs`` entry finds every cell.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -28,10 +24,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric as Family
 
-from ..registry.base import Instance
 from .telemetry import Telemetry
 
-__all__ = ["CELL_LABEL", "exposition", "metrics_handler", "sd_handler", "sd_targets"]
+__all__ = ["CELL_LABEL", "exposition", "metrics_handler"]
 
 CELL_LABEL = "orchestro_cell"
 
@@ -84,37 +79,3 @@ def metrics_handler(telemetry: Telemetry, cell: str) -> Callable[[web.BaseReques
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     return metrics
-
-
-def sd_targets(cells: Mapping[str, Sequence[Instance]]) -> list[dict[str, Any]]:
-    """Prometheus ``http_sd`` target groups: one per instance."""
-    groups = []
-    for cell, instances in sorted(cells.items()):
-        for i in instances:
-            host = f"[{i.host}]" if ":" in i.host else i.host
-            labels = {
-                "cell": cell,
-                "instance": i.id,
-                "__meta_orchestro_state": str(i.state),
-                "__meta_orchestro_hostname": i.hostname,
-                "__meta_orchestro_version": i.version or "",
-                "__scheme__": i.scheme,
-            }
-            labels.update({f"__meta_orchestro_label_{_label(k)}": v for k, v in i.labels.items()})
-            groups.append({"targets": [f"{host}:{i.port}"], "labels": labels})
-    return groups
-
-
-def _label(name: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
-
-
-def sd_handler(
-    cells: Callable[[], Mapping[str, Sequence[Instance]]],
-) -> Callable[[web.BaseRequest], Any]:
-    async def prometheus_sd(request: web.BaseRequest) -> web.StreamResponse:
-        return web.Response(
-            body=json.dumps(sd_targets(cells())).encode(), content_type="application/json"
-        )
-
-    return prometheus_sd

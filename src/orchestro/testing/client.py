@@ -11,8 +11,8 @@ import aiohttp
 import pydantic_core
 from multidict import CIMultiDictProxy
 
-from ..cell.host import CellHost
 from ..config import AuthSettings, GatewaySettings
+from ..host import CellHost
 from ..mesh.core import Mesh
 from ..security.identity import anonymous, fixed_identity
 

@@ -22,7 +22,7 @@ from ...security.identity import Caller
 from ...timer import running_timer
 
 if TYPE_CHECKING:
-    from ...observability.client import MeshTelemetry
+    from ..telemetry import MeshTelemetry
 
 __all__ = ["call_in_process"]
 

@@ -14,14 +14,14 @@ from typing import Any, Final
 
 from opentelemetry.semconv.attributes import http_attributes, url_attributes
 
-from ..gateway.admission import Gate
-from ..gateway.pipeline import Route
-from ..gateway.problem import REQUEST_ID_KEY, MalformedRequests
-from .context import RequestContext
-from .instruments import SIZE_BUCKETS
-from .logs import fast_access_writer
-from .route_meter import CELL_ATTRIBUTE, RouteMeter, access_logger
-from .telemetry import Telemetry
+from ..observability.context import CELL_ATTRIBUTE, RequestContext
+from ..observability.instruments import SIZE_BUCKETS
+from ..observability.logs import fast_access_writer
+from ..observability.telemetry import Telemetry
+from .admission import Gate
+from .pipeline import Route
+from .problem import REQUEST_ID_KEY, MalformedRequests
+from .route_meter import RouteMeter, access_logger
 
 __all__ = ["P95_WINDOW", "ServerTelemetry"]
 

@@ -21,14 +21,21 @@ from opentelemetry.semconv.attributes import (
 )
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from ..observability.context import (
+    CELL_ATTRIBUTE,
+    TRACEPARENT,
+    TRACESTATE,
+    RequestContext,
+    current_cell,
+    current_request,
+)
+from ..observability.context import get_current as _get_current
+from ..observability.instruments import HistogramSeries, Observation
+from ..observability.telemetry import Telemetry
 from ..registry.base import Instance
-from .context import TRACEPARENT, TRACESTATE, RequestContext, current_cell, current_request
-from .context import get_current as _get_current
-from .instruments import HistogramSeries, Observation
-from .route_meter import CELL_ATTRIBUTE
-from .telemetry import Telemetry
+from ..registry.view import RegistryView
 
-__all__ = ["BREAKER_STATES", "MeshTelemetry"]
+__all__ = ["BREAKER_STATES", "MeshTelemetry", "no_counts", "registry_counts"]
 
 _METHOD = http_attributes.HTTP_REQUEST_METHOD
 _STATUS = http_attributes.HTTP_RESPONSE_STATUS_CODE
@@ -246,3 +253,22 @@ class MeshTelemetry:
         otel_context.detach(token)
         self.end_attempt(server, outcome)
         self.end_attempt(client, outcome)
+
+
+def registry_counts(view: RegistryView) -> list[tuple[dict[str, str], float]]:
+    """The instances of each cell the view holds, by state (the process's root mesh)."""
+    if not view.loaded:
+        return []
+    counts: dict[tuple[str, str], int] = {}
+    for cell, instances in view.cells().items():
+        for i in instances:
+            counts[cell, str(i.state)] = counts.get((cell, str(i.state)), 0) + 1
+    return [
+        ({"orchestro.registry.cell": cell, "orchestro.instance.state": state}, n)
+        for (cell, state), n in counts.items()
+    ]
+
+
+def no_counts() -> list[tuple[dict[str, str], float]]:
+    """A binding's registry counts: none (its root counts them, once per process)."""
+    return []

@@ -15,34 +15,32 @@ import logging
 import os
 import socket
 import time
-import traceback
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
+from ..cell.spec import CellSpec, ParamSource, spec_of
 from ..config import AuthSettings, GatewaySettings, TelemetrySettings
 from ..errors import StartupError
 from ..gateway.access import AccessStep, Refusals, rule_of
 from ..gateway.admission import Gate
-from ..gateway.app import build_gateway
 from ..gateway.pipeline import Route
-from ..gateway.server import Listener
+from ..gateway.telemetry import ServerTelemetry
 from ..mesh import MESH_ATTR, Mesh
-from ..observability.prometheus import metrics_handler, sd_handler
-from ..observability.server import ServerTelemetry
+from ..observability.prometheus import metrics_handler
 from ..observability.telemetry import get_telemetry
 from ..registry.agent import Registration
 from ..registry.base import Instance, InstanceState, new_instance_id
+from ..registry.prometheus_sd import sd_handler
 from ..security.boundary import CellSecurity
 from ..security.identity import Caller, IdentityResolver, anonymous
 from ..security.policy import AccessRule, PolicyMode
-from .spec import CellSpec, ParamSource, spec_of
+from .listeners import CellListeners
+from .steps import Step, describe, each, now, this_machine
 
 __all__ = ["CellHost", "CellState"]
 
 _log = logging.getLogger("orchestro.cell")
-
-Step = tuple[str, Callable[[], Awaitable[None]]]
 
 # on_stop's share of the drain deadline, reserved when the cell has one: a quarter of it,
 # at most this many seconds. Requests in flight get the rest.
@@ -101,16 +99,10 @@ class CellHost:
         self.settings = settings or GatewaySettings()
         self.host = host if host is not None else self.spec.host
         self.port = port if port is not None else self.spec.port
-        self._identity = identity
         self._telemetry_settings = telemetry or TelemetrySettings()
         self._telemetry: ServerTelemetry | None = None
-        self._shared_socket = shared_socket
-        # The boundary: with ``security``, a mesh listener (mutual TLS) serves every service
-        # and the public port public services only; without, one port serves all (internal
-        # services refuse its anonymous callers).
         self.security = security
         self.mesh_port = mesh_port
-        self._mesh_listener: Listener | None = None
         self.policy = policy
         self._derived = None if derived is None else frozenset(derived)
         self.refusals = Refusals(self.spec.name)
@@ -122,8 +114,21 @@ class CellHost:
             if (names := tuple(p.name for p in op.params if p.source is ParamSource.CALLER))
         }
         self.gate = Gate()
+        # The boundary (see orchestro.host.listeners): the public port, and with
+        # ``security`` the mesh listener.
+        self.listeners = CellListeners(
+            self.spec,
+            host=self.host,
+            port=self.port,
+            mesh_port=mesh_port,
+            settings=self.settings,
+            gate=self.gate,
+            identity=identity,
+            security=security,
+            auth=auth,
+            shared_socket=shared_socket,
+        )
         self.state = CellState.CREATED
-        self._listener: Listener | None = None
         self._started_hooks = False
         self._started_at = time.time()
         self._registered = False
@@ -149,7 +154,7 @@ class CellHost:
     @property
     def mesh_url(self) -> str | None:
         """The mesh listener's address (``https``, mutual TLS), or ``None`` without one."""
-        if self._mesh_listener is None:
+        if self.listeners.mesh is None:
             return None
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"https://{host}:{self.mesh_port}"
@@ -191,86 +196,25 @@ class CellHost:
                 # as this cell: its certificate over the network, its name in process.
                 tls = self.security.tls if self.security is not None else None
                 self._instance.__dict__.setdefault(MESH_ATTR, self._mesh.bind(self.name, tls))
-            own_routes: dict[str, Any] = {}
-            if self._telemetry_settings.metrics:
-                telemetry = get_telemetry()
-                self._telemetry = ServerTelemetry(
-                    telemetry,
-                    self.name,
-                    self.instance_id,
-                    self.gate,
-                    access_log=self._telemetry_settings.access_log,
-                )
-                telemetry.cells.append(self.name)
-                self._telemetry.start()
-                own_routes = {
-                    "/metrics": metrics_handler(telemetry, self.name),
-                    "/prometheus/sd": sd_handler(self._known_instances),
-                }
+            self._telemetry = self._start_telemetry()
             self._rules = {
                 op.name: rule
                 for op in self.spec.operations
                 if (rule := rule_of(Route(self.spec, op.service.path, op), self._derived))
                 is not None
             }
-            load = self._telemetry.latency_p95 if self._telemetry is not None else None
-            security = self.security
-            public_routes = dict(own_routes)
-            if security is not None and not _loopback(self.host):
-                # It lists every instance's host and pid: on an address others can reach,
-                # only the mesh listener (a client certificate of the trust domain) says it.
-                public_routes.pop("/prometheus/sd", None)
-            gateway = build_gateway(
-                self.spec,
-                self._instance,
-                gate=self.gate,
-                settings=self.settings,
-                identity=self._identity,
-                telemetry=self._telemetry,
-                own_routes=public_routes,
-                load=load,
-                access=self._access(self._identity),
-                public_only=security is not None,
-                auth=self._auth,
+            await self.listeners.open(
+                self._instance, self._telemetry, self._own_routes(), self._access
             )
-            self._listener = Listener(gateway.server(), drain_timeout=self.settings.drain_timeout)
-            self.port = await self._listener.start(self.host, self.port, cell=self.name)
-            if security is not None:
-                mesh_gateway = build_gateway(
-                    self.spec,
-                    self._instance,
-                    gate=self.gate,
-                    settings=self.settings,
-                    identity=security.resolver,
-                    telemetry=self._telemetry,
-                    own_routes=own_routes,
-                    load=load,
-                    access=self._access(security.resolver),
-                    auth=self._auth,
-                    listener="mesh",  # its counters' series apart from the public port's
-                )
-                self._mesh_listener = Listener(
-                    mesh_gateway.server(), drain_timeout=self.settings.drain_timeout
-                )
-                try:
-                    self.mesh_port = await self._mesh_listener.start(
-                        self.host, self.mesh_port, cell=self.name, ssl_context=security.tls.server
-                    )
-                except StartupError as exc:
-                    self._mesh_listener = None
-                    raise StartupError(
-                        str(exc)
-                        .replace("port", "mesh port", 1)
-                        .replace("--port or @cell(port=...)", "--mesh-port or [security] mesh_port")
-                    ) from exc
+            self.port = self.listeners.port
+            self.mesh_port = self.listeners.mesh_port
             await self._run_on_start()
             self.gate.open()
-            if self._shared_socket is not None:
-                await self._listener.share(self._shared_socket)  # external traffic once ready
+            await self.listeners.share()  # external traffic once ready
             self.state = CellState.SERVING
             if self._registration is not None:
                 if self._needs_machine_address():
-                    self._machine = await _this_machine()
+                    self._machine = await this_machine()
                 # Registered only once ready, so callers never pick an instance still starting.
                 self._registered = True
                 await self._registration.add(self.registry_record())
@@ -287,20 +231,16 @@ class CellHost:
         the others from running); the start's own error is the one that propagates."""
         self.state = CellState.DRAINING
         self.gate.close("stopped")
-        mesh, registration, listener = self._mesh, self._registration, self._listener
-        mesh_listener = self._mesh_listener
+        mesh, registration, listeners = self._mesh, self._registration, self.listeners
         steps: list[Step] = []
         if self._attached and mesh is not None:
-            steps.append(("mesh detach", lambda: _now(mesh.detach, self)))
+            steps.append(("mesh detach", lambda: now(mesh.detach, self)))
         if self._registered and registration is not None:
             steps.append(("deregister", lambda: registration.remove(self.instance_id)))
-        if listener is not None:
-            steps.append(("listener", lambda: listener.drain(0.0)))
-        if mesh_listener is not None:
-            steps.append(("mesh listener", lambda: mesh_listener.drain(0.0)))
+        steps.append(("listeners", lambda: listeners.drain(0.0)))
         steps.append(("on_stop", self._run_on_stop))
         self._attached = self._registered = False
-        await _each(self.name, steps, self._log)
+        await each(self.name, steps, self._log)
         self.state = CellState.STOPPED
         self._stop_telemetry()
 
@@ -325,10 +265,9 @@ class CellHost:
         def left(until: float) -> float:
             return max(0.0, until - loop.time())
 
-        replica = self._shared_socket is not None
-        if replica and self._listener is not None:
-            # First, no new external connections: the other replicas accept them.
-            await self._listener.unshare()
+        replica = self.listeners.replica
+        # First, no new external connections: the other replicas accept them.
+        await self.listeners.unshare()
         # Not ready any more. A replica still answers on its open connections until its
         # listener closes them, rather than refusing what its peers would have served.
         self.gate.close("draining", admit=replica)
@@ -337,7 +276,7 @@ class CellHost:
             self._attached = False
         self._log.info("cell %s draining", self.name)
         registration = self._registration if self._registered else None
-        listener = self._listener
+        listeners = self.listeners
         steps: list[Step] = []
         if registration is not None:
             # Callers stop choosing this instance before it stops accepting.
@@ -349,12 +288,8 @@ class CellHost:
                     ),
                 )
             )
-        if listener is not None or self._mesh_listener is not None:
-            # Both listeners close together, under the one deadline.
-            listeners = [x for x in (listener, self._mesh_listener) if x is not None]
-            steps.append(
-                ("listeners", lambda: _all(x.drain(left(deadline - reserve)) for x in listeners))
-            )
+        # Both listeners close together, under the one deadline.
+        steps.append(("listeners", lambda: listeners.drain(left(deadline - reserve))))
         if registration is not None:
             steps.append(
                 (
@@ -364,7 +299,7 @@ class CellHost:
             )
         steps.append(("on_stop", lambda: self._run_on_stop(left(deadline))))
         try:
-            await _each(self.name, steps, self._log, raise_first=True)
+            await each(self.name, steps, self._log, raise_first=True)
         finally:
             self._registered = False
             self.state = CellState.STOPPED
@@ -378,6 +313,42 @@ class CellHost:
         if self._mesh is not None and self._mesh.view.loaded:
             return self._mesh.view.cells()
         return {self.name: (self.registry_record(),)}
+
+    def _start_telemetry(self) -> ServerTelemetry | None:
+        if not self._telemetry_settings.metrics:
+            return None
+        telemetry = get_telemetry()
+        server = ServerTelemetry(
+            telemetry,
+            self.name,
+            self.instance_id,
+            self.gate,
+            access_log=self._telemetry_settings.access_log,
+        )
+        self._telemetry = server  # stopped by _stop_telemetry, even if its start fails
+        telemetry.cells.append(self.name)
+        server.start()
+        # One count for both listeners and in-process calls (audit mode's would-be refusals).
+        counts = self.refusals.counts
+        server.observe_count(
+            "orchestro.policy.audit_refusals",
+            "Calls audit mode let through that the policy would refuse, by operation and "
+            "calling cell.",
+            lambda: [
+                ({"orchestro.operation": op, "orchestro.caller": caller}, n)
+                for (op, caller, _), n in list(counts.items())
+            ],
+        )
+        return server
+
+    def _own_routes(self) -> dict[str, Any]:
+        """The endpoints the host serves beside the gateway's own (with telemetry on)."""
+        if self._telemetry is None:
+            return {}
+        return {
+            "/metrics": metrics_handler(get_telemetry(), self.name),
+            "/prometheus/sd": sd_handler(self._known_instances),
+        }
 
     def _stop_telemetry(self) -> None:
         if self._telemetry is not None:
@@ -397,7 +368,7 @@ class CellHost:
             id=self.instance_id,
             host=host,
             port=self.port,
-            mesh_port=self.mesh_port if self._mesh_listener is not None else 0,
+            mesh_port=self.mesh_port if self.listeners.mesh is not None else 0,
             pid=os.getpid(),
             hostname=socket.gethostname(),
             version=self.spec.version,
@@ -424,7 +395,7 @@ class CellHost:
         except Exception as exc:
             raise StartupError(
                 f"cannot create cell {self.name!r}: {self.spec.cls.__qualname__}() raised "
-                f"{_describe(exc)}"
+                f"{describe(exc)}"
             ) from exc
 
     async def _run_on_start(self) -> None:
@@ -436,7 +407,7 @@ class CellHost:
             await hook()
         except Exception as exc:
             raise StartupError(
-                f"cell {self.name!r} failed to start: on_start raised {_describe(exc)}; fix "
+                f"cell {self.name!r} failed to start: on_start raised {describe(exc)}; fix "
                 "on_start (the cell stopped without serving)"
             ) from exc
         self._started_hooks = True
@@ -459,59 +430,3 @@ class CellHost:
 
     def _needs_machine_address(self) -> bool:
         return not self._advertise_host and self.host in ("", "0.0.0.0", "::")
-
-
-async def _this_machine() -> str:
-    """An address of this machine for other machines, when listening on all addresses
-    (resolved through the loop, which never blocks it)."""
-    name = socket.gethostname()
-    try:
-        found = await asyncio.get_running_loop().getaddrinfo(
-            name, None, family=socket.AF_INET, type=socket.SOCK_STREAM
-        )
-    except OSError:
-        return name
-    return str(found[0][4][0]) if found else name
-
-
-def _loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
-async def _all(drains: Iterable[Awaitable[None]]) -> None:
-    """Run the drains together; the first failure is raised once all have finished."""
-    results = await asyncio.gather(*drains, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-
-
-async def _now(function: Callable[..., object], *args: Any) -> None:
-    function(*args)
-
-
-async def _each(
-    cell: str,
-    steps: Sequence[Step],
-    log: logging.LoggerAdapter[logging.Logger],
-    *,
-    raise_first: bool = False,
-) -> None:
-    """Run every step in order, whatever the others do (each is called when its turn comes,
-    so a deadline's time left is read then); log each failure."""
-    first: BaseException | None = None
-    for name, step in steps:
-        try:
-            await step()
-        except Exception as exc:
-            log.error("cell %s: %s failed while stopping: %r", cell, name, exc, exc_info=exc)
-            first = first or exc
-    if first is not None and raise_first:
-        raise first
-
-
-def _describe(exc: BaseException) -> str:
-    """``ValueError: boom (at app.py:12)`` — the error and where in user code it came from."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from aiohttp import web
 from opentelemetry import context as otel_context
@@ -25,21 +25,34 @@ from opentelemetry.semconv.attributes import (
 )
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ..gateway.pipeline import Route
-from . import context
-from .context import TRACEPARENT, RequestContext, parse_traceparent
-from .instruments import HistogramSeries
-from .logs import AccessLines
-from .sampling import new_trace_id
+from ..observability import context
+from ..observability.context import CELL_ATTRIBUTE, TRACEPARENT, RequestContext, parse_traceparent
+from ..observability.instruments import HistogramFamily, HistogramSeries
+from ..observability.logs import AccessLines
+from ..observability.sampling import new_trace_id
+from ..observability.telemetry import Telemetry
+from .pipeline import Route
 
-if TYPE_CHECKING:
-    from .server import ServerTelemetry
-
-__all__ = ["CELL_ATTRIBUTE", "RouteMeter", "access_logger"]
-
-CELL_ATTRIBUTE: Final = "orchestro.cell"
+__all__ = ["MeterOwner", "RouteMeter", "access_logger"]
 
 access_logger = logging.getLogger("orchestro.access")
+
+
+class MeterOwner(Protocol):
+    """What a route's meter reads of its gateway's telemetry
+    (:class:`~.telemetry.ServerTelemetry`): its instruments, and the flags it keeps current."""
+
+    _telemetry: Telemetry
+    _cell: str
+    _instance: str
+    _duration: HistogramFamily
+    _request_size: HistogramFamily
+    _response_size: HistogramFamily
+    telemetry_recording_seen: bool  # a span was started: ends must look for one
+    extras: bool  # request sizes, spans or access lines: the end's slower path
+    access_enabled: bool
+    access_write: Callable[[str], None] | None
+
 
 _METHOD = http_attributes.HTTP_REQUEST_METHOD
 _ROUTE = http_attributes.HTTP_ROUTE
@@ -70,7 +83,7 @@ class RouteMeter:
         "telemetry",
     )
 
-    def __init__(self, owner: ServerTelemetry, route: Route) -> None:
+    def __init__(self, owner: MeterOwner, route: Route) -> None:
         op = route.operation
         self._owner = owner
         self.telemetry = owner._telemetry
