@@ -18,6 +18,7 @@ from orchestro import (
     HTTPError,
     Mesh,
     RemoteError,
+    RetryBudgetExhausted,
     cell,
     service,
 )
@@ -181,6 +182,24 @@ async def test_admission_refuses_beyond_max_concurrency(setup: Setup) -> None:
     assert await setup.stub().get(1) == Note(text="note 1", tags=["-", "10"])
 
 
+async def test_resends_at_admission_are_paid_from_the_retry_budget(setup: Setup) -> None:
+    setup.notes.release = asyncio.Event()
+    held = asyncio.create_task(setup.stub().hold())
+    async with asyncio.timeout(10):
+        while setup.host.gate.in_flight < 1:
+            await asyncio.sleep(0.01)
+    # No budget at all: the refusal at max_concurrency is not resent (locally it used to
+    # wait for a free slot however long the deadline, paying nothing).
+    broke = setup.stub(retry_budget_ratio=0, retry_budget_min_per_second=0, timeout=30)
+    async with asyncio.timeout(10):
+        with pytest.raises(RetryBudgetExhausted) as info:
+            await broke.get(1)
+    assert "the retry budget is spent" in str(info.value)
+    assert setup.notes.calls == 0
+    setup.notes.release.set()
+    await held
+
+
 async def test_neither_side_can_change_the_other_s_objects(setup: Setup) -> None:
     mine = Note(text="hi", tags=[])
     answer = await setup.stub().add(mine)
@@ -189,3 +208,51 @@ async def test_neither_side_can_change_the_other_s_objects(setup: Setup) -> None
     kept = await setup.stub().kept_note()
     kept.tags.append("changed by the caller")
     assert setup.notes.kept.tags == ["a"]  # the caller changed its copy
+
+
+async def test_a_call_waiting_on_a_draining_host_in_process_goes_to_another_instance() -> None:
+    """A typed call queued at a co-hosted cell's max_concurrency, when that host starts to
+    drain, is made over the network to another instance of the cell, as an HTTP call
+    refused unprocessed would be; not failed with the draining host's 503."""
+    registry = MemoryRegistry(ttl=30)
+    registration = Registration(registry)
+    view = RegistryView(registry)
+    calls = Mesh(view)
+    await calls.start()
+    here, there = Notes(), Notes()
+    local = CellHost(
+        here,
+        settings=GatewaySettings(max_concurrency=1),
+        host="127.0.0.1",
+        port=0,
+        registration=registration,
+        mesh=calls,  # attached: this mesh's typed calls go to it in process
+    )
+    remote = CellHost(there, host="127.0.0.1", port=0, registration=registration)
+    await local.start()
+    await remote.start()
+    try:
+        async with asyncio.timeout(10):
+            await view.wait_for(lambda v: len(v.ready("notes")) == 2)
+        here.release = asyncio.Event()
+        stub = calls.client(Notes)
+        held = asyncio.create_task(stub.hold())  # in process: fills the local host
+        async with asyncio.timeout(10):
+            while local.gate.in_flight < 1:
+                await asyncio.sleep(0.01)
+        queued = asyncio.create_task(stub.get(7))  # waits at the local host's admission
+        await asyncio.sleep(0.1)
+        assert not queued.done()
+        draining = asyncio.create_task(local.drain())  # waits for the held call
+        async with asyncio.timeout(10):
+            assert await queued == Note(text="note 7", tags=["-", "10"])
+        assert (here.calls, there.calls) == (0, 1)
+        here.release.set()
+        await held
+        await draining
+    finally:
+        await local.drain()
+        await remote.drain()
+        await registration.aclose()
+        await calls.aclose()
+        await view.aclose()

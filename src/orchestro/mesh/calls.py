@@ -3,7 +3,7 @@ so that they need not import the mesh that builds them."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar, overload
 
 from .policy import CallPolicy
@@ -28,6 +28,9 @@ class Calls(Protocol):
         seconds: float,
         decode: Callable[[Any], Any] | None = None,
         method: str = "POST",
+        policy: CallPolicy | None = None,
+        elsewhere: Callable[[Mapping[str, Any]], Awaitable[Any]] | None = None,
+        bound: Mapping[str, Any] | None = None,
     ) -> Awaitable[Any]: ...
 
     @overload

@@ -264,16 +264,47 @@ class Mesh(CallPipeline):
         seconds: float,
         decode: Callable[[Any], Any] | None = None,
         method: str = "POST",
+        policy: CallPolicy | None = None,
+        elsewhere: Callable[[Mapping[str, Any]], Awaitable[Any]] | None = None,
+        bound: Mapping[str, Any] | None = None,
     ) -> Awaitable[Any]:
         """Call a service of a cell hosted in this process (see :mod:`.transports.local`):
-        returns that call's coroutine, adding no coroutine layer of its own."""
+        returns that call's coroutine, adding no coroutine layer of its own. Resends at the
+        host's ``max_concurrency`` are paid from the retry budget of ``policy`` (default:
+        the cell's); if the host stops admitting (it drains) before the call is let in,
+        ``elsewhere(bound)`` makes the same call through the remote pipeline, to another
+        instance."""
         deadline = current_deadline()
         if deadline is not None:
             seconds = min(seconds, deadline - self._now())
         obs = self._obs if self._obs is not None else self._observe()
         return call_in_process(
-            cell, host, operation, arguments, seconds, decode, obs, method, self._caller
+            cell,
+            host,
+            operation,
+            arguments,
+            seconds,
+            decode,
+            obs,
+            method,
+            self._caller,
+            self._resend_local,
+            policy,
+            elsewhere,
+            bound,
         )
+
+    def _resend_local(self, cell: str, policy: CallPolicy | None) -> bool:
+        """Whether the retry budget of ``cell`` under ``policy`` pays for resending an
+        in-process call its host refused at its ``max_concurrency`` (as over HTTP, for a 503
+        unprocessed)."""
+        target = self._targets.get(cell, policy or self.policy_for(cell))
+        if target.budget.try_spend():
+            return True
+        obs = self._obs
+        if obs is not None:
+            obs.count(obs.budget_refusals, cell)
+        return False
 
     def target_state(self, cell: str) -> Target | None:
         """The state kept for calls to ``cell`` under its cell-level policy (for tests)."""

@@ -14,7 +14,7 @@ HTTP), so neither side can change the other's objects.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -128,8 +128,21 @@ def _method(
                 else {}
             )
             return mesh.call_local(
-                cell, host, op.name, arguments, local_timeout, decode_local, svc.method
+                cell,
+                host,
+                op.name,
+                arguments,
+                local_timeout,
+                decode_local,
+                svc.method,
+                policy,
+                remote,
+                bound,
             )
+        return remote(bound)
+
+    def remote(bound: Mapping[str, Any]) -> Awaitable[Any]:
+        """The call over the remote pipeline (HTTP), its arguments checked and encoded."""
         if not bound and plain:
             return mesh.call(cell, plain[0], policy, decode)
         path = svc.path

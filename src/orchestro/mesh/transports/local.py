@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ...errors import DeadlineExceeded, HTTPError, RemoteError
+from ...errors import DeadlineExceeded, HTTPError, RemoteError, RetryBudgetExhausted
 from ...security.identity import Caller
 from ...timer import running_timer
 
@@ -40,10 +40,18 @@ async def call_in_process(
     obs: MeshTelemetry | None = None,
     method: str = "POST",
     caller: str | None = None,
+    resend: Callable[[str, Any], bool] | None = None,
+    policy: Any = None,
+    elsewhere: Callable[[Mapping[str, Any]], Awaitable[Any]] | None = None,
+    bound: Mapping[str, Any] | None = None,
 ) -> Any:
     """Await ``operation`` of the cell ``host`` serves, under its access rules (``caller``
     is the calling cell, ``None`` for anonymous), its admission gate and within ``seconds``;
-    an answer is ``decode(result)``, errors are translated as over HTTP."""
+    an answer is ``decode(result)``, errors are translated as over HTTP.
+
+    At the host's ``max_concurrency`` the call waits to be let in, each resend paid by
+    ``resend(cell, policy)`` (the retry budget); if the host stops admitting meanwhile (it drains),
+    the call goes ``elsewhere(bound)`` (another instance, over the network) when given."""
     authorize = getattr(host, "authorize", None)
     if authorize is not None:
         who = Caller(caller)
@@ -64,7 +72,12 @@ async def call_in_process(
     deadline = time.monotonic() + timeout
     admission = gate.admission
     if not gate.admits or (admission is not None and gate.in_flight >= admission.limit):
-        await _admitted(cell, gate, deadline)
+        try:
+            await _admitted(cell, gate, deadline, resend, policy)
+        except _Closed as closed:
+            if elsewhere is None:
+                raise closed.error from None
+            return await elsewhere(bound or {})
     call = getattr(host.instance, operation)
     # The loop's deadline timer rather than asyncio.timeout(): the same cancellation for a
     # fraction of the cost, which matters on a path that should cost a few microseconds.
@@ -113,11 +126,25 @@ async def call_in_process(
                 obs.end_local(spans, outcome)
 
 
-async def _admitted(cell: str, gate: Any, deadline: float) -> None:
+class _Closed(Exception):
+    """The callee stopped admitting: not worth waiting for (the caller may go elsewhere)."""
+
+    def __init__(self, error: RemoteError) -> None:
+        self.error = error
+
+
+async def _admitted(
+    cell: str,
+    gate: Any,
+    deadline: float,
+    resend: Callable[[str, Any], bool] | None = None,
+    policy: Any = None,
+) -> None:
     """Wait until the callee's admission lets a call in, resending (after its Retry-After)
-    while the deadline allows, as the mesh does with a 503 marked unprocessed over HTTP;
-    else raise what the caller would get over HTTP. A callee that stopped admitting
-    (draining, starting) will not admit again soon: its unprocessed 503 is raised at once."""
+    while the deadline and the retry budget allow, as the mesh does with a 503 marked
+    unprocessed over HTTP; else raise what the caller would get over HTTP. A callee that
+    stopped admitting (draining, starting) will not admit again soon: :class:`_Closed`,
+    carrying its unprocessed 503, is raised at once."""
     while True:
         admission = gate.admission
         if gate.admits and (admission is None or gate.in_flight < admission.limit):
@@ -138,7 +165,11 @@ async def _admitted(cell: str, gate: Any, deadline: float) -> None:
         pause = 1.0  # the gateway's Retry-After
         problem["_retry_after"] = pause
         if not gate.admits:
-            raise error  # not worth waiting for: the caller may go elsewhere now
+            raise _Closed(error)
+        if resend is not None and not resend(cell, policy):
+            raise RetryBudgetExhausted(
+                f"call to {cell!r} failed ({error}) and the retry budget is spent", cell=cell
+            ) from error
         if time.monotonic() + pause >= deadline:
             raise DeadlineExceeded(
                 f"call to {cell!r} failed ({error}) and its deadline leaves no time to retry",
