@@ -18,7 +18,7 @@ from ..config import AuthSettings, GatewaySettings
 from ..errors import StartupError
 from ..gateway.access import AccessStep
 from ..gateway.admission import Gate
-from ..gateway.app import build_gateway
+from ..gateway.app import Gateway, build_gateway
 from ..gateway.server import Listener
 from ..gateway.telemetry import ServerTelemetry
 from ..security.boundary import CellSecurity
@@ -81,36 +81,29 @@ class CellListeners:
             for path in _MESH_ONLY_ROUTES:
                 public_routes.pop(path, None)
         load = telemetry.latency_p95 if telemetry is not None else None
-        gateway = build_gateway(
-            self.spec,
-            instance,
-            gate=self._gate,
-            settings=self._settings,
-            identity=self._identity,
-            telemetry=telemetry,
-            own_routes=public_routes,
-            load=load,
-            access=access(self._identity),
-            public_only=security is not None,
-            auth=self._auth,
-        )
-        self.public = Listener(gateway.server(), drain_timeout=self._settings.drain_timeout)
+
+        def gateway(identity: IdentityResolver, routes: dict[str, Any], **more: Any) -> Gateway:
+            return build_gateway(
+                self.spec,
+                instance,
+                gate=self._gate,
+                settings=self._settings,
+                identity=identity,
+                telemetry=telemetry,
+                own_routes=routes,
+                load=load,
+                access=access(identity),
+                auth=self._auth,
+                **more,
+            )
+
+        public = gateway(self._identity, public_routes, public_only=security is not None)
+        self.public = Listener(public.server(), drain_timeout=self._settings.drain_timeout)
         self.port = await self.public.start(self.host, self.port, cell=self.spec.name)
         if security is None:
             return
-        mesh_gateway = build_gateway(
-            self.spec,
-            instance,
-            gate=self._gate,
-            settings=self._settings,
-            identity=security.resolver,
-            telemetry=telemetry,
-            own_routes=own_routes,
-            load=load,
-            access=access(security.resolver),
-            auth=self._auth,
-            listener="mesh",  # its counters' series apart from the public port's
-        )
+        # Its counters' series are labelled apart from the public port's.
+        mesh_gateway = gateway(security.resolver, own_routes, listener="mesh")
         mesh = Listener(mesh_gateway.server(), drain_timeout=self._settings.drain_timeout)
         try:
             self.mesh_port = await mesh.start(
