@@ -13,16 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
+from bench.common import free_port, rate, split_cores, start_cell  # noqa: E402
 from examples.hello import Greeter  # noqa: E402
 
 from orchestro import Mesh  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def rate(call: Callable[[], Awaitable[Any]], calls: int, concurrency: int) -> float:
-    per_worker = calls // concurrency
-
-    async def worker() -> None:
-        for _ in range(per_worker):
-            await call()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return per_worker * concurrency / (time.perf_counter() - started)
 
 
 async def local_rates(calls: int) -> tuple[float, float]:
@@ -71,34 +47,15 @@ async def local_rates(calls: int) -> tuple[float, float]:
     return local_rate, bare_rate
 
 
-def start_server(pin: list[str], port: int) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen(
-        [*pin, sys.executable, "-m", "orchestro", "run", "examples/hello.py", "--port", str(port),
-         "--registry", "memory://", "--log-level", "warning"],
-        cwd=ROOT, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    for _ in range(200):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
-                return server
-        except OSError:
-            time.sleep(0.05)
-    server.kill()
-    raise SystemExit("the hello cell did not start")
-
-
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {1})
-        pin = ["taskset", "-c", "0"]
-    else:
-        pin = []
+    pin = split_cores()
     port = free_port()
-    server = start_server(pin, port)
+    args_ = ["examples/hello.py", "--port", str(port), "--registry", "memory://"]
+    server = start_cell(pin, [*args_, "--log-level", "warning"], port, what="the hello cell")
     url = f"http://127.0.0.1:{port}"
     try:
         results: dict[tuple[str, int], list[float]] = {}

@@ -23,14 +23,12 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
+from bench.common import cpu_seconds, free_port, rate, split_cores, start_cell  # noqa: E402
 from examples.vault import Vault  # noqa: E402
 
 from orchestro import Mesh  # noqa: E402
@@ -46,30 +45,6 @@ from orchestro.security.ca import DevelopmentCA  # noqa: E402
 from orchestro.security.tls import CellTLS  # noqa: E402
 
 CONCURRENCY = 32
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def rate(call: Callable[[], Awaitable[Any]], calls: int) -> float:
-    per_worker = calls // CONCURRENCY
-
-    async def worker() -> None:
-        for _ in range(per_worker):
-            await call()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return per_worker * CONCURRENCY / (time.perf_counter() - started)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def count_handshakes(context: ssl.SSLContext) -> list[int]:
@@ -86,22 +61,11 @@ def count_handshakes(context: ssl.SSLContext) -> list[int]:
 
 
 def start_server(pin: list[str], port: int, mesh_port: int, state: str) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen(
-        [*pin, sys.executable, "-m", "orchestro", "run", "examples/vault.py", "--cell", "vault",
-         "--port", str(port), "--mesh-port", str(mesh_port), "--registry", "memory://",
-         "--log-level", "warning"],
-        cwd=ROOT, stdout=subprocess.DEVNULL,
-        env={**os.environ, "ORCHESTRO_STATE_DIR": state,
-             "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
-    )  # fmt: skip
-    for _ in range(400):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
-                return server
-        except OSError:
-            time.sleep(0.05)
-    server.kill()
-    raise SystemExit("the vault cell did not start")
+    args = ["examples/vault.py", "--cell", "vault", "--port", str(port), "--mesh-port",
+            str(mesh_port), "--registry", "memory://", "--log-level", "warning"]  # fmt: skip
+    source = f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    env = {**os.environ, "ORCHESTRO_STATE_DIR": state, "PYTHONPATH": source}
+    return start_cell(pin, args, port, env=env, what="the vault cell")
 
 
 async def main() -> int:
@@ -109,11 +73,7 @@ async def main() -> int:
     parser.add_argument("--calls", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {1})
-        pin = ["taskset", "-c", "0"]
-    else:
-        pin = []
+    pin = split_cores()
     state = tempfile.mkdtemp(prefix="orchestro-bench-mtls-")
     os.environ["ORCHESTRO_STATE_DIR"] = state
     port, mesh_port = free_port(), free_port()
@@ -135,7 +95,7 @@ async def main() -> int:
                 "mtls /secret": tls.secret,
             }
             for call in runs.values():
-                await rate(call, 640)  # warm-up: the pools fill, caches
+                await rate(call, 640, CONCURRENCY)  # warm-up: the pools fill, caches
             for round_no in range(args.rounds):
                 order = list(runs.items())
                 if round_no % 2:
@@ -143,7 +103,7 @@ async def main() -> int:
                 for name, call in order:
                     before = handshakes[0]
                     used = cpu_seconds(server.pid) + time.process_time()
-                    value = await rate(call, args.calls)
+                    value = await rate(call, args.calls, CONCURRENCY)
                     used = cpu_seconds(server.pid) + time.process_time() - used
                     cpu.setdefault(name, []).append(used * 1e6 / args.calls)
                     if name.startswith("mtls"):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import faults
 from .bed import Bed, Load
@@ -105,6 +107,38 @@ def _targets(fig: Figures, *, stall_bound: bool = False) -> Figures:
     return fig
 
 
+def _under(
+    bed: Bed,
+    name: str,
+    fault: Callable[[], AbstractContextManager[Any]],
+    *,
+    before: float = 5.0,
+    hold: float = 20.0,
+    after: float = 5.0,
+    stall_bound: bool = False,
+    proxied: bool = False,
+    note: Callable[[Any], str] | None = None,
+) -> Figures:
+    """The common shape of a scenario: the standard bed under load, ``fault`` in place for
+    ``hold`` seconds from ``before`` seconds in, ``after`` seconds more; the figures, the
+    recovery from the fault's start, ghosts after its end. ``note`` makes the line's note
+    from what the fault measured (its context manager's value)."""
+    _standard(bed, proxied=proxied)
+    with bed.load(RATE) as load:
+        time.sleep(before)
+        with fault() as measured:
+            start = time.monotonic()
+            time.sleep(hold)
+        end = time.monotonic()
+        time.sleep(after)
+    fig = figures(name, load.records)
+    fig.recover = recovered_after(load.records, start)
+    if note is not None:
+        fig.note = note(measured)
+    _check_ghosts(bed, fig, end)
+    return _targets(fig, stall_bound=stall_bound)
+
+
 def baseline(bed: Bed) -> Figures:
     _standard(bed)
     with bed.load(RATE) as load:
@@ -115,34 +149,20 @@ def baseline(bed: Bed) -> Figures:
 
 
 def loss(bed: Bed) -> Figures:
-    _standard(bed)
-    with bed.load(RATE) as load:
-        time.sleep(3)
-        with faults.loss(bed, "front", ["back1", "back2"], 10) as measured:
-            start = time.monotonic()
-            time.sleep(20)
-        end = time.monotonic()
-        time.sleep(2)
-    fig = figures("loss-10%", load.records)
-    fig.recover = recovered_after(load.records, start)
-    fig.note = f"probe_loss={measured:.0%}"
-    _check_ghosts(bed, fig, end)
-    return _targets(fig)
+    return _under(
+        bed,
+        "loss-10%",
+        lambda: faults.loss(bed, "front", ["back1", "back2"], 10),
+        before=3,
+        after=2,
+        note=lambda measured: f"probe_loss={measured:.0%}",
+    )
 
 
 def blackhole(bed: Bed) -> Figures:
-    _standard(bed)
-    with bed.load(RATE) as load:
-        time.sleep(5)
-        with faults.blackhole(bed, "front", "back1"):
-            start = time.monotonic()
-            time.sleep(20)
-        end = time.monotonic()
-        time.sleep(5)
-    fig = figures("blackhole", load.records)
-    fig.recover = recovered_after(load.records, start)
-    _check_ghosts(bed, fig, end)
-    return _targets(fig, stall_bound=True)
+    return _under(
+        bed, "blackhole", lambda: faults.blackhole(bed, "front", "back1"), stall_bound=True
+    )
 
 
 def healed(bed: Bed) -> Figures:
@@ -181,18 +201,7 @@ def _wait_served(load: Load, host: str, since: float, limit: float) -> bool:
 
 
 def one_way(bed: Bed) -> Figures:
-    _standard(bed)
-    with bed.load(RATE) as load:
-        time.sleep(5)
-        with faults.one_way(bed, "front", "back1"):
-            start = time.monotonic()
-            time.sleep(20)
-        end = time.monotonic()
-        time.sleep(5)
-    fig = figures("one-way", load.records)
-    fig.recover = recovered_after(load.records, start)
-    _check_ghosts(bed, fig, end)
-    return _targets(fig, stall_bound=True)
+    return _under(bed, "one-way", lambda: faults.one_way(bed, "front", "back1"), stall_bound=True)
 
 
 def latency(bed: Bed) -> Figures:
@@ -262,18 +271,7 @@ def etcd_unreachable(bed: Bed) -> Figures:
 
 
 def etcd_restart(bed: Bed) -> Figures:
-    _standard(bed)
-    with bed.load(RATE) as load:
-        time.sleep(5)
-        with faults.etcd_down(bed, "kill"):
-            start = time.monotonic()
-            time.sleep(5)
-        end = time.monotonic()
-        time.sleep(5)
-    fig = figures("etcd-kill-restart", load.records)
-    fig.recover = recovered_after(load.records, start)
-    _check_ghosts(bed, fig, end)
-    return _targets(fig)
+    return _under(bed, "etcd-kill-restart", lambda: faults.etcd_down(bed, "kill"), hold=5)
 
 
 def rolling(bed: Bed) -> Figures:
@@ -304,35 +302,26 @@ def rolling(bed: Bed) -> Figures:
 
 
 def resets(bed: Bed) -> Figures:
-    _standard(bed, proxied=True)
-    with bed.load(RATE) as load:
-        time.sleep(5)
-        with faults.resets(bed, "back1", 0.2) as measured:
-            start = time.monotonic()
-            time.sleep(15)
-        end = time.monotonic()
-        time.sleep(3)
-    fig = figures("resets-20%", load.records)
-    fig.recover = recovered_after(load.records, start)
-    fig.note = f"probes_reset={measured:.0%}"
-    _check_ghosts(bed, fig, end)
-    return _targets(fig)
+    return _under(
+        bed,
+        "resets-20%",
+        lambda: faults.resets(bed, "back1", 0.2),
+        hold=15,
+        after=3,
+        proxied=True,
+        note=lambda measured: f"probes_reset={measured:.0%}",
+    )
 
 
 def bandwidth(bed: Bed) -> Figures:
-    _standard(bed)
-    with bed.load(RATE) as load:
-        time.sleep(5)
-        with faults.bandwidth(bed, "back1", 500) as measured:
-            start = time.monotonic()
-            time.sleep(15)
-        end = time.monotonic()
-        time.sleep(3)
-    fig = figures("bandwidth-500kbit", load.records)
-    fig.recover = recovered_after(load.records, start)
-    fig.note = f"measured={measured:.0f}kbit/s"
-    _check_ghosts(bed, fig, end)
-    return _targets(fig)
+    return _under(
+        bed,
+        "bandwidth-500kbit",
+        lambda: faults.bandwidth(bed, "back1", 500),
+        hold=15,
+        after=3,
+        note=lambda measured: f"measured={measured:.0f}kbit/s",
+    )
 
 
 SCENARIOS: dict[str, Callable[[Bed], Figures]] = {
