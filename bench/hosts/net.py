@@ -28,6 +28,7 @@ __all__ = [
     "cleanup",
     "netns_available",
     "run",
+    "connect_state",
     "tcp_state_root",
 ]
 
@@ -161,12 +162,13 @@ class Network:
                         raise BedError(f"host {a} does not reach {b} over the bridge")
 
 
-def tcp_state_root(address: str, port: int = 9) -> str:
-    """A connect from the root namespace: ``refused`` while the guard is in force."""
+def connect_state(address: str, port: int, timeout: float = 1.0) -> str:
+    """A TCP connect from where this runs: ``open``, ``refused`` (an RST came back),
+    ``timeout`` (no answer: the packets are dropped) or ``unreachable``."""
     import socket
 
     with socket.socket() as sock:
-        sock.settimeout(1.0)
+        sock.settimeout(timeout)
         try:
             sock.connect((address, port))
         except ConnectionRefusedError:
@@ -176,6 +178,11 @@ def tcp_state_root(address: str, port: int = 9) -> str:
         except OSError as exc:
             return f"unreachable ({exc.strerror})"
         return "open"
+
+
+def tcp_state_root(address: str, port: int = 9) -> str:
+    """A connect from the root namespace: ``refused`` while the guard is in force."""
+    return connect_state(address, port)
 
 
 def install_guard() -> None:

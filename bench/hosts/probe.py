@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from .net import connect_state
+
 if TYPE_CHECKING:
     from .net import Host
 
@@ -57,17 +59,7 @@ def tcp_state(host: Host, address: str, port: int, timeout: float) -> str:
     packets are dropped) or ``unreachable``."""
 
     def probe() -> str:
-        with socket.socket() as sock:
-            sock.settimeout(timeout)
-            try:
-                sock.connect((address, port))
-            except ConnectionRefusedError:
-                return "refused"
-            except TimeoutError:
-                return "timeout"
-            except OSError as exc:
-                return f"unreachable ({exc.strerror})"
-            return "open"
+        return connect_state(address, port, timeout)
 
     return in_netns(host, probe)
 
