@@ -119,8 +119,15 @@ class _ProblemRequestHandler(RequestHandler):
         self._arm(self._loop.time() + limits.header_timeout)
 
     def _arm(self, deadline: float) -> None:
+        """Time out at ``deadline``: the timer is moved earlier if it is set later (a body
+        timeout shorter than what was left of the header timeout); a later deadline is
+        met by the timer re-arming itself when it fires early."""
         self._deadline = deadline
-        if self._ingress_timer is None:
+        timer = self._ingress_timer
+        if timer is not None and timer.when() > deadline:
+            timer.cancel()
+            timer = None
+        if timer is None:
             self._ingress_timer = self._loop.call_at(deadline, self._on_timer)
 
     def data_received(self, data: bytes) -> None:
@@ -142,9 +149,7 @@ class _ProblemRequestHandler(RequestHandler):
             if payload is not None and not payload.is_eof():
                 self._phase = _Phase.BODY
                 self._payload = payload
-                self._deadline = self._loop.time() + limits.body_timeout
-                if self._ingress_timer is None:
-                    self._arm(self._deadline)
+                self._arm(self._loop.time() + limits.body_timeout)
             else:
                 self._phase = _Phase.DONE
         elif phase is _Phase.HEAD:
