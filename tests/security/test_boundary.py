@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from examples.vault import Auditor, Shop, Teller, Vault
 
-from orchestro import Mesh, cell, service
+from orchestro import CallPolicy, Mesh, cell, service
 from orchestro.errors import CellDefinitionError, HTTPError, RemoteError
 from orchestro.host import CellHost
 from orchestro.mesh import callee_name, clients_of
@@ -376,3 +376,38 @@ async def test_a_peer_that_never_speaks_tls_is_dropped_at_the_handshake_deadline
         assert await call_secret(vault, security("teller", dt.datetime.now(dt.UTC))) == 200
     finally:
         await vault.drain()
+
+
+async def test_a_fault_injector_given_to_the_mesh_serves_each_cell_s_mtls_calls(
+    state: Path,
+) -> None:
+    """A cell with an identity calls through its own binding of the mesh (its certificate):
+    a test transport given to the mesh is kept there, not bypassed by a plain one."""
+    from orchestro.registry import Registration
+    from orchestro.registry.memory import MemoryRegistry
+    from orchestro.testing import FaultInjector
+
+    registry = MemoryRegistry(ttl=30)
+    registration = Registration(registry)
+    now = dt.datetime.now(dt.UTC)
+    vault = CellHost(Vault, port=0, security=security("vault", now), registration=registration)
+    await vault.start()
+    faults = FaultInjector().abort_with(503, cell="vault")
+    calls = Mesh(registry, transport=faults, policy=CallPolicy(max_attempts=1))
+    await calls.start()
+    teller = CellHost(Teller, port=0, mesh=calls, security=security("teller", now))
+    await teller.start()
+    try:
+        with pytest.raises(RemoteError) as info:
+            await teller.instance.withdraw()  # over the network: the vault is elsewhere
+        assert info.value.status == 503
+        assert "fault injected by the test" in info.value.problem["detail"]
+        assert faults.injected == 1
+        faults.clear()  # the same binding, its calls now sent over mutual TLS as the teller
+        assert (await teller.instance.withdraw()).approved
+        assert faults.injected == 1
+    finally:
+        await teller.drain()
+        await calls.aclose()
+        await vault.drain()
+        await registration.aclose()

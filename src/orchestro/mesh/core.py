@@ -36,7 +36,7 @@ from .raw import RawClient
 from .resolver import Resolver
 from .stub import build_stub
 from .target import MAX_TARGETS, Target, TargetTable
-from .transports.base import Transport
+from .transports.base import Transport, with_tls
 from .transports.http import HttpTransport
 from .transports.local import call_in_process
 from .waiting import InstanceWaits
@@ -121,7 +121,9 @@ class Mesh(CallPipeline):
     def bind(self, caller: str, tls: CellTLS | None = None) -> Mesh:
         """This mesh, calling as cell ``caller``: the same registry view, policies and
         in-process cells, its own connections, which present ``tls``'s client certificate
-        to the callee's mesh listener (``None``: plain calls to public ports). One binding
+        to the callee's mesh listener (``None``: plain calls to public ports). A transport
+        given to the root is kept: its ``with_tls(tls)`` makes the binding's (the test
+        kit's transports keep injecting their faults). One binding
         per caller; closing this mesh closes them. A process hosting several cells binds
         one per cell, so each call proves the cell that makes it."""
         root = self._parent or self
@@ -132,11 +134,7 @@ class Mesh(CallPipeline):
             root.view,
             policies=root.policies,
             caller=caller,
-            transport=(
-                HttpTransport(tls=tls, connect_timeout=root.policies.default.connect_timeout)
-                if tls is not None
-                else root.transport
-            ),
+            transport=root.transport if tls is None else with_tls(root.transport, tls),
             clock=root._clock,
             zone=root._zone,
             telemetry=root._telemetry_on,

@@ -24,13 +24,16 @@ import json
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from ..errors import DeadlineExceeded, TransportError
-from ..mesh.transports.base import CallRequest, CallResponse, Transport
+from ..mesh.transports.base import CallRequest, CallResponse, Transport, with_tls
 from ..mesh.transports.http import HttpTransport
 from ..registry.base import Instance
 from .chaos import Fault, FaultKind, FaultPlan
+
+if TYPE_CHECKING:
+    from ..security.tls import CellTLS
 
 __all__ = ["FaultInjector", "MockTransport"]
 
@@ -70,7 +73,20 @@ class FaultInjector:
         self._rules: list[_Rule] = []
         self._rng = rng or random.Random(0)
         self.plan: FaultPlan | None = None
-        self.injected = 0
+        self._injected = [0]  # shared with the injectors made by with_tls
+
+    @property
+    def injected(self) -> int:
+        """Faults injected so far (by this injector and those :meth:`with_tls` made)."""
+        return self._injected[0]
+
+    def with_tls(self, tls: CellTLS) -> FaultInjector:
+        """This injector for a cell proving itself with ``tls`` (see ``Mesh.bind``): the
+        same rules, plan, random numbers and count, before a transport presenting ``tls``."""
+        made = FaultInjector.__new__(FaultInjector)
+        made.__dict__.update(self.__dict__)
+        made.transport = with_tls(self.transport, tls)
+        return made
 
     def follow(self, plan: FaultPlan) -> Self:
         """Apply a seeded :class:`FaultPlan` to every call, before the rules (one plan at a
@@ -125,7 +141,7 @@ class FaultInjector:
     ) -> CallResponse:
         fault = self.plan.draw(instance) if self.plan is not None else None
         if fault is not None:
-            self.injected += 1
+            self._injected[0] += 1
             if fault.kind is not FaultKind.DELAY:
                 return await self._apply(fault, instance, request, seconds, headers)
             await asyncio.sleep(min(fault.seconds, seconds))
@@ -135,7 +151,7 @@ class FaultInjector:
         for rule in self._rules:
             if not rule.matches(instance, request) or self._rng.random() >= rule.rate:
                 continue
-            self.injected += 1
+            self._injected[0] += 1
             if rule.kind == "latency":
                 await asyncio.sleep(min(rule.seconds, seconds))
                 if rule.seconds >= seconds:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ...registry.base import Instance
 
-__all__ = ["CallRequest", "CallResponse", "Transport"]
+if TYPE_CHECKING:
+    from ...security.tls import CellTLS
+
+__all__ = ["CallRequest", "CallResponse", "Transport", "with_tls"]
 
 
 # Not frozen: a frozen dataclass's __init__ costs four times as much, on every call. Treat
@@ -46,3 +49,11 @@ class Transport(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def with_tls(transport: Transport, tls: CellTLS) -> Transport:
+    """``transport`` for a cell that proves itself with ``tls`` (:meth:`Mesh.bind`): its
+    ``with_tls(tls)`` when it has one (the HTTP transport, and the test kit's, which keep
+    what they inject or answer), else ``transport`` itself."""
+    make = getattr(transport, "with_tls", None)
+    return transport if make is None else make(tls)

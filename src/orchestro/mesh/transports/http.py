@@ -60,6 +60,16 @@ class HttpTransport:
         self._urls: dict[tuple[int, str], tuple[Instance, URL]] = {}
         self._timer: DeadlineTimer | None = None  # the session's loop's
 
+    def with_tls(self, tls: CellTLS) -> HttpTransport:
+        """A transport like this one whose connections to mesh listeners present ``tls``'s
+        client certificate (its own connection pool: a pool holds one identity)."""
+        return HttpTransport(
+            limit=self._limit,
+            limit_per_host=self._limit_per_host,
+            connect_timeout=self._connect_timeout,
+            tls=tls,
+        )
+
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
