@@ -18,7 +18,14 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Instance", "InstanceState", "LeaseLost", "Registry", "new_instance_id"]
+__all__ = [
+    "Instance",
+    "InstanceState",
+    "LeaseLost",
+    "ReadOnlyRegistry",
+    "Registry",
+    "new_instance_id",
+]
 
 
 class InstanceState(enum.StrEnum):
@@ -96,3 +103,17 @@ class Registry(Protocol):
     def watch(self) -> AsyncIterator[Sequence[Instance]]: ...
 
     async def aclose(self) -> None: ...
+
+
+class ReadOnlyRegistry:
+    """The writes of a registry whose instances are listed elsewhere (DNS records, a URL's
+    list): a cell's own record is not kept there, so registering it is nothing."""
+
+    async def register(self, instance: Instance) -> None:
+        return None
+
+    async def heartbeat(self) -> None:
+        return None
+
+    async def deregister(self, instance_id: str) -> None:
+        return None

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import ConfigurationError
-from .base import Instance
+from .base import Instance, ReadOnlyRegistry
 
 try:
     import dns.asyncresolver
@@ -57,7 +57,7 @@ class _Entry:
     port: int | None
 
 
-class DnsRegistry:
+class DnsRegistry(ReadOnlyRegistry):
     def __init__(
         self,
         url: str,
@@ -110,15 +110,6 @@ class DnsRegistry:
         if not interval > 0:
             raise ConfigurationError(f"registry URL {url!r}: interval= must be seconds > 0")
         return cls(url, entries, nameserver=nameserver, interval=interval, ttl=ttl)
-
-    async def register(self, instance: Instance) -> None:
-        return None
-
-    async def heartbeat(self) -> None:
-        return None
-
-    async def deregister(self, instance_id: str) -> None:
-        return None
 
     async def list(self) -> Sequence[Instance]:
         """Every instance, resolved again if the answers are due."""

@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import ConfigurationError
-from .base import Instance
+from .base import Instance, ReadOnlyRegistry
 
 __all__ = ["StaticRegistry"]
 
 
-class StaticRegistry:
+class StaticRegistry(ReadOnlyRegistry):
     def __init__(self, url: str, instances: Sequence[Instance], *, ttl: float = 5.0) -> None:
         self.url = url
         self.ttl = ttl
@@ -58,15 +58,6 @@ class StaticRegistry:
                 )
             )
         return cls(url, instances, ttl=ttl)
-
-    async def register(self, instance: Instance) -> None:
-        return None
-
-    async def heartbeat(self) -> None:
-        return None
-
-    async def deregister(self, instance_id: str) -> None:
-        return None
 
     async def list(self) -> Sequence[Instance]:
         return list(self._instances)
