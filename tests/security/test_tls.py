@@ -12,6 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from orchestro.errors import HTTPError
@@ -251,6 +253,44 @@ async def test_an_expired_client_certificate_is_refused_at_the_handshake(
     expired = ca.issue("teller", now=dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
     with pytest.raises(aiohttp.ClientError):
         await call(CellTLS(expired), server.url)
+
+
+def _ca_certificate_naming(ca: DevelopmentCA, cell: str) -> CellIdentity:
+    """What a CA's signing mistake (or an intermediate carrying a cell's URI SAN) looks like:
+    a CA:TRUE certificate from the real CA with ``cell``'s SPIFFE ID."""
+    leaf = ca.issue(cell)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(leaf.leaf.subject)
+        .issuer_name(ca.cert.subject)
+        .public_key(leaf.key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(leaf.not_before)
+        .not_valid_after(leaf.not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            leaf.leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value,
+            critical=False,
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    return replace(leaf, chain=(cert,))
+
+
+async def test_a_ca_certificate_naming_an_allowed_cell_is_no_caller(
+    serve, ca: DevelopmentCA
+) -> None:
+    server = await serve(ca.issue("vault"))
+    client = CellTLS(_ca_certificate_naming(ca, "teller"))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            server.url, ssl=client.client, server_hostname="vault.cell.orchestro.local"
+        ) as response,
+    ):
+        assert response.status == 403
+        problem = await response.json()
+    assert "is a CA certificate (basicConstraints CA:TRUE)" in problem["detail"]
 
 
 def test_peer_identity_and_rotation_work_on_uvloop(ca: DevelopmentCA) -> None:

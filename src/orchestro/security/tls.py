@@ -158,6 +158,7 @@ def peer_spiffe_id(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> str | None:
     cert = ssl_object.getpeercert()
     if not cert:
         return None
+    _refuse_ca(ssl_object.getpeercert(binary_form=True))
     names: Any = cert.get("subjectAltName", ())
     uris = [str(value) for kind, value in names if kind == "URI"]
     if len(uris) != 1 or not uris[0].startswith("spiffe://"):
@@ -167,6 +168,27 @@ def peer_spiffe_id(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> str | None:
             "certificate has exactly one SPIFFE ID"
         )
     return uris[0]
+
+
+def _refuse_ca(der: bytes | None) -> None:
+    # OpenSSL accepts a CA certificate as the peer's own: an intermediate (or any CA:TRUE
+    # certificate the trust domain's CA signed) carrying a cell's URI SAN would pass as that
+    # cell. An X509-SVID leaf has CA false (X509-SVID section 4.1), so a CA is no caller.
+    if der is None:
+        return
+    try:
+        constraints = (
+            x509.load_der_x509_certificate(der)
+            .extensions.get_extension_for_class(x509.BasicConstraints)
+            .value
+        )
+    except x509.ExtensionNotFound:
+        return
+    if constraints.ca:
+        raise IdentityError(
+            "the peer's certificate is a CA certificate (basicConstraints CA:TRUE); a cell's "
+            "certificate is a leaf: issue it with CA:FALSE"
+        )
 
 
 def peer_caller(ssl_object: ssl.SSLObject | ssl.SSLSocket, trust_domain: str) -> Caller:
