@@ -144,6 +144,26 @@ async def test_a_jwt_verified_for_one_route_does_not_open_an_api_key_route(
         assert machine.json()["scheme"] == "api-key"
 
 
+async def test_two_authorization_headers_are_400_whichever_comes_first(
+    keys: Keys, jwks_file: Path
+) -> None:
+    # Reading the first of two (the old behaviour: good then bad let in) leaves a proxy
+    # that checks the last one to disagree with us about who the caller is.
+    async with CellClient(Shop, auth=settings_for(str(jwks_file))) as client:
+        for first, second in ((API_KEY, "k-" + "8" * 30), ("k-" + "8" * 30, API_KEY)):
+            reader, writer = await asyncio.open_connection(*client.host.url[7:].split(":"))
+            writer.write(
+                f"GET /machines HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                f"Authorization: Bearer {first}\r\nAuthorization: Bearer {second}\r\n\r\n".encode()
+            )
+            answer = (await reader.read()).decode()
+            writer.close()
+            assert answer.startswith("HTTP/1.1 400 "), answer
+            assert "2 Authorization headers: send one" in answer
+            assert 'error="invalid_request"' in answer
+        assert (await client.get("/machines", headers=bearer(API_KEY))).status == 200
+
+
 async def test_no_token_is_401_with_a_bare_bearer_challenge(keys: Keys, jwks_file: Path) -> None:
     async with CellClient(Shop, auth=settings_for(str(jwks_file))) as client:
         for headers in (
@@ -185,6 +205,9 @@ async def test_no_token_is_401_with_a_bare_bearer_challenge(keys: Keys, jwks_fil
         (lambda k: k.token(kid="unknown"), "no key 'unknown' in the JWKS"),
         (lambda k: k.token(kid="ec-1"), "alg RS256 does not fit key 'ec-1'"),
         (lambda k: "not.a.jwt", "not a readable JWT"),
+        (lambda k: k.token(exp=str(int(time.time()) + 300)), "'exp' claim is not a number"),
+        (lambda k: k.token(nbf=str(int(time.time()))), "'nbf' claim is not a number"),
+        (lambda k: k.token(iat=str(int(time.time()))), "'iat' claim is not a number"),
         (lambda k: "opaque-token", "not a JWT"),
         # Algorithm confusion: the RSA public key used as an HMAC secret.
         (
