@@ -170,7 +170,7 @@ class TokenVerifier:
             return False
         if jwks.due():
             return True
-        if jwks.may_refetch():
+        if jwks.may_refetch() or jwks.loading:  # an unknown kid waits for a fetch under way
             try:
                 kid = jwt.get_unverified_header(token).get("kid")
             except jwt.PyJWTError:
