@@ -117,6 +117,13 @@ def _pem(cert: x509.Certificate) -> str:
 def _server_context(identity: CellIdentity) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.verify_mode = ssl.CERT_REQUIRED
+    # No session resumption: a resumed session verifies no certificate, so a client whose
+    # root was removed from the bundle, or whose certificate expired, would still pass as
+    # its cell for the ticket's life (2 h) — and the tickets are sealed with the listener's
+    # first context, which no rotation replaces. The mesh client never resumes anyway (each
+    # pooled connection is kept alive instead), so this costs no handshake.
+    context.options |= ssl.OP_NO_TICKET
+    context.num_tickets = 0
     return _configure(context, identity)
 
 
@@ -158,6 +165,14 @@ def peer_spiffe_id(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> str | None:
     cert = ssl_object.getpeercert()
     if not cert:
         return None
+    if ssl_object.session_reused:
+        # The certificate is the one of the session's first handshake, not verified again:
+        # its root may have left the bundle since, or it may have expired. The listener
+        # issues no TLS 1.3 tickets, but a TLS 1.2 client can still resume by session ID.
+        raise IdentityError(
+            "the peer resumed a TLS session, which proves no certificate now; the mesh "
+            "listener needs a full handshake: connect without resuming the session"
+        )
     _refuse_ca(ssl_object.getpeercert(binary_form=True))
     names: Any = cert.get("subjectAltName", ())
     uris = [str(value) for kind, value in names if kind == "URI"]
