@@ -415,3 +415,56 @@ async def test_the_controller_removes_the_records_of_a_replica_it_had_to_kill(
     finally:
         await registry.aclose()
         started.kill()
+
+
+async def test_the_admin_api_refuses_what_a_web_page_can_send(tmp_path: Path) -> None:
+    # A cross-site fetch(url, {method: "POST", mode: "no-cors", body}) is a "simple" request
+    # (text/plain, no preflight): the browser sends it with an Origin header, and the admin
+    # API used to act on it (a page could restart or scale this machine's cells). A page
+    # that rebinds its DNS name to 127.0.0.1 sends that name in Host.
+    (tmp_path / "trial.py").write_text(textwrap.dedent(CELL.format(name="paged")))
+    started = await Started.start("run", "trial.py", "--replicas", "2", cwd=tmp_path)
+    try:
+        admin = (await started.wait_for(ADMIN)).group(1)
+        async with aiohttp.ClientSession() as session:
+            await _until(lambda: _replicas_ready(session, admin, 2))
+            async with session.get(f"{admin}/cells") as answer:
+                (before,) = await answer.json()
+            page = {"Origin": "https://evil.example", "Content-Type": "text/plain"}
+            for path, body in (
+                ("/cells/paged/scale", b'{"replicas": 1}'),
+                ("/cells/paged/replicas/0/restart", b""),
+            ):
+                async with session.post(f"{admin}{path}", data=body, headers=page) as answer:
+                    assert answer.status == 403, await answer.text()
+                    assert "not web pages" in (await answer.json())["detail"]
+            port = admin.rpartition(":")[2]
+            rebound = {"Host": f"evil.example:{port}"}
+            async with session.get(f"{admin}/cells", headers=rebound) as answer:
+                assert answer.status == 403
+            async with session.get(f"{admin}/cells") as answer:
+                (group,) = await answer.json()
+            assert group["desired"] == 2
+            assert [r["pid"] for r in group["replicas"]] == [r["pid"] for r in before["replicas"]]
+        # The CLI's own requests are served.
+        scaled = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "orchestro",
+            "scale",
+            "--admin",
+            admin,
+            "paged",
+            "1",
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        assert await scaled.wait() == 0
+        async with aiohttp.ClientSession() as session, session.get(f"{admin}/cells") as answer:
+            (group,) = await answer.json()
+        assert group["desired"] == 1
+        started.send(signal.SIGTERM, group=True)
+        assert await started.wait(timeout=45) == 0
+    finally:
+        started.kill()

@@ -144,6 +144,26 @@ async def test_a_jwt_verified_for_one_route_does_not_open_an_api_key_route(
         assert machine.json()["scheme"] == "api-key"
 
 
+async def test_two_authorization_headers_are_400_whichever_comes_first(
+    keys: Keys, jwks_file: Path
+) -> None:
+    # Reading the first of two (the old behaviour: good then bad let in) leaves a proxy
+    # that checks the last one to disagree with us about who the caller is.
+    async with CellClient(Shop, auth=settings_for(str(jwks_file))) as client:
+        for first, second in ((API_KEY, "k-" + "8" * 30), ("k-" + "8" * 30, API_KEY)):
+            reader, writer = await asyncio.open_connection(*client.host.url[7:].split(":"))
+            writer.write(
+                f"GET /machines HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                f"Authorization: Bearer {first}\r\nAuthorization: Bearer {second}\r\n\r\n".encode()
+            )
+            answer = (await reader.read()).decode()
+            writer.close()
+            assert answer.startswith("HTTP/1.1 400 "), answer
+            assert "2 Authorization headers: send one" in answer
+            assert 'error="invalid_request"' in answer
+        assert (await client.get("/machines", headers=bearer(API_KEY))).status == 200
+
+
 async def test_no_token_is_401_with_a_bare_bearer_challenge(keys: Keys, jwks_file: Path) -> None:
     async with CellClient(Shop, auth=settings_for(str(jwks_file))) as client:
         for headers in (
@@ -185,6 +205,9 @@ async def test_no_token_is_401_with_a_bare_bearer_challenge(keys: Keys, jwks_fil
         (lambda k: k.token(kid="unknown"), "no key 'unknown' in the JWKS"),
         (lambda k: k.token(kid="ec-1"), "alg RS256 does not fit key 'ec-1'"),
         (lambda k: "not.a.jwt", "not a readable JWT"),
+        (lambda k: k.token(exp=str(int(time.time()) + 300)), "'exp' claim is not a number"),
+        (lambda k: k.token(nbf=str(int(time.time()))), "'nbf' claim is not a number"),
+        (lambda k: k.token(iat=str(int(time.time()))), "'iat' claim is not a number"),
         (lambda k: "opaque-token", "not a JWT"),
         # Algorithm confusion: the RSA public key used as an HMAC secret.
         (
@@ -264,11 +287,14 @@ class JwksServer:
         self.redirect: str | None = None  # answer 302 to this URL instead
         self.padding = 0  # bytes of whitespace after the document
         self.hits = 0
+        self.gate: asyncio.Event | None = None  # when set, answers wait for it
         self._runner: web.AppRunner | None = None
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
         self.hits += 1
+        if self.gate is not None:
+            await self.gate.wait()
         if self.failing:
             return web.Response(status=500, text="down")
         if self.redirect is not None:
@@ -320,6 +346,38 @@ async def test_a_jwks_url_is_fetched_once_cached_and_a_rotated_key_is_found_by_k
         for _ in range(5):
             assert (await client.get("/me", headers=bearer(keys.token()))).status == 200
         assert jwks_server.hits == 2
+
+
+async def test_requests_arriving_during_a_jwks_fetch_wait_for_it_with_the_real_refetch_gap(
+    keys: Keys, jwks_server: JwksServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the real 10 s gap between fetches, the requests that arrived while the first
+    # fetch ran were refused 503 (19 of 20 from outside), and those naming a rotated kid
+    # while its fetch ran 401 "no key": the test above sets the gap to 0, which hid both.
+    jwks_server.gate = asyncio.Event()
+    async with CellClient(Shop, auth=settings_for(jwks_server.url)) as client:
+        first = asyncio.create_task(client.get("/me", headers=bearer(keys.token())))
+        while jwks_server.hits == 0:  # the first request's fetch has reached the server
+            await asyncio.sleep(0.01)
+        later = [
+            asyncio.create_task(client.get("/me", headers=bearer(keys.token()))) for _ in range(19)
+        ]
+        await asyncio.sleep(0.2)  # let them arrive while the fetch is held
+        jwks_server.gate.set()
+        answers = await asyncio.gather(first, *later)
+        assert [a.status for a in answers] == [200] * 20, [a.text for a in answers]
+        assert jwks_server.hits == 1
+    jwks_server.gate = None
+    monkeypatch.setattr(jwks_module, "MIN_REFETCH", 0.2)
+    async with CellClient(Shop, auth=settings_for(jwks_server.url)) as client:
+        assert (await client.get("/me", headers=bearer(keys.token()))).status == 200
+        new = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwks_server.document = {"keys": [*keys.published, keys.jwk(new, "rsa-3", "RS256")]}
+        await asyncio.sleep(0.3)  # past the gap, so the unknown kid may fetch again
+        answers = await asyncio.gather(
+            *(client.get("/me", headers=bearer(keys.token(new, kid="rsa-3"))) for _ in range(20))
+        )
+        assert [a.status for a in answers] == [200] * 20, [a.text for a in answers]
 
 
 async def test_while_the_jwks_url_fails_the_last_good_keys_are_used(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 
 import aiohttp
 from pydantic import BaseModel
@@ -187,6 +188,34 @@ async def test_headers_too_large_or_too_many_get_431() -> None:
         # Within every limit: served.
         status, _, _ = await send(client, head(*(b"X-%d: v\r\n" % i for i in range(10))))
         assert status == 200
+
+
+async def test_a_head_over_max_header_size_in_one_write_gets_431() -> None:
+    # The head arriving whole in one read used to be parsed and served: the size was
+    # checked only while the head was still incomplete (80 KB passed a 32 KiB limit).
+    settings = GatewaySettings(max_header_size=4096)
+    async with CellClient(Ingress, settings=settings) as client:
+        large = head(*(b"X-%d: %s\r\n" % (i, b"v" * 600) for i in range(10)))
+        status, _, body = await send(client, large)
+        assert status == 431
+        assert "exceed 4096 bytes" in json.loads(body)["detail"]
+        # A small head with a large body in the same write is within the limit: served.
+        note = json.dumps({"text": "n" * 8000}).encode()
+        post = (
+            b"POST /notes HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(note)
+        )
+        status, _, body = await send(client, post + note)
+        assert status == 200, body
+        # Pipelined in one write: the small request is served, the large one refused.
+        small = b"GET /greet HTTP/1.1\r\nHost: t\r\n\r\n"
+        reader, writer = await asyncio.open_connection(*address(client))
+        writer.write(small + large)
+        async with asyncio.timeout(30):  # a hang guard, not a measurement
+            data = await reader.read()
+        writer.close()
+        statuses = re.findall(rb"HTTP/1\.[01] (\d{3}) ", data)
+        assert statuses == [b"200", b"431"], data
 
 
 async def test_one_connection_over_max_connections_gets_503_and_a_close() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -12,6 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from orchestro.errors import HTTPError
@@ -251,6 +254,83 @@ async def test_an_expired_client_certificate_is_refused_at_the_handshake(
     expired = ca.issue("teller", now=dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
     with pytest.raises(aiohttp.ClientError):
         await call(CellTLS(expired), server.url)
+
+
+def _ca_certificate_naming(ca: DevelopmentCA, cell: str) -> CellIdentity:
+    """What a CA's signing mistake (or an intermediate carrying a cell's URI SAN) looks like:
+    a CA:TRUE certificate from the real CA with ``cell``'s SPIFFE ID."""
+    leaf = ca.issue(cell)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(leaf.leaf.subject)
+        .issuer_name(ca.cert.subject)
+        .public_key(leaf.key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(leaf.not_before)
+        .not_valid_after(leaf.not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            leaf.leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value,
+            critical=False,
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    return replace(leaf, chain=(cert,))
+
+
+async def test_a_ca_certificate_naming_an_allowed_cell_is_no_caller(
+    serve, ca: DevelopmentCA
+) -> None:
+    server = await serve(ca.issue("vault"))
+    client = CellTLS(_ca_certificate_naming(ca, "teller"))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            server.url, ssl=client.client, server_hostname="vault.cell.orchestro.local"
+        ) as response,
+    ):
+        assert response.status == 403
+        problem = await response.json()
+    assert "is a CA certificate (basicConstraints CA:TRUE)" in problem["detail"]
+
+
+def _get(
+    port: int, context: ssl.SSLContext, session: ssl.SSLSession | None = None
+) -> tuple[bytes, ssl.SSLSession | None, bool]:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(
+            raw, server_hostname="vault.cell.orchestro.local", session=session
+        ) as tls,
+    ):
+        tls.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+        return data, tls.session, tls.session_reused
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_a_resumed_tls_session_is_no_caller(
+    serve, ca: DevelopmentCA, version: ssl.TLSVersion
+) -> None:
+    # A resumed session verifies no certificate: a client whose root was removed (or whose
+    # certificate expired) resumed a session from before and passed as its cell (TLS 1.3
+    # tickets and TLS 1.2 session IDs both did, from outside, after a root rotation).
+    server = await serve(ca.issue("vault"))
+    port = int(server.url.split(":")[2].split("/")[0])
+    client = CellTLS(ca.issue("teller")).client
+    client.maximum_version = version
+    first, session, _ = await asyncio.to_thread(_get, port, client)
+    assert b'"cell": "teller"' in first
+    if version is ssl.TLSVersion.TLSv1_3:
+        assert session is not None
+        assert not session.has_ticket  # none issued, none to resume
+        return
+    again, _, reused = await asyncio.to_thread(_get, port, client, session)
+    assert reused  # TLS 1.2 resumes by session ID in OpenSSL's server cache
+    assert again.startswith(b"HTTP/1.1 403 "), again
+    assert b"resumed a TLS session" in again
 
 
 def test_peer_identity_and_rotation_work_on_uvloop(ca: DevelopmentCA) -> None:

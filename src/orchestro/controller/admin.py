@@ -57,6 +57,31 @@ def find_controllers() -> list[dict[str, Any]]:
     return found
 
 
+# The names a request to the loopback admin API may carry in Host: anything else came through
+# a DNS name that resolves to loopback (a page's DNS rebinding), not from this machine's CLI.
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def _local_only(request: web.Request) -> None:
+    """Refuse what a web page can make a browser send to 127.0.0.1: a cross-site request
+    (browsers add ``Origin``; the CLI never does) — a "simple" text/plain POST needs no
+    preflight, so without this any page could scale or restart this machine's cells — and a
+    rebound DNS name in ``Host``."""
+    if "Origin" in request.headers:
+        raise HTTPError(
+            403,
+            "the admin API answers this machine's CLI, not web pages (the request has an "
+            "Origin header)",
+        )
+    host = request.headers.get("Host")
+    if host is not None:
+        name = host.rpartition(":")[0] if host.rpartition(":")[2].isdigit() else host
+        if name.lower() not in _LOCAL_HOSTS:
+            raise HTTPError(
+                403, f"the admin API answers 127.0.0.1 and localhost, not Host {host!r}"
+            )
+
+
 class AdminServer:
     def __init__(self, supervisor: Supervisor, target: str) -> None:
         self._supervisor = supervisor
@@ -72,6 +97,7 @@ class AdminServer:
         @web.middleware
         async def problems(request: web.Request, handler: Any) -> web.StreamResponse:
             try:
+                _local_only(request)
                 response: web.StreamResponse = await handler(request)
                 return response
             except HTTPError as exc:

@@ -130,7 +130,17 @@ class AuthStep:
             admit(request, token)
 
         def check(request: web.BaseRequest) -> Awaitable[None] | None:
-            header = request.headers.get("Authorization")
+            headers = request.headers
+            header = headers.get("Authorization")
+            if header is not None and len(headers.getall("Authorization")) > 1:
+                # Which one counts would be ours to guess: a proxy in front may check the
+                # last while we read the first. RFC 6750 section 3.1: invalid_request, 400.
+                raise HTTPError(
+                    400,
+                    f"{route.cell.name}: the request has "
+                    f"{len(headers.getall('Authorization'))} Authorization headers: send one",
+                    headers={"WWW-Authenticate": f'{realm}, error="invalid_request"'},
+                )
             if header is None:
                 if caller_of(request, resolve).cell is not None:
                     return None  # a cell, proven by its certificate

@@ -20,7 +20,9 @@ from http import HTTPStatus
 from typing import Any, Final
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http import HttpProcessingError, RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from ..config import GatewaySettings
 from ..errors import HTTPError
@@ -145,6 +147,11 @@ class _ProblemRequestHandler(RequestHandler):
         super().data_received(data)
         if self._request_count != count:
             # A request's head was parsed (this chunk may also hold its body, or more).
+            if self._head_bytes > limits.max_header_size:
+                # The head ended in this chunk, so the check below never saw it incomplete:
+                # measure the heads just parsed (only here, where the bytes read say one
+                # may be too large, so a normal request pays nothing).
+                self._refuse_large_heads(self._request_count - count, limits.max_header_size)
             payload = self._messages[-1][1] if self._messages else None
             if payload is not None and not payload.is_eof():
                 self._phase = _Phase.BODY
@@ -167,6 +174,28 @@ class _ProblemRequestHandler(RequestHandler):
                 self._payload = None
             else:
                 self._deadline += len(data) / limits.min_body_rate
+
+    def _refuse_large_heads(self, parsed: int, limit: int) -> None:
+        messages = self._messages
+        first = len(messages) - parsed
+        for index in range(max(0, first), len(messages)):
+            message = messages[index][0]
+            if not isinstance(message, RawRequestMessage):
+                continue
+            size = len(message.method) + len(message.path) + 13  # "M P HTTP/1.1\r\n" + "\r\n"
+            size += sum(len(name) + len(value) + 4 for name, value in message.raw_headers)
+            if size > limit:
+                # aiohttp's own form of a request its parser refused: the handler answers
+                # it through handle_error (431 problem+json, then close) and serves none
+                # of it; what was pipelined after it is dropped.
+                detail = f"the request line and headers exceed {limit} bytes"
+                messages[index] = (
+                    _ErrInfo(status=431, exc=HttpProcessingError(message=detail), message=detail),
+                    EMPTY_PAYLOAD,
+                )
+                while len(messages) > index + 1:
+                    messages.pop()
+                return
 
     def _on_timer(self) -> None:
         self._ingress_timer = None

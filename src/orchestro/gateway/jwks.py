@@ -84,11 +84,19 @@ class JsonWebKeys:
     def loaded(self) -> bool:
         return bool(self._keys)
 
+    @property
+    def loading(self) -> bool:
+        """Whether a load is under way (a request that needs it waits for the same one)."""
+        return self._inflight is not None and not self._inflight.done()
+
     def due(self) -> bool:
-        """Whether the set should be loaded again before it is used."""
+        """Whether the set should be loaded again (or the load under way waited for) before
+        it is used."""
         now = self._clock()
         if not self._keys:
-            return now - self._tried >= MIN_REFETCH or self._tried == -float("inf")
+            # With no keys yet, a request arriving while the first fetch runs waits for it:
+            # it would otherwise be refused with 503 although the keys are a moment away.
+            return self.loading or now - self._tried >= MIN_REFETCH or self._tried == -float("inf")
         return now - self._fetched >= self._refresh and now - self._tried >= MIN_REFETCH
 
     def may_refetch(self) -> bool:

@@ -25,6 +25,7 @@ from .jwks import JsonWebKeys, Refused
 
 __all__ = ["ApiKeys", "TokenVerifier", "Unavailable"]
 
+_NUMERIC_DATES: Final = ("exp", "nbf", "iat")
 _VERIFIED_MAX: Final = 10_000  # verified tokens remembered (the oldest leave first)
 
 
@@ -169,7 +170,7 @@ class TokenVerifier:
             return False
         if jwks.due():
             return True
-        if jwks.may_refetch():
+        if jwks.may_refetch() or jwks.loading:  # an unknown kid waits for a fetch under way
             try:
                 kid = jwt.get_unverified_header(token).get("kid")
             except jwt.PyJWTError:
@@ -230,6 +231,14 @@ class TokenVerifier:
             raise Refused(f"the token has no {exc.claim!r} claim") from None
         except jwt.PyJWTError as exc:
             raise Refused(f"the token is invalid ({exc})") from None
+        for name in _NUMERIC_DATES:
+            # PyJWT takes "1796180774" (a string) for a time too; RFC 7519 says a number,
+            # and the handler and the cache would otherwise meet a string where a time is.
+            value = claims.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise Refused(
+                    f"the token's {name!r} claim is not a number (a NumericDate, RFC 7519)"
+                )
         caller = Caller(subject=str(claims["sub"]), scheme="jwt", claims=MappingProxyType(claims))
         verified = self._verified
         if len(verified) >= _VERIFIED_MAX:

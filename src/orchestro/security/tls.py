@@ -117,6 +117,13 @@ def _pem(cert: x509.Certificate) -> str:
 def _server_context(identity: CellIdentity) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.verify_mode = ssl.CERT_REQUIRED
+    # No session resumption: a resumed session verifies no certificate, so a client whose
+    # root was removed from the bundle, or whose certificate expired, would still pass as
+    # its cell for the ticket's life (2 h) — and the tickets are sealed with the listener's
+    # first context, which no rotation replaces. The mesh client never resumes anyway (each
+    # pooled connection is kept alive instead), so this costs no handshake.
+    context.options |= ssl.OP_NO_TICKET
+    context.num_tickets = 0
     return _configure(context, identity)
 
 
@@ -158,6 +165,15 @@ def peer_spiffe_id(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> str | None:
     cert = ssl_object.getpeercert()
     if not cert:
         return None
+    if ssl_object.session_reused:
+        # The certificate is the one of the session's first handshake, not verified again:
+        # its root may have left the bundle since, or it may have expired. The listener
+        # issues no TLS 1.3 tickets, but a TLS 1.2 client can still resume by session ID.
+        raise IdentityError(
+            "the peer resumed a TLS session, which proves no certificate now; the mesh "
+            "listener needs a full handshake: connect without resuming the session"
+        )
+    _refuse_ca(ssl_object.getpeercert(binary_form=True))
     names: Any = cert.get("subjectAltName", ())
     uris = [str(value) for kind, value in names if kind == "URI"]
     if len(uris) != 1 or not uris[0].startswith("spiffe://"):
@@ -167,6 +183,27 @@ def peer_spiffe_id(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> str | None:
             "certificate has exactly one SPIFFE ID"
         )
     return uris[0]
+
+
+def _refuse_ca(der: bytes | None) -> None:
+    # OpenSSL accepts a CA certificate as the peer's own: an intermediate (or any CA:TRUE
+    # certificate the trust domain's CA signed) carrying a cell's URI SAN would pass as that
+    # cell. An X509-SVID leaf has CA false (X509-SVID section 4.1), so a CA is no caller.
+    if der is None:
+        return
+    try:
+        constraints = (
+            x509.load_der_x509_certificate(der)
+            .extensions.get_extension_for_class(x509.BasicConstraints)
+            .value
+        )
+    except x509.ExtensionNotFound:
+        return
+    if constraints.ca:
+        raise IdentityError(
+            "the peer's certificate is a CA certificate (basicConstraints CA:TRUE); a cell's "
+            "certificate is a leaf: issue it with CA:FALSE"
+        )
 
 
 def peer_caller(ssl_object: ssl.SSLObject | ssl.SSLSocket, trust_domain: str) -> Caller:
