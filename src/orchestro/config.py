@@ -122,6 +122,13 @@ class GatewaySettings(BaseSettings):
         description="Open connections a cell's listener keeps; one more is answered 503 and "
         "closed. Default: 90% of the process's open-file limit.",
     )
+    max_tls_handshakes: int = Field(
+        default=256,
+        ge=1,
+        description="TLS handshakes the mesh listener runs at once; a connection beyond "
+        "them is closed at once (each handshake holds a read buffer; none counts as a "
+        "connection until it is done). HAProxy's maxsslconn is the same kind of bound.",
+    )
     rate_limit_keys: int = Field(
         default=100_000,
         ge=1,

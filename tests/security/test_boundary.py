@@ -378,6 +378,52 @@ async def test_a_peer_that_never_speaks_tls_is_dropped_at_the_handshake_deadline
         await vault.drain()
 
 
+async def test_tls_handshakes_beyond_the_bound_are_closed_at_once_the_rest_served(
+    state: Path,
+) -> None:
+    """Sockets that open a handshake and say nothing hold a read buffer each, uncounted by
+    the connection limits: beyond max_tls_handshakes under way, a new connection is closed
+    at once; once they are gone, the listener serves a real handshake."""
+    from orchestro.config import GatewaySettings
+
+    now = dt.datetime.now(dt.UTC)
+    vault = CellHost(
+        Vault,
+        port=0,
+        settings=GatewaySettings(max_tls_handshakes=3),
+        security=security("vault", now),
+    )
+    await vault.start()
+    listener = vault.listeners.mesh
+    assert listener is not None
+    held = []
+    try:
+        for _ in range(3):
+            held.append(await asyncio.open_connection("127.0.0.1", vault.mesh_port))
+        async with asyncio.timeout(10):  # a hang guard: the listener counts them
+            while listener.handshakes.active < 3:
+                await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", vault.mesh_port)
+        async with asyncio.timeout(10):  # an outcome, not a speed: closed, not held
+            try:
+                data = await reader.read()
+            except ConnectionResetError:
+                data = b""
+        writer.close()
+        assert data == b""
+        assert listener.handshakes.refused == 1
+        for _, stalled in held:
+            stalled.close()
+        async with asyncio.timeout(10):
+            while listener.handshakes.active:
+                await asyncio.sleep(0.01)
+        assert await call_secret(vault, security("teller", now)) == 200
+    finally:
+        for _, stalled in held:
+            stalled.close()
+        await vault.drain()
+
+
 async def test_a_fault_injector_given_to_the_mesh_serves_each_cell_s_mtls_calls(
     state: Path,
 ) -> None:

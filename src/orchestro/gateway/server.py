@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from ..errors import StartupError
+from .handshakes import HandshakeLimit, TLSAcceptor
 from .ingress import ProblemServer
 
 __all__ = ["Listener"]
@@ -39,14 +40,17 @@ class Listener:
     to ``drain_timeout`` seconds (that long, not twice), then cancels what is left.
     """
 
-    def __init__(self, server: web.Server, *, drain_timeout: float) -> None:
+    def __init__(
+        self, server: web.Server, *, drain_timeout: float, max_tls_handshakes: int = 256
+    ) -> None:
         self._runner = web.ServerRunner(
             server, handle_signals=False, shutdown_timeout=drain_timeout
         )
         self._drain_timeout = drain_timeout
         self._started = False
         self._shared: web.SockSite | None = None
-        self._tls: asyncio.Server | None = None  # the mesh listener's (see start)
+        self._tls: TLSAcceptor | None = None  # the mesh listener's (see start)
+        self.handshakes = HandshakeLimit(max_tls_handshakes)
         self.port = 0
 
     async def start(
@@ -61,20 +65,21 @@ class Listener:
                 await site.start()
                 self.port = int(self._runner.addresses[0][1])
             else:
-                # Served by a server of our own rather than a TCPSite, for its handshake
-                # deadline: asyncio's default is 60 s, which lets anyone who can reach the
-                # port hold a socket that long without saying a word of TLS (uncounted: the
-                # connection limits start once the handshake is done).
-                assert self._runner.server is not None
-                self._tls = await asyncio.get_running_loop().create_server(
-                    self._runner.server,
-                    host,
-                    port,
-                    ssl=ssl_context,
-                    ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
-                    reuse_address=True,
+                # Accepted by our own acceptor rather than a TCPSite, for its handshakes
+                # (gateway/handshakes.py): a deadline (asyncio's default is 60 s, which lets
+                # anyone who can reach the port hold a socket that long without saying a
+                # word of TLS) and a bound on how many run at once (the connection limits
+                # start once a handshake is done).
+                server = self._runner.server
+                assert server is not None
+                self._tls = TLSAcceptor(
+                    await _listening_socket(host, port),
+                    server,
+                    ssl_context,
+                    self.handshakes,
+                    TLS_HANDSHAKE_TIMEOUT,
                 )
-                self.port = int(self._tls.sockets[0].getsockname()[1])
+                self.port = self._tls.port
         except OSError as exc:
             await self._runner.cleanup()
             raise StartupError(_bind_error(exc, host, port, cell)) from exc
@@ -108,7 +113,7 @@ class Listener:
         server = self._runner.server
         self._shared = None
         if self._tls is not None:
-            self._tls.close()  # no new connections; the open ones are the server's below
+            await self._tls.close()  # no new connections; the open ones are the server's below
         for site in list(self._runner.sites):
             await site.stop()  # new connections are refused (the shared queue stays)
         if isinstance(server, ProblemServer):
@@ -139,6 +144,16 @@ class Listener:
                 await self._runner.cleanup()
         except TimeoutError:
             _log.warning("listener on port %d did not close in time", self.port)
+
+
+async def _listening_socket(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host`` (its first address) and ``port``, as the loop's
+    ``create_server`` would make it (address reuse, the default backlog)."""
+    found = await asyncio.get_running_loop().getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, _, _, _, address = found[0]
+    return socket.create_server(address[:2], family=family, backlog=100)
 
 
 def _busy(connection: RequestHandler) -> bool:

@@ -104,7 +104,11 @@ class CellListeners:
             return
         # Its counters' series are labelled apart from the public port's.
         mesh_gateway = gateway(security.resolver, own_routes, listener="mesh")
-        mesh = Listener(mesh_gateway.server(), drain_timeout=self._settings.drain_timeout)
+        mesh = Listener(
+            mesh_gateway.server(),
+            drain_timeout=self._settings.drain_timeout,
+            max_tls_handshakes=self._settings.max_tls_handshakes,
+        )
         try:
             self.mesh_port = await mesh.start(
                 self.host, self.mesh_port, cell=self.spec.name, ssl_context=security.tls.server
