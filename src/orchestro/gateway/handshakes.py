@@ -74,6 +74,7 @@ class TLSAcceptor:
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
         self._handshakes: set[asyncio.Task[None]] = set()
+        self._warned = -_WARN_EVERY  # when a failed accept was last logged
         self._accepting = self._loop.create_task(self._accept())
 
     async def _accept(self) -> None:
@@ -86,8 +87,12 @@ class TLSAcceptor:
             except OSError as exc:
                 if self.sock.fileno() < 0:
                     return  # closed by close()
-                # Out of file descriptors, or a connection reset while queued: go on.
-                _log.warning("listener on port %d: accept failed: %s", self.port, exc)
+                # Out of file descriptors, or a connection reset while queued: go on, and
+                # say so once a minute at most (a flood of them is no flood of lines).
+                now = time.monotonic()
+                if now - self._warned >= _WARN_EVERY:
+                    self._warned = now
+                    _log.warning("listener on port %d: accept failed: %s", self.port, exc)
                 await asyncio.sleep(0.1)
                 continue
             if limit.active >= limit.limit:
