@@ -18,40 +18,38 @@ import logging
 import socket
 import ssl
 import struct
-import time
 from collections.abc import Callable
+
+from ..observability.logs import RateLimitFilter
 
 __all__ = ["HandshakeLimit", "TLSAcceptor"]
 
-_log = logging.getLogger("orchestro.gateway")
-_WARN_EVERY = 60.0  # seconds between the log lines saying handshakes were refused
+# Its lines are ones a peer can cause at will: two a minute at most (the next one says how
+# many were left out).
+_log = logging.getLogger("orchestro.gateway.tls")
+_log.addFilter(RateLimitFilter(burst=2, interval=60.0))
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 
 class HandshakeLimit:
     """The handshakes under way on one listener, and those refused for being over ``limit``."""
 
-    __slots__ = ("_warned", "active", "limit", "refused")
+    __slots__ = ("active", "limit", "refused")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.active = 0
         self.refused = 0
-        self._warned = 0.0
 
     def refuse(self, port: int) -> None:
         self.refused += 1
-        now = time.monotonic()
-        if now - self._warned >= _WARN_EVERY:
-            self._warned = now
-            _log.warning(
-                "listener on port %d: %d TLS handshakes under way, the most allowed "
-                "(max_tls_handshakes); new connections are closed until one finishes "
-                "(%d so far)",
-                port,
-                self.limit,
-                self.refused,
-            )
+        _log.warning(
+            "listener on port %d: %d TLS handshakes under way, the most allowed "
+            "(max_tls_handshakes); new connections are closed until one finishes (%d so far)",
+            port,
+            self.limit,
+            self.refused,
+        )
 
 
 class TLSAcceptor:
@@ -74,7 +72,6 @@ class TLSAcceptor:
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
         self._handshakes: set[asyncio.Task[None]] = set()
-        self._warned = -_WARN_EVERY  # when a failed accept was last logged
         self._accepting = self._loop.create_task(self._accept())
 
     async def _accept(self) -> None:
@@ -87,12 +84,8 @@ class TLSAcceptor:
             except OSError as exc:
                 if self.sock.fileno() < 0:
                     return  # closed by close()
-                # Out of file descriptors, or a connection reset while queued: go on, and
-                # say so once a minute at most (a flood of them is no flood of lines).
-                now = time.monotonic()
-                if now - self._warned >= _WARN_EVERY:
-                    self._warned = now
-                    _log.warning("listener on port %d: accept failed: %s", self.port, exc)
+                # Out of file descriptors, or a connection reset while queued: go on.
+                _log.warning("listener on port %d: accept failed: %s", self.port, exc)
                 await asyncio.sleep(0.1)
                 continue
             if limit.active >= limit.limit:
