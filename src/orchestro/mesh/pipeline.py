@@ -148,11 +148,9 @@ class CallPipeline:
                             pick.instance, pick.request, pick.remaining, pick.headers
                         )
                     except BaseException as exc:
-                        if pick.capped and isinstance(exc, DeadlineExceeded):
-                            abandoned = _abandoned(cell, pick)
-                            self._failed(cell, target, pick, abandoned)
+                        abandoned = self._failed(cell, target, pick, exc)
+                        if abandoned is not None:
                             raise abandoned from None
-                        self._failed(cell, target, pick, exc)
                         raise
                     response = self._answered(cell, target, pick, sent)
                     break
@@ -294,11 +292,9 @@ class CallPipeline:
                 pick.instance, pick.request, pick.remaining, pick.headers
             )
         except BaseException as exc:  # also cancelled: the caller gave up, or a hedge won
-            if pick.capped and isinstance(exc, DeadlineExceeded):
-                abandoned = _abandoned(cell, pick)
-                self._failed(cell, target, pick, abandoned)
+            abandoned = self._failed(cell, target, pick, exc)
+            if abandoned is not None:
                 raise abandoned from None
-            self._failed(cell, target, pick, exc)
             raise
         return self._answered(cell, target, pick, response)
 
@@ -376,8 +372,16 @@ class CallPipeline:
             )
         return pick
 
-    def _failed(self, cell: str, target: Target, pick: Pick, error: BaseException) -> None:
-        """An attempt raised (could not connect, timed out, was cancelled)."""
+    def _failed(
+        self, cell: str, target: Target, pick: Pick, error: BaseException
+    ) -> TransportError | None:
+        """An attempt raised (could not connect, timed out, was cancelled). Returns the error
+        to raise instead when the attempt outlived its attempt timeout (not the call's
+        deadline), else None: ``error`` itself is raised."""
+        if pick.capped and isinstance(error, DeadlineExceeded):
+            error = abandoned = _abandoned(cell, pick)
+        else:
+            abandoned = None
         pick.stats.in_flight -= 1
         end = pick.ended = self._now()
         if not isinstance(error, TransportError):
@@ -396,6 +400,7 @@ class CallPipeline:
             obs.record(cell, pick.request.method, result, end - pick.started)
             if pick.span is not None:
                 obs.end_attempt(pick.span, result)
+        return abandoned
 
     def _answered(
         self, cell: str, target: Target, pick: Pick, response: CallResponse
