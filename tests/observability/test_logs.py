@@ -194,7 +194,8 @@ def test_the_fast_access_line_is_what_the_json_formatter_writes() -> None:
     request[REQUEST_ID_KEY] = "req-1"
     token = context._current.set(("orders", "orders-vm-1", request, 0.0))
     try:
-        fast = json.loads(meter._access_line(request, "GET", 200, 0.0123456))
+        entry = meter._access_entry(request, "GET", 200, 0.0123456)
+        fast = json.loads(entry[0](entry))
         logger, stream = _capture(JsonFormatter())
         access = logging.getLogger("orchestro.access")
         access.addHandler(logger.handlers[0])
@@ -213,3 +214,70 @@ def test_the_fast_access_line_is_what_the_json_formatter_writes() -> None:
         line.pop("span_id", None)  # random for a request whose context nothing made whole
     assert fast.pop("duration_ms") == pytest.approx(slow.pop("duration_ms"), abs=1e-3)
     assert fast == slow
+
+
+async def test_the_access_line_s_path_and_fields_are_the_request_s_for_any_target() -> None:
+    """The writer thread makes the line from the request target as sent: its url.path is
+    what aiohttp's request.path says, for targets with escapes, fragments, an absolute
+    form; quotes, backslashes and non-ASCII in the agent and request id stay valid JSON."""
+    import asyncio
+
+    from aiohttp import web
+
+    import orchestro.gateway.telemetry  # noqa: F401 - reads request ids
+    from orchestro.gateway.pipeline import Route
+    from orchestro.gateway.problem import REQUEST_ID_KEY
+    from orchestro.gateway.route_meter import RouteMeter
+    from orchestro.observability import context
+
+    class Owner:
+        _telemetry = None
+        _cell = "orders"
+        _instance = "orders-vm-1"
+
+    meter = RouteMeter(Owner, Route(None, "/items/{id}"))  # type: ignore[arg-type]
+    meter._template = "/items/{id}"
+    seen: list[tuple[str, dict[str, object]]] = []
+
+    async def handler(request: web.BaseRequest) -> web.Response:
+        request[REQUEST_ID_KEY] = request.headers["X-Id"]
+        context.set_current(("orders", "orders-vm-1", request, 0.0))
+        log_fields(order='7 "x"')  # makes the request context whole
+        entry = meter._access_entry(request, request.method, 201, 0.0021)
+        seen.append((request.path, json.loads(entry[0](entry))))
+        return web.Response()
+
+    server = await asyncio.get_running_loop().create_server(web.Server(handler), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    targets = [
+        "/items/5",
+        "/items/a%20b?x=1",
+        "/items/a%2Fb",
+        "/items/caf%C3%A9#frag",
+        "/items/x?q=%22#f",
+        "/items/%zz",
+        f"http://127.0.0.1:{port}/items/abs?q",
+    ]
+    try:
+        for target in targets:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                f'GET {target} HTTP/1.1\r\nHost: x\r\nUser-Agent: ua "q" \\ é\r\n'
+                f'X-Id: id"\\1\r\nConnection: close\r\n\r\n'.encode()
+            )
+            await writer.drain()
+            assert (await reader.read()).startswith(b"HTTP/1.1 200")
+            writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert len(seen) == len(targets)
+    for (path, line), target in zip(seen, targets, strict=True):
+        assert line["url.path"] == path, target
+        assert line["message"] == f'GET {target} 201 2.1ms "ua "q" \\ é"'
+        assert line["request_id"] == 'id"\\1'
+        assert line["client.address"] == "127.0.0.1"
+        assert line["duration_ms"] == 2.1
+        assert line["order"] == '7 "x"'
+        assert line["http.route"] == "/items/{id}"
+        assert line["http.response.status_code"] == 201

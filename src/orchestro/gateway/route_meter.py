@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 from opentelemetry import context as otel_context
@@ -28,10 +28,11 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from ..observability import context
 from ..observability.context import CELL_ATTRIBUTE, TRACEPARENT, RequestContext, parse_traceparent
 from ..observability.instruments import HistogramFamily, HistogramSeries
-from ..observability.logs import AccessLines
+from ..observability.logs import AccessLines, Entry, fields_text
 from ..observability.sampling import new_trace_id
 from ..observability.telemetry import Telemetry
 from .pipeline import Route
+from .problem import REQUEST_ID_KEY
 
 __all__ = ["MeterOwner", "RouteMeter", "access_logger"]
 
@@ -51,7 +52,7 @@ class MeterOwner(Protocol):
     telemetry_recording_seen: bool  # a span was started: ends must look for one
     extras: bool  # request sizes, spans or access lines: the end's slower path
     access_enabled: bool
-    access_write: Callable[[str], None] | None
+    access_write: Callable[[Entry], None] | None
 
 
 _METHOD = http_attributes.HTTP_REQUEST_METHOD
@@ -175,7 +176,7 @@ class RouteMeter:
         if self._owner.access_enabled:
             write = self._owner.access_write
             if write is not None:
-                write(self._access_line(request, method, status, elapsed))
+                write(self._access_entry(request, method, status, elapsed))
             else:
                 _log_access(request, method, status, elapsed, self._template)
         if self._owner.telemetry_recording_seen:
@@ -183,15 +184,16 @@ class RouteMeter:
             if type(rc) is RequestContext and rc.span is not None:
                 _end_span(rc, status)
 
-    def _access_line(
+    def _access_entry(
         self, request: web.BaseRequest, method: str, status: int, elapsed: float
-    ) -> str:
-        """The access line :func:`_log_access` would give orchestro's JSON handler, made
-        directly (see :class:`~.logs.AccessLines`). Its trace ids are those the request's
-        other lines carry; a request whose context nothing made whole carries only the trace
-        id someone else can see (its caller's, or the one its sampling decision drew), or
-        none."""
+    ) -> tuple[Any, ...]:
+        """What orchestro's JSON handler makes the access line of (an entry of
+        :class:`~.logs.AccessLines`): the line :func:`_log_access` would give it. Its trace
+        ids are those the request's other lines carry; a request whose context nothing made
+        whole carries only the trace id someone else can see (its caller's, or the one its
+        sampling decision drew), or none."""
         found = context.get_current()
+        span_id: int | None = None
         if type(found) is RequestContext:
             request_id = found.request_id
             if found.span is not None:
@@ -199,30 +201,31 @@ class RouteMeter:
                 trace_id, span_id = ids.trace_id, ids.span_id
             else:
                 trace_id, span_id = found.trace_id, found.span_id
-            trace = f', "trace_id": "{trace_id:032x}", "span_id": "{span_id:016x}"'
         else:
-            request_id = RequestContext.request_id_of(request)
+            request_id = request[REQUEST_ID_KEY]  # the pipeline's, set before the meter ran
             if len(found) == 5:
-                trace = f', "trace_id": "{found[4]:032x}"'
+                trace_id = found[4]
             else:
                 header = request.headers.get(TRACEPARENT)
                 parent = None if header is None else parse_traceparent(header)
-                trace = "" if parent is None else f', "trace_id": "{parent[0]:032x}"'
+                trace_id = None if parent is None else parent[0]
         lines = self._lines
         if lines is None:
             lines = self._lines = AccessLines(self.cell, self.instance, self._template)
-        return lines.line(
+        fields = context.extra_fields()
+        return (
+            lines.make,
             time.time(),
-            trace,
+            trace_id,
+            span_id,
             request_id,
             method,
             request.raw_path,
-            request.path,
             status,
             elapsed,
             request.headers.get("User-Agent", "-"),
             request.remote,
-            context.extra_fields(),
+            fields_text(fields) if fields else "",
         )
 
     def _series_for(self, method: str, status: int) -> tuple[Append, Append]:

@@ -16,7 +16,7 @@ from opentelemetry.semconv.attributes import http_attributes, url_attributes
 
 from ..observability.context import CELL_ATTRIBUTE, RequestContext
 from ..observability.instruments import SIZE_BUCKETS
-from ..observability.logs import fast_access_writer
+from ..observability.logs import Entry, fast_access_writer
 from ..observability.telemetry import Telemetry
 from .admission import Gate
 from .pipeline import Route
@@ -53,7 +53,7 @@ class ServerTelemetry:
         self.access_enabled = False
         # Where access lines go when orchestro's own JSON handler is the only one: its
         # buffer, bypassing `logging` (see logs.fast_access_writer); None: through logging.
-        self.access_write: Callable[[str], None] | None = None
+        self.access_write: Callable[[Entry], None] | None = None
         self.telemetry_recording_seen = False  # a span was started: ends must look for one
         # Either of the two: the one flag a request's end reads.
         self.extras = False

@@ -23,9 +23,12 @@ than blocking; once the stream takes lines again, one line says how many were dr
 (``logging.shutdown``) the buffer is flushed for up to :data:`FLUSH_TIMEOUT` seconds.
 
 **Access lines are cheap.** When the access log goes only to orchestro's own JSON handler
-(the default outside a terminal), the gateway makes each line with :class:`AccessLines` — one
-f-string, no ``LogRecord`` — and puts it straight into the handler's buffer; otherwise it logs
-through ``logging`` as any record (see :mod:`.route_meter`).
+(the default outside a terminal), the gateway bypasses ``logging``: it puts a tuple of the
+request's values (an :data:`Entry`) into the handler's buffer, and the writer thread makes the
+line from it with :class:`AccessLines` (one f-string, no ``LogRecord``) in its next batch.
+Formatting there, many lines in a row, costs a third of formatting each between two requests,
+where the gateway's code has pushed the formatter out of the CPU caches. Otherwise the
+gateway logs through ``logging`` as any record (see :mod:`orchestro.gateway.route_meter`).
 
 The handlers alive (for the drop count) and the timestamp cache are per process, as the
 logging configuration itself is.
@@ -46,6 +49,8 @@ import weakref
 from json.encoder import encode_basestring
 from typing import Any, Final, TextIO
 
+from yarl import URL
+
 from .context import current_request, extra_fields, trace_ids
 
 __all__ = [
@@ -54,23 +59,33 @@ __all__ = [
     "AccessLines",
     "BufferedHandler",
     "ContextFilter",
+    "Entry",
     "JsonFormatter",
     "RateLimitFilter",
     "TextFormatter",
     "configure_logging",
     "dropped_lines",
+    "fields_text",
     "install_record_factory",
+    "url_path",
 ]
 
 BUFFER_LINES: Final = 10_000  # lines waiting for the stream before new ones are dropped
 FLUSH_TIMEOUT: Final = 5.0  # seconds the buffer is given to drain at exit
-_LINGER: Final = 0.005  # seconds the writer waits for more lines: one write per batch
+# Seconds the writer waits, once woken, for more lines: one write per batch. Each batch
+# costs the event loop a GIL hand-over or two and the caches the batch's code and lines
+# displace: a busy gateway's batch is better a few hundred lines than a few dozen.
+_LINGER: Final = 0.05
 
 # Attributes every LogRecord has: everything else on a record is an extra field.
 _STANDARD: Final = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
     | {"message", "asctime", "cell", "instance", "trace_id", "span_id", "request_id", "_orchestro"}
 )
+
+# What a BufferedHandler's buffer holds: a line, or a tuple whose first item makes the line
+# from the tuple (``entry[0](entry)``, on the writer thread: its other items must not change).
+Entry = str | tuple[Any, ...]
 
 _process: dict[str, str | None] = {"cell": None, "instance": None}
 _installed = False
@@ -275,7 +290,7 @@ class BufferedHandler(logging.Handler):
         self.capacity = capacity
         self.dropped = 0  # lines dropped so far (read by the orchestro.log.dropped metric)
         self._reported = 0  # of which a line has said so
-        self._lines: collections.deque[str] = collections.deque()
+        self._lines: collections.deque[Entry] = collections.deque()
         self._idle = True  # the writer waits for _wake (set before it last looked)
         self._wake = threading.Event()
         self._writing = False
@@ -296,8 +311,9 @@ class BufferedHandler(logging.Handler):
             return
         self.put(line)
 
-    def put(self, line: str) -> None:
-        """Queue one formatted line (no newline); drops it if the buffer is full."""
+    def put(self, line: Entry) -> None:
+        """Queue one line (no newline), or an :data:`Entry` the writer makes it from; drops
+        it if the buffer is full."""
         lines = self._lines
         if len(lines) >= self.capacity:
             self.dropped += 1
@@ -348,10 +364,13 @@ class BufferedHandler(logging.Handler):
             finally:
                 self._writing = False
 
-    def _write(self, batch: list[str]) -> None:
+    def _write(self, batch: list[Entry]) -> None:
         if not batch:
             return
-        text = "\n".join(batch) + "\n"
+        try:
+            text = "\n".join([e if isinstance(e, str) else e[0](e) for e in batch]) + "\n"
+        except Exception:
+            text = "".join(_made(e) for e in batch)  # one entry failed: write the others
         try:
             if self._fd is None:
                 self.stream.write(text)
@@ -383,51 +402,107 @@ class BufferedHandler(logging.Handler):
             self._write([self.format(record)])
 
 
+def _made(entry: Entry) -> str:
+    """The line of one entry and its newline; nothing for an entry that cannot be made."""
+    try:
+        return (entry if isinstance(entry, str) else entry[0](entry)) + "\n"
+    except Exception:
+        return ""
+
+
+_THOUSANDTHS: Final = tuple(f"{i:03d}" for i in range(1000))
+
+
+def _json_text(text: str) -> str:
+    """``text`` as a JSON string, for text of printable ASCII (a request id, an address):
+    only quotes and backslashes would need escaping, and rarely do."""
+    if '"' in text or "\\" in text or not text.isascii() or not text.isprintable():
+        return encode_basestring(text)
+    return f'"{text}"'
+
+
+def url_path(target: str) -> str:
+    """The path of a request target, decoded: what aiohttp's ``request.path`` gives."""
+    path = target.partition("?")[0].partition("#")[0]
+    if not path.startswith("/"):
+        return URL(target).path  # the absolute form: http://host/path
+    if "%" in path:
+        return URL.build(path=path, encoded=True).path
+    return path
+
+
 class AccessLines:
     """The JSON access lines of one route: what :class:`JsonFormatter` would write for the
     gateway's access record, made in one f-string (a few µs instead of ~40-60 through
-    ``logging``), the route's constant parts encoded once."""
+    ``logging``), the route's constant parts encoded once.
 
-    __slots__ = ("_head", "_route")
+    The gateway puts an entry per request: ``(lines.make, created, trace_id, span_id,
+    request_id, method, target, status, elapsed, agent, client, extra)`` — the trace and span
+    ids as integers (or None), ``target`` the request target as sent, ``extra`` the request's
+    log fields already made into text by :func:`fields_text` (user values are turned into text
+    where they were set, not on the writer thread). The writer thread calls :meth:`make` on
+    it. The method is one aiohttp's parser accepted (a token: nothing to escape).
+    """
+
+    __slots__ = ("_client", "_head", "_route", "make")
 
     def __init__(self, cell: str, instance: str, route: str) -> None:
         cell, instance = encode_basestring(cell), encode_basestring(instance)
         self._head = f', "cell": {cell}, "instance": {instance}'
         self._route = encode_basestring(route)
+        self._client: tuple[str | None, str] = (None, "null")  # the last address, as JSON
+        self.make = self._make  # one bound method, not one per entry
 
-    def line(
-        self,
-        created: float,
-        trace: str,
-        request_id: str | None,
-        method: str,
-        target: str,
-        path: str,
-        status: int,
-        elapsed: float,
-        agent: str,
-        client: str | None,
-        fields: Any = None,
-    ) -> str:
-        """One line. ``trace`` is its ``, "trace_id": ..., "span_id": ...`` part, or empty."""
-        ms = elapsed * 1000
-        message = encode_basestring(f'{method} {target} {status} {ms:.1f}ms "{agent}"')
-        rid = "" if request_id is None else f', "request_id": {encode_basestring(request_id)}'
-        extra = ""
-        if fields:
-            extra = "".join(
-                f", {encode_basestring(k)}: {json.dumps(v, default=str, ensure_ascii=False)}"
-                for k, v in fields.items()
-            )
-        return (
-            f'{{"time": "{_iso(created)}", "level": "info", "logger": "orchestro.access", '
-            f'"message": {message}{self._head}{trace}{rid}, '
-            f'"http.request.method": {encode_basestring(method)}, '
-            f'"url.path": {encode_basestring(path)}, "http.route": {self._route}, '
-            f'"http.response.status_code": {status}, "duration_ms": {ms:.3f}, '
-            f'"client.address": {"null" if client is None else encode_basestring(client)}'
-            f"{extra}}}"
+    def _make(self, entry: tuple[Any, ...]) -> str:
+        """The line of one entry (see the class's docstring)."""
+        (
+            _,
+            created,
+            trace_id,
+            span_id,
+            request_id,
+            method,
+            target,
+            status,
+            elapsed,
+            agent,
+            client,
+            extra,
+        ) = entry
+        micros = int(elapsed * 1e6 + 0.5)
+        tenths = (micros + 50) // 100
+        last = _Stamp.milli
+        when = last[1] if last[0] == int(created * 1000) else _iso(created)
+        if trace_id is None:
+            trace = ""
+        elif span_id is None:
+            trace = f', "trace_id": "{trace_id:032x}"'
+        else:
+            trace = f', "trace_id": "{trace_id:032x}", "span_id": "{span_id:016x}"'
+        rid = "" if request_id is None else f', "request_id": {_json_text(request_id)}'
+        seen = self._client
+        if client is not seen[0]:
+            seen = self._client = (client, "null" if client is None else _json_text(client))
+        message = encode_basestring(
+            f'{method} {target} {status} {tenths // 10}.{tenths % 10}ms "{agent}"'
         )
+        return (
+            f'{{"time": "{when}", "level": "info", "logger": "orchestro.access", '
+            f'"message": {message}{self._head}{trace}{rid}, '
+            f'"http.request.method": "{method}", '
+            f'"url.path": {encode_basestring(url_path(target))}, "http.route": {self._route}, '
+            f'"http.response.status_code": {status}, '
+            f'"duration_ms": {micros // 1000}.{_THOUSANDTHS[micros % 1000]}, '
+            f'"client.address": {seen[1]}{extra}}}'
+        )
+
+
+def fields_text(fields: Any) -> str:
+    """A request's log fields as the tail of a JSON access line (``, "key": value ...``)."""
+    return "".join(
+        f", {encode_basestring(k)}: {json.dumps(v, default=str, ensure_ascii=False)}"
+        for k, v in fields.items()
+    )
 
 
 def fast_access_writer() -> Any:
