@@ -9,6 +9,7 @@ import pytest
 from orchestro.observability import log_fields
 from orchestro.observability.context import RequestContext
 from orchestro.observability.logs import (
+    BufferedHandler,
     ContextFilter,
     JsonFormatter,
     TextFormatter,
@@ -250,34 +251,56 @@ async def test_the_access_line_s_path_and_fields_are_the_request_s_for_any_targe
     server = await asyncio.get_running_loop().create_server(web.Server(handler), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     targets = [
-        "/items/5",
-        "/items/a%20b?x=1",
-        "/items/a%2Fb",
-        "/items/caf%C3%A9#frag",
-        "/items/x?q=%22#f",
-        "/items/%zz",
-        f"http://127.0.0.1:{port}/items/abs?q",
+        ("GET", "/items/5"),
+        ("GET", "/items/a%20b?x=1"),
+        ("GET", "/items/a%2Fb"),
+        ("GET", "/items/caf%C3%A9#frag"),
+        ("GET", "/items/x?q=%22#f"),
+        ("GET", "/items/5#x?y"),  # the C parser cuts at the first "?"
+        ("GET", "/items/%zz"),
+        ("GET", "//items//5"),
+        ("OPTIONS", "*"),
+        ("CONNECT", "example.com:443"),
+        ("GET", f"http://127.0.0.1:{port}/items/abs?q"),
+        ("GET", f"http://127.0.0.1:{port}"),
+        ("GET", f"http://127.0.0.1:{port}/a/../b"),
+        ("GET", f"http://127.0.0.1:{port}/%2e%2e/x"),
+        ("GET", f"http://127.0.0.1:{port}/a%ffb"),
     ]
     try:
-        for target in targets:
+        for method, target in targets:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(
-                f'GET {target} HTTP/1.1\r\nHost: x\r\nUser-Agent: ua "q" \\ é\r\n'
+                f'{method} {target} HTTP/1.1\r\nHost: x\r\nUser-Agent: ua "q" \\ é\r\n'
                 f'X-Id: id"\\1\r\nConnection: close\r\n\r\n'.encode()
             )
             await writer.drain()
-            assert (await reader.read()).startswith(b"HTTP/1.1 200")
+            assert (await reader.read()).startswith(b"HTTP/1.1 200"), target
             writer.close()
     finally:
         server.close()
         await server.wait_closed()
     assert len(seen) == len(targets)
-    for (path, line), target in zip(seen, targets, strict=True):
+    for (path, line), (method, target) in zip(seen, targets, strict=True):
         assert line["url.path"] == path, target
-        assert line["message"] == f'GET {target} 201 2.1ms "ua "q" \\ é"'
+        assert line["message"] == f'{method} {target} 201 2.1ms "ua "q" \\ é"'
         assert line["request_id"] == 'id"\\1'
         assert line["client.address"] == "127.0.0.1"
         assert line["duration_ms"] == 2.1
         assert line["order"] == '7 "x"'
         assert line["http.route"] == "/items/{id}"
         assert line["http.response.status_code"] == 201
+
+
+def test_an_entry_that_cannot_be_made_is_counted_as_dropped_and_the_rest_written() -> None:
+    def broken(entry: tuple[object, ...]) -> str:
+        raise ValueError("no line")
+
+    stream = io.StringIO()
+    handler = BufferedHandler(stream)
+    handler.put("first")
+    handler.put((broken, 1))
+    handler.put((lambda entry: f"made {entry[1]}", 2))
+    handler.close()
+    assert stream.getvalue().splitlines() == ["first", "made 2"]
+    assert handler.dropped == 1

@@ -38,6 +38,7 @@ from ..host import CellHost
 from ..mesh import Mesh, callee_name, clients_of
 from ..mesh.policy import policies_from_file
 from ..observability import configure, configure_logging
+from ..observability.logs import flush_all
 from ..registry import Registration, RegistryView, open_registry
 from ..security.boundary import CellSecurity
 from ..security.policy import PolicyMode
@@ -358,6 +359,7 @@ async def serve(
         with contextlib.suppress(Exception):
             async with asyncio.timeout(FORCED_EXIT_BOUND):
                 await registration.aclose(within=FORCED_EXIT_BOUND / 2)
+    flush_all(FORCED_EXIT_BOUND / 10)  # the log lines still buffered (os._exit skips it)
     with contextlib.suppress(OSError, ValueError):
         sys.stdout.flush()
         sys.stderr.flush()

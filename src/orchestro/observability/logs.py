@@ -66,6 +66,7 @@ __all__ = [
     "configure_logging",
     "dropped_lines",
     "fields_text",
+    "flush_all",
     "install_record_factory",
     "url_path",
 ]
@@ -275,6 +276,14 @@ def dropped_lines() -> int:
     return sum(h.dropped for h in list(_handlers))
 
 
+def flush_all(timeout: float) -> None:
+    """Give every buffered handler of this process up to ``timeout`` seconds in all to write
+    what it holds: for an exit that skips ``logging.shutdown`` (``os._exit``)."""
+    deadline = time.monotonic() + timeout
+    for handler in list(_handlers):
+        handler.flush(max(0.0, deadline - time.monotonic()))
+
+
 class BufferedHandler(logging.Handler):
     """Formats records where they are logged, writes them from a thread of its own.
 
@@ -370,7 +379,7 @@ class BufferedHandler(logging.Handler):
         try:
             text = "\n".join([e if isinstance(e, str) else e[0](e) for e in batch]) + "\n"
         except Exception:
-            text = "".join(_made(e) for e in batch)  # one entry failed: write the others
+            text = "".join([self._made(e) for e in batch])  # one failed: write the others
         try:
             if self._fd is None:
                 self.stream.write(text)
@@ -383,6 +392,16 @@ class BufferedHandler(logging.Handler):
             # A closed or broken stream: nothing to write to; count the lines as dropped.
             self.dropped += len(batch)
             self._reported = self.dropped
+
+    def _made(self, entry: Entry) -> str:
+        """The line of one entry and its newline; nothing, counted as dropped, for an entry
+        that cannot be made (and not reported as the stream's fault)."""
+        try:
+            return (entry if isinstance(entry, str) else entry[0](entry)) + "\n"
+        except Exception:
+            self.dropped += 1
+            self._reported += 1
+            return ""
 
     def _report_drops(self) -> None:
         count = self.dropped - self._reported
@@ -402,14 +421,6 @@ class BufferedHandler(logging.Handler):
             self._write([self.format(record)])
 
 
-def _made(entry: Entry) -> str:
-    """The line of one entry and its newline; nothing for an entry that cannot be made."""
-    try:
-        return (entry if isinstance(entry, str) else entry[0](entry)) + "\n"
-    except Exception:
-        return ""
-
-
 _THOUSANDTHS: Final = tuple(f"{i:03d}" for i in range(1000))
 
 
@@ -422,13 +433,17 @@ def _json_text(text: str) -> str:
 
 
 def url_path(target: str) -> str:
-    """The path of a request target, decoded: what aiohttp's ``request.path`` gives."""
-    path = target.partition("?")[0].partition("#")[0]
-    if not path.startswith("/"):
-        return URL(target).path  # the absolute form: http://host/path
-    if "%" in path:
-        return URL.build(path=path, encoded=True).path
-    return path
+    """The path of a request target, decoded: what aiohttp's ``request.path`` gives (its C
+    parser cuts the origin form at the first ``?``, or at ``#`` when there is none)."""
+    if target[:1] == "/":
+        query = target.find("?")
+        path = target[:query] if query >= 0 else target.partition("#")[0]
+        return URL.build(path=path, encoded=True).path if "%" in path else path
+    if target == "*":
+        return "*"  # OPTIONS *
+    if "://" not in target:
+        return ""  # the authority form of CONNECT: host:port, no path
+    return URL(target, encoded=True).relative().path  # the absolute form
 
 
 class AccessLines:
@@ -470,7 +485,7 @@ class AccessLines:
             extra,
         ) = entry
         micros = int(elapsed * 1e6 + 0.5)
-        tenths = (micros + 50) // 100
+        tenths = int(elapsed * 1e4 + 0.5)  # rounded once, from the duration itself
         last = _Stamp.milli
         when = last[1] if last[0] == int(created * 1000) else _iso(created)
         if trace_id is None:
