@@ -201,6 +201,7 @@ class RouteMeter:
                 trace_id, span_id = ids.trace_id, ids.span_id
             else:
                 trace_id, span_id = found.trace_id, found.span_id
+            fields = context.extra_fields()
         else:
             request_id = request[REQUEST_ID_KEY]  # the pipeline's, set before the meter ran
             if len(found) == 5:
@@ -209,10 +210,10 @@ class RouteMeter:
                 header = request.headers.get(TRACEPARENT)
                 parent = None if header is None else parse_traceparent(header)
                 trace_id = None if parent is None else parent[0]
+            fields = context.task_fields()  # what extra_fields gives for the cheap form
         lines = self._lines
         if lines is None:
             lines = self._lines = AccessLines(self.cell, self.instance, self._template)
-        fields = context.extra_fields()
         return (
             lines.make,
             time.time(),

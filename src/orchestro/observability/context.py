@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry import trace
 
@@ -26,6 +26,7 @@ __all__ = [
     "current_request",
     "format_traceparent",
     "log_fields",
+    "task_fields",
     "parse_traceparent",
     "parse_tracestate",
     "trace_ids",
@@ -251,6 +252,11 @@ def log_fields(**fields: Any) -> None:
         request.fields = {**(request.fields or {}), **fields}
     else:
         _fields.set({**_fields.get(), **fields})
+
+
+#: The fields :func:`log_fields` set outside a request's whole context (what
+#: :func:`extra_fields` gives while the request context is in its cheap form).
+task_fields: Final = _fields.get
 
 
 def extra_fields() -> Mapping[str, Any]:

@@ -425,9 +425,9 @@ _THOUSANDTHS: Final = tuple(f"{i:03d}" for i in range(1000))
 
 
 def _json_text(text: str) -> str:
-    """``text`` as a JSON string, for text of printable ASCII (a request id, an address):
+    """``text`` as a JSON string, cheaply for printable text (a request id, an address), where
     only quotes and backslashes would need escaping, and rarely do."""
-    if '"' in text or "\\" in text or not text.isascii() or not text.isprintable():
+    if '"' in text or "\\" in text or not text.isprintable():
         return encode_basestring(text)
     return f'"{text}"'
 
@@ -494,7 +494,17 @@ class AccessLines:
             trace = f', "trace_id": "{trace_id:032x}"'
         else:
             trace = f', "trace_id": "{trace_id:032x}", "span_id": "{span_id:016x}"'
-        rid = "" if request_id is None else f', "request_id": {_json_text(request_id)}'
+        if request_id is None:
+            rid = ""
+        elif '"' in request_id or "\\" in request_id or not request_id.isprintable():
+            rid = f', "request_id": {encode_basestring(request_id)}'
+        else:  # as _json_text, inline: one call less on every line
+            rid = f', "request_id": "{request_id}"'
+        if target[:1] == "/" and "%" not in target and "#" not in target:
+            query = target.find("?")  # url_path's common case, inline
+            path = target if query < 0 else target[:query]
+        else:
+            path = url_path(target)
         seen = self._client
         if client is not seen[0]:
             seen = self._client = (client, "null" if client is None else _json_text(client))
@@ -505,7 +515,7 @@ class AccessLines:
             f'{{"time": "{when}", "level": "info", "logger": "orchestro.access", '
             f'"message": {message}{self._head}{trace}{rid}, '
             f'"http.request.method": "{method}", '
-            f'"url.path": {encode_basestring(url_path(target))}, "http.route": {self._route}, '
+            f'"url.path": {encode_basestring(path)}, "http.route": {self._route}, '
             f'"http.response.status_code": {status}, '
             f'"duration_ms": {micros // 1000}.{_THOUSANDTHS[micros % 1000]}, '
             f'"client.address": {seen[1]}{extra}}}'
