@@ -3,6 +3,7 @@
 import io
 import json
 import logging
+from typing import Any
 
 import pytest
 
@@ -171,14 +172,11 @@ def test_close_writes_every_buffered_line_when_the_stream_is_writable() -> None:
     assert handler.dropped == 0
 
 
-def test_the_fast_access_line_is_what_the_json_formatter_writes() -> None:
-    from aiohttp.test_utils import make_mocked_request
-
+def _orders_meter() -> Any:
+    """A route meter of the cell "orders" for /items/{id}, with no telemetry of its own."""
     import orchestro.gateway.telemetry  # noqa: F401 - reads request ids
     from orchestro.gateway.pipeline import Route
-    from orchestro.gateway.problem import REQUEST_ID_KEY
-    from orchestro.gateway.route_meter import RouteMeter, _log_access
-    from orchestro.observability import context
+    from orchestro.gateway.route_meter import RouteMeter
 
     class Owner:
         _telemetry = None
@@ -187,6 +185,17 @@ def test_the_fast_access_line_is_what_the_json_formatter_writes() -> None:
 
     meter = RouteMeter(Owner, Route(None, "/items/{id}"))  # type: ignore[arg-type]
     meter._template = "/items/{id}"
+    return meter
+
+
+def test_the_fast_access_line_is_what_the_json_formatter_writes() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from orchestro.gateway.problem import REQUEST_ID_KEY
+    from orchestro.gateway.route_meter import _log_access
+    from orchestro.observability import context
+
+    meter = _orders_meter()
     request = make_mocked_request(
         "GET",
         "/items/5?q=x%22",  # the message shows the target as sent (here as yarl writes it)
@@ -225,19 +234,10 @@ async def test_the_access_line_s_path_and_fields_are_the_request_s_for_any_targe
 
     from aiohttp import web
 
-    import orchestro.gateway.telemetry  # noqa: F401 - reads request ids
-    from orchestro.gateway.pipeline import Route
     from orchestro.gateway.problem import REQUEST_ID_KEY
-    from orchestro.gateway.route_meter import RouteMeter
     from orchestro.observability import context
 
-    class Owner:
-        _telemetry = None
-        _cell = "orders"
-        _instance = "orders-vm-1"
-
-    meter = RouteMeter(Owner, Route(None, "/items/{id}"))  # type: ignore[arg-type]
-    meter._template = "/items/{id}"
+    meter = _orders_meter()
     seen: list[tuple[str, dict[str, object]]] = []
 
     async def handler(request: web.BaseRequest) -> web.Response:

@@ -26,9 +26,10 @@ from opentelemetry.semconv.attributes import (
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ..observability import context
+from ..observability.access import AccessLines, fields_text
 from ..observability.context import CELL_ATTRIBUTE, TRACEPARENT, RequestContext, parse_traceparent
 from ..observability.instruments import HistogramFamily, HistogramSeries
-from ..observability.logs import AccessLines, Entry, fields_text
+from ..observability.logs import Entry
 from ..observability.sampling import new_trace_id
 from ..observability.telemetry import Telemetry
 from .pipeline import Route
@@ -188,10 +189,10 @@ class RouteMeter:
         self, request: web.BaseRequest, method: str, status: int, elapsed: float
     ) -> tuple[Any, ...]:
         """What orchestro's JSON handler makes the access line of (an entry of
-        :class:`~.logs.AccessLines`): the line :func:`_log_access` would give it. Its trace
-        ids are those the request's other lines carry; a request whose context nothing made
-        whole carries only the trace id someone else can see (its caller's, or the one its
-        sampling decision drew), or none."""
+        :class:`~orchestro.observability.access.AccessLines`): the line :func:`_log_access`
+        would give it. Its trace ids are those the request's other lines carry; a request
+        whose context nothing made whole carries only the trace id someone else can see (its
+        caller's, or the one its sampling decision drew), or none."""
         found = context.get_current()
         span_id: int | None = None
         if type(found) is RequestContext:

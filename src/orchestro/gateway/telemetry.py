@@ -14,9 +14,10 @@ from typing import Any, Final
 
 from opentelemetry.semconv.attributes import http_attributes, url_attributes
 
+from ..observability.access import fast_access_writer
 from ..observability.context import CELL_ATTRIBUTE, RequestContext
 from ..observability.instruments import SIZE_BUCKETS
-from ..observability.logs import Entry, fast_access_writer
+from ..observability.logs import Entry
 from ..observability.telemetry import Telemetry
 from .admission import Gate
 from .pipeline import Route
@@ -52,7 +53,7 @@ class ServerTelemetry:
         # so a level changed at run time applies within a second.
         self.access_enabled = False
         # Where access lines go when orchestro's own JSON handler is the only one: its
-        # buffer, bypassing `logging` (see logs.fast_access_writer); None: through logging.
+        # buffer, bypassing `logging` (see access.fast_access_writer); None: through logging.
         self.access_write: Callable[[Entry], None] | None = None
         self.telemetry_recording_seen = False  # a span was started: ends must look for one
         # Either of the two: the one flag a request's end reads.

@@ -25,7 +25,8 @@ than blocking; once the stream takes lines again, one line says how many were dr
 **Access lines are cheap.** When the access log goes only to orchestro's own JSON handler
 (the default outside a terminal), the gateway bypasses ``logging``: it puts a tuple of the
 request's values (an :data:`Entry`) into the handler's buffer, and the writer thread makes the
-line from it with :class:`AccessLines` (one f-string, no ``LogRecord``) in its next batch.
+line from it with :class:`~.access.AccessLines` (one f-string, no ``LogRecord``) in its next
+batch.
 Formatting there, many lines in a row, costs a third of formatting each between two requests,
 where the gateway's code has pushed the formatter out of the CPU caches. Otherwise the
 gateway logs through ``logging`` as any record (see :mod:`orchestro.gateway.route_meter`).
@@ -46,17 +47,13 @@ import sys
 import threading
 import time
 import weakref
-from json.encoder import encode_basestring
 from typing import Any, Final, TextIO
-
-from yarl import URL
 
 from .context import current_request, extra_fields, trace_ids
 
 __all__ = [
     "BUFFER_LINES",
     "FLUSH_TIMEOUT",
-    "AccessLines",
     "BufferedHandler",
     "ContextFilter",
     "Entry",
@@ -65,10 +62,8 @@ __all__ = [
     "TextFormatter",
     "configure_logging",
     "dropped_lines",
-    "fields_text",
     "flush_all",
     "install_record_factory",
-    "url_path",
 ]
 
 BUFFER_LINES: Final = 10_000  # lines waiting for the stream before new ones are dropped
@@ -419,138 +414,6 @@ class BufferedHandler(logging.Handler):
         self.filter(record)  # the ContextFilter: the process's cell and instance
         with contextlib.suppress(Exception):  # a formatter that fails: nothing to say
             self._write([self.format(record)])
-
-
-_THOUSANDTHS: Final = tuple(f"{i:03d}" for i in range(1000))
-
-
-def _json_text(text: str) -> str:
-    """``text`` as a JSON string, cheaply for printable text (a request id, an address), where
-    only quotes and backslashes would need escaping, and rarely do."""
-    if '"' in text or "\\" in text or not text.isprintable():
-        return encode_basestring(text)
-    return f'"{text}"'
-
-
-def url_path(target: str) -> str:
-    """The path of a request target, decoded: what aiohttp's ``request.path`` gives (its C
-    parser cuts the origin form at the first ``?``, or at ``#`` when there is none)."""
-    if target[:1] == "/":
-        query = target.find("?")
-        path = target[:query] if query >= 0 else target.partition("#")[0]
-        return URL.build(path=path, encoded=True).path if "%" in path else path
-    if target == "*":
-        return "*"  # OPTIONS *
-    if "://" not in target:
-        return ""  # the authority form of CONNECT: host:port, no path
-    return URL(target, encoded=True).relative().path  # the absolute form
-
-
-class AccessLines:
-    """The JSON access lines of one route: what :class:`JsonFormatter` would write for the
-    gateway's access record, made in one f-string (a few µs instead of ~40-60 through
-    ``logging``), the route's constant parts encoded once.
-
-    The gateway puts an entry per request: ``(lines.make, created, trace_id, span_id,
-    request_id, method, target, status, elapsed, agent, client, extra)`` — the trace and span
-    ids as integers (or None), ``target`` the request target as sent, ``extra`` the request's
-    log fields already made into text by :func:`fields_text` (user values are turned into text
-    where they were set, not on the writer thread). The writer thread calls :meth:`make` on
-    it. The method is one aiohttp's parser accepted (a token: nothing to escape).
-    """
-
-    __slots__ = ("_client", "_head", "_route", "make")
-
-    def __init__(self, cell: str, instance: str, route: str) -> None:
-        cell, instance = encode_basestring(cell), encode_basestring(instance)
-        self._head = f', "cell": {cell}, "instance": {instance}'
-        self._route = encode_basestring(route)
-        self._client: tuple[str | None, str] = (None, "null")  # the last address, as JSON
-        self.make = self._make  # one bound method, not one per entry
-
-    def _make(self, entry: tuple[Any, ...]) -> str:
-        """The line of one entry (see the class's docstring)."""
-        (
-            _,
-            created,
-            trace_id,
-            span_id,
-            request_id,
-            method,
-            target,
-            status,
-            elapsed,
-            agent,
-            client,
-            extra,
-        ) = entry
-        micros = int(elapsed * 1e6 + 0.5)
-        tenths = int(elapsed * 1e4 + 0.5)  # rounded once, from the duration itself
-        last = _Stamp.milli
-        when = last[1] if last[0] == int(created * 1000) else _iso(created)
-        if trace_id is None:
-            trace = ""
-        elif span_id is None:
-            trace = f', "trace_id": "{trace_id:032x}"'
-        else:
-            trace = f', "trace_id": "{trace_id:032x}", "span_id": "{span_id:016x}"'
-        if request_id is None:
-            rid = ""
-        elif '"' in request_id or "\\" in request_id or not request_id.isprintable():
-            rid = f', "request_id": {encode_basestring(request_id)}'
-        else:  # as _json_text, inline: one call less on every line
-            rid = f', "request_id": "{request_id}"'
-        if target[:1] == "/" and "%" not in target and "#" not in target:
-            query = target.find("?")  # url_path's common case, inline
-            path = target if query < 0 else target[:query]
-        else:
-            path = url_path(target)
-        seen = self._client
-        if client is not seen[0]:
-            seen = self._client = (client, "null" if client is None else _json_text(client))
-        message = encode_basestring(
-            f'{method} {target} {status} {tenths // 10}.{tenths % 10}ms "{agent}"'
-        )
-        return (
-            f'{{"time": "{when}", "level": "info", "logger": "orchestro.access", '
-            f'"message": {message}{self._head}{trace}{rid}, '
-            f'"http.request.method": "{method}", '
-            f'"url.path": {encode_basestring(path)}, "http.route": {self._route}, '
-            f'"http.response.status_code": {status}, '
-            f'"duration_ms": {micros // 1000}.{_THOUSANDTHS[micros % 1000]}, '
-            f'"client.address": {seen[1]}{extra}}}'
-        )
-
-
-def fields_text(fields: Any) -> str:
-    """A request's log fields as the tail of a JSON access line (``, "key": value ...``)."""
-    return "".join(
-        f", {encode_basestring(k)}: {json.dumps(v, default=str, ensure_ascii=False)}"
-        for k, v in fields.items()
-    )
-
-
-def fast_access_writer() -> Any:
-    """The :meth:`BufferedHandler.put` to write access lines to directly, when the access
-    log goes only to orchestro's own JSON handler at INFO (else None: log through
-    ``logging``, which honours whatever handlers and filters the application set)."""
-    access = logging.getLogger("orchestro.access")
-    root = logging.getLogger()
-    if access.handlers or access.filters or not access.propagate or root.filters:
-        return None
-    if access.level not in (logging.NOTSET, logging.DEBUG, logging.INFO):
-        return None
-    if len(root.handlers) != 1:
-        return None
-    (handler,) = root.handlers
-    if (
-        type(handler) is not BufferedHandler
-        or type(handler.formatter) is not JsonFormatter
-        or handler.level > logging.INFO
-        or any(type(f) is not ContextFilter for f in handler.filters)
-    ):
-        return None
-    return handler.put
 
 
 def configure_logging(
