@@ -6,8 +6,11 @@ import logging
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestro.observability import log_fields
+from orchestro.observability.access import AccessLines, url_path
 from orchestro.observability.context import RequestContext
 from orchestro.observability.logs import (
     BufferedHandler,
@@ -283,13 +286,57 @@ async def test_the_access_line_s_path_and_fields_are_the_request_s_for_any_targe
     assert len(seen) == len(targets)
     for (path, line), (method, target) in zip(seen, targets, strict=True):
         assert line["url.path"] == path, target
-        assert line["message"] == f'{method} {target} 201 2.1ms "ua "q" \\ é"'
+        assert line["message"] == f'{method} {target} 201 2.100ms "ua "q" \\ é"'
         assert line["request_id"] == 'id"\\1'
         assert line["client.address"] == "127.0.0.1"
         assert line["duration_ms"] == 2.1
         assert line["order"] == '7 "x"'
         assert line["http.route"] == "/items/{id}"
         assert line["http.response.status_code"] == 201
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(
+        st.tuples(
+            st.text(max_size=12).map(lambda t: "/" + t),  # the target: any text, as sent
+            st.text(max_size=12),  # the agent
+            st.one_of(st.none(), st.text(min_size=1, max_size=12)),  # the request id
+            st.integers(min_value=0, max_value=10**9),  # the duration, in microseconds
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_any_access_line_is_json_whose_values_are_the_entry_s(
+    lines: list[tuple[str, str, str | None, int]],
+) -> None:
+    """Line after line (the agent and the timestamp are kept while they repeat), whatever the
+    target, agent and request id hold: one JSON object whose values are the entry's."""
+    made = AccessLines("orders", "orders-vm-1", "/items/{id}")
+    for target, agent, request_id, micros in lines:
+        elapsed = micros / 1e6
+        entry = (
+            made.make,
+            1.7e9,
+            None,
+            None,
+            request_id,
+            "GET",
+            target,
+            200,
+            elapsed,
+            agent,
+            "10.0.0.1",
+            "",
+        )
+        line = json.loads(made.make(entry))
+        duration = f"{micros // 1000}.{micros % 1000:03d}"
+        assert line["message"] == f'GET {target} 200 {duration}ms "{agent}"'
+        assert line.get("request_id") == request_id
+        assert line["duration_ms"] == float(duration)
+        assert line["url.path"] == url_path(target)
+        assert line["client.address"] == "10.0.0.1"
 
 
 def test_an_entry_that_cannot_be_made_is_counted_as_dropped_and_the_rest_written() -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.semconv.attributes import (
@@ -225,7 +225,7 @@ class RouteMeter:
             request.raw_path,
             status,
             elapsed,
-            request.headers.get("User-Agent", "-"),
+            request.headers.get(hdrs.USER_AGENT, "-"),
             request.remote,
             fields_text(fields) if fields else "",
         )
@@ -258,12 +258,12 @@ def _log_access(
     request: web.BaseRequest, method: str, status: int, elapsed: float, template: str
 ) -> None:
     access_logger.info(
-        '%s %s %d %.1fms "%s"',
+        '%s %s %d %.3fms "%s"',
         method,
         request.rel_url,
         status,
         elapsed * 1000,
-        request.headers.get("User-Agent", "-"),
+        request.headers.get(hdrs.USER_AGENT, "-"),
         extra={
             "http.request.method": method,
             "url.path": request.path,

@@ -58,13 +58,18 @@ class AccessLines:
     it. The method is one aiohttp's parser accepted (a token: nothing to escape).
     """
 
-    __slots__ = ("_client", "_head", "_route", "make")
+    __slots__ = ("_agent", "_client", "_head", "_route", "_stamp", "make")
 
     def __init__(self, cell: str, instance: str, route: str) -> None:
         cell, instance = encode_basestring(cell), encode_basestring(instance)
         self._head = f', "cell": {cell}, "instance": {instance}'
         self._route = encode_basestring(route)
-        self._client: tuple[str | None, str] = (None, "null")  # the last address, as JSON
+        # The last of each, made into JSON text: a connection's address is one object for
+        # all its requests; a client sends one agent in a row; a batch's lines share their
+        # milliseconds.
+        self._client: tuple[str | None, str] = (None, "null")
+        self._agent: tuple[str, str] = ("", "")  # (agent, its text inside JSON quotes)
+        self._stamp: tuple[int, str] = (-1, "")
         self.make = self._make  # one bound method, not one per entry
 
     def _make(self, entry: tuple[Any, ...]) -> str:
@@ -83,28 +88,45 @@ class AccessLines:
             client,
             extra,
         ) = entry
+        milli = int(created * 1000)
+        stamp = self._stamp
+        if stamp[0] != milli:
+            stamp = self._stamp = (milli, _iso(created))
         micros = int(elapsed * 1e6 + 0.5)
-        tenths = int(elapsed * 1e4 + 0.5)  # rounded once, from the duration itself
+        duration = f"{micros // 1000}.{_THOUSANDTHS[micros % 1000]}"
         if trace_id is None:
             trace = ""
         elif span_id is None:
             trace = f', "trace_id": "{trace_id:032x}"'
         else:
             trace = f', "trace_id": "{trace_id:032x}", "span_id": "{span_id:016x}"'
-        rid = "" if request_id is None else f', "request_id": {_json_text(request_id)}'
+        if request_id is None:
+            rid = ""
+        elif '"' in request_id or "\\" in request_id or not request_id.isprintable():
+            rid = f', "request_id": {encode_basestring(request_id)}'
+        else:
+            rid = f', "request_id": "{request_id}"'
         seen = self._client
         if client is not seen[0]:
             seen = self._client = (client, "null" if client is None else _json_text(client))
-        message = encode_basestring(
-            f'{method} {target} {status} {tenths // 10}.{tenths % 10}ms "{agent}"'
-        )
+        said = self._agent
+        if agent != said[0]:
+            said = self._agent = (agent, encode_basestring(agent)[1:-1])
+        # The target as JSON, and url.path: the same text for the common origin form.
+        quoted = encode_basestring(target)
+        if target[:1] == "/" and "%" not in target and "?" not in target and "#" not in target:
+            path = quoted
+        else:
+            path = encode_basestring(url_path(target))
+        # The message's escapes are its parts' (JSON escapes character by character).
         return (
-            f'{{"time": "{_iso(created)}", "level": "info", "logger": "orchestro.access", '
-            f'"message": {message}{self._head}{trace}{rid}, '
+            f'{{"time": "{stamp[1]}", "level": "info", "logger": "orchestro.access", '
+            f'"message": "{method} {quoted[1:-1]} {status} {duration}ms \\"{said[1]}\\""'
+            f"{self._head}{trace}{rid}, "
             f'"http.request.method": "{method}", '
-            f'"url.path": {encode_basestring(url_path(target))}, "http.route": {self._route}, '
+            f'"url.path": {path}, "http.route": {self._route}, '
             f'"http.response.status_code": {status}, '
-            f'"duration_ms": {micros // 1000}.{_THOUSANDTHS[micros % 1000]}, '
+            f'"duration_ms": {duration}, '
             f'"client.address": {seen[1]}{extra}}}'
         )
 
