@@ -64,6 +64,7 @@ __all__ = [
     "dropped_lines",
     "flush_all",
     "install_record_factory",
+    "iso_time",
 ]
 
 BUFFER_LINES: Final = 10_000  # lines waiting for the stream before new ones are dropped
@@ -152,7 +153,8 @@ class _Stamp:
     second: tuple[int, str] = (-1, "")
 
 
-def _iso(created: float, cache: type[_Stamp] = _Stamp) -> str:
+def iso_time(created: float, cache: type[_Stamp] = _Stamp) -> str:
+    """A record's time as its lines write it: UTC, to the millisecond (``...T12:28:49.382Z``)."""
     milli = int(created * 1000)
     last = cache.milli
     if last[0] == milli:
@@ -171,7 +173,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": _iso(record.created),
+            "time": iso_time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
