@@ -5,7 +5,9 @@
 Both write the same JSON line for a mocked ``GET /greet`` into orchestro's buffered handler
 (its writer thread writes to /dev/null). The direct path is measured in its two halves: what
 the request pays on the event loop (its entry: the request's values, put into the buffer),
-and what the writer thread pays to make the line of an entry, in a batch. Prints the median
+and what the writer thread pays to make the line of an entry, in a batch: in C where the
+optional extension is built (``orchestro.observability._lines``), and in Python, the
+fallback, either way (``ORCHESTRO_NO_EXTENSIONS=1`` makes the gateway use it). Prints the median
 time per line of each (noisy machine: compare the figures of one run). In a busy gateway
 each costs more than here, where the same code runs in a loop with warm caches: the gateway
 benchmark (``bench/gateway.py``, ``orchestro-default``) measures the whole.
@@ -26,7 +28,7 @@ import orchestro.gateway.telemetry  # noqa: F401 - teaches RequestContext the re
 from orchestro.gateway.pipeline import Route
 from orchestro.gateway.problem import REQUEST_ID_KEY
 from orchestro.gateway.route_meter import RouteMeter, _log_access
-from orchestro.observability import context, logs
+from orchestro.observability import access, context, logs
 
 
 class _Owner:
@@ -65,13 +67,21 @@ def main() -> int:
     set_current(cheap)
     entry = meter._access_entry(request, "GET", 200, 0.0012)
     make = entry[0]
+    assert meter._lines is not None
+    in_python = meter._lines._make
 
     def writer() -> None:
         make(entry)
 
-    results: dict[str, list[float]] = {"logging": [], "direct": [], "writer": []}
+    def writer_in_python() -> None:
+        in_python(entry)
+
+    steps = {"logging": through_logging, "direct": direct, "writer": writer}
+    if access.EXTENSION:
+        steps["python"] = writer_in_python
+    results: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.repeats):
-        for name, line in (("logging", through_logging), ("direct", direct), ("writer", writer)):
+        for name, line in steps.items():
             token = context._current.set(None)
             began = time.thread_time()  # this thread's CPU: not the writer's, nor waits for it
             for _ in range(args.lines):
@@ -82,7 +92,18 @@ def main() -> int:
     slow, loop, made = (statistics.median(results[k]) for k in ("logging", "direct", "writer"))
     print(f"access line through logging:          {slow:6.2f} µs on the event loop")
     print(f"access line, direct: the request pays {loop:6.2f} µs on the event loop")
-    print(f"                     the writer pays  {made:6.2f} µs on its thread, a line")
+    if access.EXTENSION:
+        python = statistics.median(results["python"])
+        print(f"                     the writer pays  {made:6.2f} µs on its thread, a line (C)")
+        print(
+            f"                                      {python:6.2f} µs in Python: C/Python "
+            f"{made / python:.2f}"
+        )
+    else:
+        print(
+            f"                     the writer pays  {made:6.2f} µs on its thread, a line "
+            "(Python: the C extension is not in use)"
+        )
     print(f"event loop's cost, direct vs logging: {loop / slow:.2f}")
     return 0
 

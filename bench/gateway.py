@@ -10,16 +10,18 @@ Servers measured, each against the same bare aiohttp handler:
 - ``orchestro-default``: what a container gets with no options at all — the same, plus the
   access log on (level info) in JSON, since stderr is not a terminal (it goes to
   ``/dev/null`` here);
+- ``orchestro-default-py``: the same, its access lines made in Python
+  (``ORCHESTRO_NO_EXTENSIONS=1``): where orchestro was installed without a C compiler;
 - ``orchestro-otlp``: spans recorded and sent by a batch OTLP/HTTP exporter to a local sink
   (``bench/otlp_sink.py``);
 - ``orchestro-otlp-1%``: the same exporter, with 1% of the traces sampled
   (``parentbased_traceidratio``; every request here starts a trace).
 
-The access log is off in every run but ``orchestro-default`` (``--log-level warning``). Each
-round runs every (loop, server) pair in turn, the
-server pinned to core 0 and wrk (and the sink) to core 1, and measures requests/s and p99
-latency after a warm-up. Prints the medians and each ratio to bare per event loop (targets:
-``orchestro`` >= 0.90, ``orchestro-default`` >= 0.85). ``--kinds`` measures a subset (bare is
+The access log is off in every run but the ``orchestro-default`` ones (``--log-level
+warning``). Each round runs every (loop, server) pair in turn, the server pinned to core 0
+and wrk (and the sink) to core 1, and measures requests/s and p99 latency after a warm-up.
+Prints the medians and each ratio to bare per event loop (targets: ``orchestro`` >= 0.90,
+``orchestro-default`` >= 0.85). ``--kinds`` measures a subset (bare is
 always included). Needs wrk (Debian: wrk).
 """
 
@@ -58,6 +60,7 @@ KINDS = (
     "orchestro-off",
     "orchestro",
     "orchestro-default",
+    "orchestro-default-py",
     "orchestro-otlp-1%",
     "orchestro-otlp",
 )
@@ -80,8 +83,10 @@ def start_server(kind: str, loop: str, port: int, sink: int) -> subprocess.Popen
             "--loop",
             loop,
         ]
-        if kind != "orchestro-default":
+        if not kind.startswith("orchestro-default"):
             cmd += ["--log-level", "warning"]
+        if kind == "orchestro-default-py":
+            env["ORCHESTRO_NO_EXTENSIONS"] = "1"
         if kind == "orchestro-off":
             cmd += ["--metrics", "false"]
         if kind.startswith("orchestro-otlp"):
@@ -103,7 +108,7 @@ def start_server(kind: str, loop: str, port: int, sink: int) -> subprocess.Popen
         [*pin(0), *cmd],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL if kind == "orchestro-default" else None,
+        stderr=subprocess.DEVNULL if kind.startswith("orchestro-default") else None,
         env=env,
     )
     deadline = time.monotonic() + 20

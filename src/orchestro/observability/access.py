@@ -5,12 +5,17 @@ terminal; :func:`fast_access_writer` checks), the gateway puts an entry per requ
 handler's buffer (see :class:`~.logs.BufferedHandler`) and the writer thread makes the line of
 it with :class:`AccessLines`, in its batch: what :class:`~.logs.JsonFormatter` would write for
 the access record, many lines in a row, with the caches warm.
+
+The lines are made in C where the optional extension ``_lines`` is built (:data:`EXTENSION`;
+``_lines.c``), and in Python where it is not, or when ``ORCHESTRO_NO_EXTENSIONS`` is set: the
+same lines, the Python one slower (see ``docs/architecture.md``, "The access line in C").
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from json.encoder import encode_basestring
 from typing import Any, Final
 
@@ -18,7 +23,16 @@ from yarl import URL
 
 from .logs import BufferedHandler, ContextFilter, JsonFormatter, iso_time
 
-__all__ = ["AccessLines", "fast_access_writer", "fields_text", "url_path"]
+__all__ = ["EXTENSION", "AccessLines", "fast_access_writer", "fields_text", "url_path"]
+
+_Lines: Any
+try:
+    from ._lines import Lines as _Lines
+except ImportError:  # not built: no compiler where orchestro was installed
+    _Lines = None
+if os.environ.get("ORCHESTRO_NO_EXTENSIONS"):
+    _Lines = None
+EXTENSION: Final = _Lines is not None  # access lines are made in C
 
 _THOUSANDTHS: Final = tuple(f"{i:03d}" for i in range(1000))
 
@@ -70,7 +84,13 @@ class AccessLines:
         self._client: tuple[str | None, str] = (None, "null")
         self._agent: tuple[str, str] = ("", "")  # (agent, its text inside JSON quotes)
         self._stamp: tuple[int, str] = (-1, "")
-        self.make = self._make  # one bound method, not one per entry
+        # One bound method, not one per entry: the C maker's, which hands _make what it
+        # does not make itself (text that is not ASCII, a value of an unexpected type).
+        self.make = (
+            self._make
+            if _Lines is None
+            else _Lines(self._head, self._route, self._make, iso_time, url_path).make
+        )
 
     def _make(self, entry: tuple[Any, ...]) -> str:
         """The line of one entry (see the class's docstring)."""
