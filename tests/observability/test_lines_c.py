@@ -24,7 +24,8 @@ except ImportError:  # pragma: no cover - where orchestro was installed without 
     if os.environ.get("ORCHESTRO_REQUIRE_SERVERS"):
         raise
     pytest.skip(
-        "the C access line is not built (install gcc and python3-dev, then reinstall orchestro)",
+        "the C access line is not built: install gcc and the Python headers (python3-dev), "
+        "then pip install --no-cache-dir --force-reinstall orchestro (or -e .)",
         allow_module_level=True,
     )
 
@@ -157,6 +158,24 @@ def test_ascii_entries_are_made_in_c_and_others_handed_to_the_python_method() ->
         entry = (make, *values)
         assert make(entry) == reference._make(entry)
     assert len(handed) == len(other)
+
+
+def test_a_maker_is_made_once() -> None:
+    """make() reads the route's text after calling back into Python: it cannot change."""
+    reference = AccessLines("orders", "orders-vm-1", "/items/{id}")
+    lines = Lines(reference._head, reference._route, reference._make, iso_time, url_path)
+    with pytest.raises(TypeError, match="once"):
+        lines.__init__(reference._head, "é", reference._make, iso_time, url_path)  # type: ignore[misc]
+    with pytest.raises(TypeError, match="__init__"):
+        Lines.__new__(Lines).make((None,))
+
+
+def test_a_time_just_before_1970_has_its_text() -> None:
+    """-1 is a millisecond: no cache takes it for "nothing made yet"."""
+    made = AccessLines("orders", "orders-vm-1", "/items/{id}")
+    entry = (made.make, -0.001, None, None, None, "GET", "/x", 200, 0.001, "ua", None, "")
+    assert '"time": "1969-12-31T23:59:59.999Z"' in made.make(entry)
+    assert '"time": "1969-12-31T23:59:59.999Z"' in made._make(entry)
 
 
 def test_a_route_or_cell_that_is_not_ascii_is_made_in_python() -> None:

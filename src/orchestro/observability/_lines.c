@@ -40,7 +40,8 @@ typedef struct {
     PyObject *route;    /* the route's JSON string */
     PyObject *fallback; /* AccessLines._make: the entries this type does not make */
     PyObject *iso_time; /* logs.iso_time: the line's time, made while the millisecond changes */
-    PyObject *url_path; /* access.url_path: a path with a percent escape to decode */
+    PyObject *url_path; /* access.url_path, to decode a path with a percent escape (the
+                         * cut at `?` or `#` is made here, as url_path makes it) */
     PyObject *stamp;    /* the last time's text, and its millisecond */
     long long milli;
     int ascii;          /* head and route are ASCII: else every line is the fallback's */
@@ -403,6 +404,10 @@ fast_line(Lines *self, PyObject *entry)
 static PyObject *
 Lines_make(Lines *self, PyObject *entry)
 {
+    if (self->fallback == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Lines.make: Lines.__init__ was not called");
+        return NULL;
+    }
     PyObject *line = fast_line(self, entry);
     if (line != NULL) {
         return line;
@@ -417,6 +422,12 @@ Lines_init(Lines *self, PyObject *args, PyObject *kwargs)
     PyObject *head, *route, *fallback, *iso_time, *url_path;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "UUOOO:Lines", names, &head, &route,
                                      &fallback, &iso_time, &url_path)) {
+        return -1;
+    }
+    if (self->fallback != NULL) {
+        /* make() reads head and route after calling out to Python (iso_time, url_path):
+         * they must not change under it. */
+        PyErr_SetString(PyExc_TypeError, "Lines is initialised once");
         return -1;
     }
     Py_XSETREF(self->head, Py_NewRef(head));

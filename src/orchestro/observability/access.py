@@ -83,12 +83,14 @@ class AccessLines:
         # milliseconds.
         self._client: tuple[str | None, str] = (None, "null")
         self._agent: tuple[str, str] = ("", "")  # (agent, its text inside JSON quotes)
-        self._stamp: tuple[int, str] = (-1, "")
+        self._stamp: tuple[int | None, str] = (None, "")  # None: no line made yet
         # One bound method, not one per entry: the C maker's, which hands _make what it
         # does not make itself (text that is not ASCII, a value of an unexpected type).
         self.make = (
             self._make
             if _Lines is None
+            # url_path is called to decode a path with a percent escape; the C maker cuts a
+            # path at its query itself, as url_path does.
             else _Lines(self._head, self._route, self._make, iso_time, url_path).make
         )
 

@@ -149,8 +149,9 @@ class _Stamp:
     millisecond, and formats a second once. Each is one (number, text) pair, replaced whole,
     so that a thread reading it never pairs one's number with another's text."""
 
-    milli: tuple[int, str] = (-1, "")
-    second: tuple[int, str] = (-1, "")
+    # None: nothing formatted yet (-1 is a millisecond and a second, just before 1970).
+    milli: tuple[int | None, str] = (None, "")
+    second: tuple[int | None, str] = (None, "")
 
 
 def iso_time(created: float, cache: type[_Stamp] = _Stamp) -> str:
