@@ -28,7 +28,7 @@ import orchestro.gateway.telemetry  # noqa: F401 - teaches RequestContext the re
 from orchestro.gateway.pipeline import Route
 from orchestro.gateway.problem import REQUEST_ID_KEY
 from orchestro.gateway.route_meter import RouteMeter, _log_access
-from orchestro.observability import access, context, logs
+from orchestro.observability import access, buffer, context, logs
 
 
 class _Owner:
@@ -45,7 +45,7 @@ def main() -> int:
     devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
     logs.configure_logging("info", "json", cell="greeter", instance="greeter-vm-1", stream=devnull)
     (handler,) = logging.getLogger().handlers
-    assert isinstance(handler, logs.BufferedHandler)
+    assert isinstance(handler, buffer.BufferedHandler)
     request = make_mocked_request("GET", "/greet", headers={"User-Agent": "wrk"})
     request[REQUEST_ID_KEY] = "4313904ad946000000000001"
     meter = RouteMeter(_Owner, Route(None, "/greet"))  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ import time
 import aiohttp
 import pytest
 
-from orchestro.observability.logs import BUFFER_LINES
+from orchestro.observability.buffer import BUFFER_LINES
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

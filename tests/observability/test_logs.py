@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from orchestro.observability import log_fields
 from orchestro.observability.access import AccessLines, url_path
+from orchestro.observability.buffer import BufferedHandler
 from orchestro.observability.context import RequestContext
 from orchestro.observability.logs import (
-    BufferedHandler,
     ContextFilter,
     JsonFormatter,
     TextFormatter,
@@ -115,7 +115,7 @@ def test_a_stream_nobody_reads_drops_and_counts_instead_of_blocking() -> None:
     import re
     import time
 
-    from orchestro.observability.logs import BufferedHandler, dropped_lines
+    from orchestro.observability.buffer import BufferedHandler, dropped_lines
 
     read_end, write_end = os.pipe()
     stream = os.fdopen(write_end, "w")
@@ -158,7 +158,7 @@ def test_a_stream_nobody_reads_drops_and_counts_instead_of_blocking() -> None:
 
 
 def test_close_writes_every_buffered_line_when_the_stream_is_writable() -> None:
-    from orchestro.observability.logs import BufferedHandler
+    from orchestro.observability.buffer import BufferedHandler
 
     stream = io.StringIO()
     handler = BufferedHandler(stream)

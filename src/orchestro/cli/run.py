@@ -38,7 +38,7 @@ from ..host import CellHost
 from ..mesh import Mesh, callee_name, clients_of
 from ..mesh.policy import policies_from_file
 from ..observability import configure, configure_logging
-from ..observability.logs import flush_all
+from ..observability.buffer import flush_all
 from ..registry import Registration, RegistryView, open_registry
 from ..security.boundary import CellSecurity
 from ..security.policy import PolicyMode

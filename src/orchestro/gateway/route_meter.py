@@ -27,9 +27,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ..observability import context
 from ..observability.access import AccessLines, fields_text
+from ..observability.buffer import Entry
 from ..observability.context import CELL_ATTRIBUTE, TRACEPARENT, RequestContext, parse_traceparent
 from ..observability.instruments import HistogramFamily, HistogramSeries
-from ..observability.logs import Entry
 from ..observability.sampling import new_trace_id
 from ..observability.telemetry import Telemetry
 from .pipeline import Route

@@ -15,9 +15,9 @@ from typing import Any, Final
 from opentelemetry.semconv.attributes import http_attributes, url_attributes
 
 from ..observability.access import fast_access_writer
+from ..observability.buffer import Entry
 from ..observability.context import CELL_ATTRIBUTE, RequestContext
 from ..observability.instruments import SIZE_BUCKETS
-from ..observability.logs import Entry
 from ..observability.telemetry import Telemetry
 from .admission import Gate
 from .pipeline import Route

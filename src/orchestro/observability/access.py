@@ -2,7 +2,7 @@
 
 When the access log goes only to orchestro's own JSON handler (the default outside a
 terminal; :func:`fast_access_writer` checks), the gateway puts an entry per request into the
-handler's buffer (see :class:`~.logs.BufferedHandler`) and the writer thread makes the line of
+handler's buffer (see :class:`~.buffer.BufferedHandler`) and the writer thread makes the line of
 it with :class:`AccessLines`, in its batch: what :class:`~.logs.JsonFormatter` would write for
 the access record, many lines in a row, with the caches warm.
 
@@ -21,7 +21,8 @@ from typing import Any, Final
 
 from yarl import URL
 
-from .logs import BufferedHandler, ContextFilter, JsonFormatter, iso_time
+from .buffer import BufferedHandler
+from .logs import ContextFilter, JsonFormatter, iso_time
 
 __all__ = ["EXTENSION", "AccessLines", "fast_access_writer", "fields_text", "url_path"]
 

@@ -50,8 +50,8 @@ from prometheus_client import CollectorRegistry
 
 from .._version import __version__
 from ..errors import ConfigurationError
+from .buffer import dropped_lines
 from .instruments import Producer
-from .logs import dropped_lines
 from .process import instrument_process
 from .sampling import RequestIds, Sampling
 
