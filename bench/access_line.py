@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+from unittest import mock
 
 from aiohttp.test_utils import make_mocked_request
 
@@ -46,7 +47,8 @@ def main() -> int:
     logs.configure_logging("info", "json", cell="greeter", instance="greeter-vm-1", stream=devnull)
     (handler,) = logging.getLogger().handlers
     assert isinstance(handler, buffer.BufferedHandler)
-    request = make_mocked_request("GET", "/greet", headers={"User-Agent": "wrk"})
+    peer = mock.Mock(peername=("127.0.0.1", 50000), sockname=("127.0.0.1", 8081))
+    request = make_mocked_request("GET", "/greet", headers={"User-Agent": "wrk"}, protocol=peer)
     request[REQUEST_ID_KEY] = "4313904ad946000000000001"
     meter = RouteMeter(_Owner, Route(None, "/greet"))  # type: ignore[arg-type]
     meter._template = "/greet"

@@ -77,7 +77,14 @@ _ENTRY = st.tuples(
     st.one_of(st.integers(min_value=100, max_value=599), st.integers(), st.just(True)),
     _SECONDS,
     _TEXT,  # agent
-    st.one_of(st.none(), st.just("127.0.0.1"), _TEXT),  # client
+    st.one_of(  # the client: the connection's peername, as aiohttp keeps it
+        st.none(),
+        st.just(("127.0.0.1", 50000)),
+        st.just(("::1", 50000, 0, 0)),
+        st.tuples(_TEXT, st.integers(0, 65535)),
+        st.sampled_from([(), (None, 1), ["10.0.0.1", 1], 7, "/run/orchestro.sock"]),
+        _TEXT,
+    ),
     st.one_of(st.just(""), _TEXT.map(lambda t: f', "k": "{t}"')),  # extra fields' text
 )
 
@@ -137,11 +144,12 @@ def test_ascii_entries_are_made_in_c_and_others_handed_to_the_python_method() ->
             200,
             0.0021,
             "ua",
-            "::1",
+            ("::1", 9, 0, 0),
             "",
         ),
         (1.7e9, None, None, None, "POST", "/items/%41b", 201, 12.5, 'a"\\\n', None, ', "k": 1'),
-        (1.7e9 + 1, 5, None, "r", "GET", "/items/a#f", 404, 0.0, "", "10.0.0.1", ""),
+        (1.7e9 + 1, 5, None, "r", "GET", "/items/a#f", 404, 0.0, "", ("10.0.0.1", 5), ""),
+        (1.7e9 + 1, 5, None, "r", "GET", "/items/a", 200, 0.0, "", "/run/a.sock", ""),
     ]
     for values in ascii_entries:
         entry = (make, *values)
@@ -153,6 +161,7 @@ def test_ascii_entries_are_made_in_c_and_others_handed_to_the_python_method() ->
         (1.7e9, None, None, None, "OPTIONS", "*", 200, 0.001, "ua", None, ""),
         (1.7e9, -1, None, None, "GET", "/", 200, 0.001, "ua", None, ""),  # no 32-digit id
         (1.7e9, None, None, None, "GET", "/", 10**30, 0.001, "ua", None, ""),
+        (1.7e9, None, None, None, "GET", "/", 200, 0.001, "ua", (None, 1), ""),  # "None"
     ]
     for values in other:
         entry = (make, *values)

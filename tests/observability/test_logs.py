@@ -4,6 +4,7 @@ import io
 import json
 import logging
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -199,10 +200,14 @@ def test_the_fast_access_line_is_what_the_json_formatter_writes() -> None:
     from orchestro.observability import context
 
     meter = _orders_meter()
+    # The fast line reads the connection's peername (aiohttp's private _transport_peername)
+    # where the logging path asks request.remote: the same address, or this fails.
+    protocol = mock.Mock(peername=("10.1.2.3", 4242), sockname=("127.0.0.1", 80))
     request = make_mocked_request(
         "GET",
         "/items/5?q=x%22",  # the message shows the target as sent (here as yarl writes it)
         headers={"User-Agent": 'ua "quoted" \u00e9', "traceparent": VALID},
+        protocol=protocol,
     )
     request[REQUEST_ID_KEY] = "req-1"
     token = context._current.set(("orders", "orders-vm-1", request, 0.0))
@@ -226,6 +231,7 @@ def test_the_fast_access_line_is_what_the_json_formatter_writes() -> None:
         line.pop("time")
         line.pop("span_id", None)  # random for a request whose context nothing made whole
     assert fast.pop("duration_ms") == pytest.approx(slow.pop("duration_ms"), abs=1e-3)
+    assert fast["client.address"] == "10.1.2.3"
     assert fast == slow
 
 

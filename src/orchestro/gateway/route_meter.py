@@ -226,7 +226,10 @@ class RouteMeter:
             status,
             elapsed,
             request.headers.get(hdrs.USER_AGENT, "-"),
-            request.remote,
+            # The connection's peername, which aiohttp keeps per connection: its `remote`
+            # is worked out per request (~3k instructions); the writer thread works it out
+            # from this, once per connection in a row (tests/gateway pin the attribute).
+            request._transport_peername,
             fields_text(fields) if fields else "",
         )
 

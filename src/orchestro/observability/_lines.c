@@ -29,7 +29,7 @@ enum {
     E_STATUS,     /* int */
     E_ELAPSED,    /* float: seconds */
     E_AGENT,      /* str */
-    E_CLIENT,     /* str or None */
+    E_CLIENT,     /* the peername: a tuple whose first item is the address, a str, or None */
     E_EXTRA,      /* str: the request's log fields, already JSON text */
     E_SIZE
 };
@@ -211,10 +211,21 @@ fast_line(Lines *self, PyObject *entry)
     PyObject *method = item[E_METHOD], *target = item[E_TARGET], *status = item[E_STATUS];
     PyObject *elapsed = item[E_ELAPSED], *agent = item[E_AGENT], *client = item[E_CLIENT];
     PyObject *extra = item[E_EXTRA];
+    /* The address is str(peer[0]) of a tuple, str(peer) of a str (itself, when exact). */
+    int no_client = client == Py_None;
+    if (PyTuple_CheckExact(client)) {
+        if (PyTuple_GET_SIZE(client) == 0) {
+            return NULL;
+        }
+        client = PyTuple_GET_ITEM(client, 0);
+        if (!is_ascii(client)) {
+            return NULL;
+        }
+    }
     if (!PyFloat_CheckExact(created) || !PyFloat_CheckExact(elapsed) ||
         !PyLong_CheckExact(status) || !is_ascii(method) || !is_ascii(target) ||
         !is_ascii(agent) || !is_ascii(extra) || (request_id != Py_None && !is_ascii(request_id)) ||
-        (client != Py_None && !is_ascii(client)) ||
+        (!no_client && !is_ascii(client)) ||
         (trace_id != Py_None && !PyLong_CheckExact(trace_id)) ||
         (span_id != Py_None && !PyLong_CheckExact(span_id))) {
         return NULL;
@@ -359,7 +370,7 @@ fast_line(Lines *self, PyObject *entry)
     LITERAL(p++, ", \"duration_ms\": ");
     *p++ = (Piece){duration, duration_size, 0};
     LITERAL(p++, ", \"client.address\": ");
-    if (client == Py_None) {
+    if (no_client) {
         LITERAL(p++, "null");
     }
     else {
