@@ -228,7 +228,8 @@ class RouteMeter:
             request.headers.get(hdrs.USER_AGENT, "-"),
             # The connection's peername, which aiohttp keeps per connection: its `remote`
             # is worked out per request (~3k instructions); the writer thread works it out
-            # from this, once per connection in a row (tests/gateway pin the attribute).
+            # from this, once per connection in a row (tests/observability/test_logs.py
+            # pins the attribute: its fast line and logging line must agree).
             request._transport_peername,
             fields_text(fields) if fields else "",
         )
