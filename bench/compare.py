@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,13 +30,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TICK_US = 1e6 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 1e4
+sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from bench.common import cpu_seconds, free_port, wrk  # noqa: E402
 
 
 def start(variant: str, port: int, loop: str) -> subprocess.Popen[bytes]:
@@ -74,19 +68,6 @@ def wait_serving(port: int) -> None:
     raise SystemExit(f"the server on port {port} did not start")
 
 
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def wrk_requests(port: int) -> int:
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c64", "-d1", f"http://127.0.0.1:{port}/greet"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in out or "Socket errors" in out:
-        raise SystemExit(f"wrk saw errors on port {port}:\n{out}")
-    return int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--copies", type=int, default=3)
@@ -103,16 +84,16 @@ def main() -> int:
     try:
         for _, port in slots:
             wait_serving(port)
-            wrk_requests(port)  # warm-up
+            wrk(f"http://127.0.0.1:{port}/greet")  # warm-up
         for _ in range(args.rounds):
             order = list(range(len(slots)))
             random.shuffle(order)
             for i in order:
                 variant, port = slots[i]
-                before = cpu_ticks(procs[i].pid)
-                served = wrk_requests(port)
-                used = cpu_ticks(procs[i].pid) - before
-                results[variant].append((used * TICK_US / served, served))
+                before = cpu_seconds(procs[i].pid)
+                served = wrk(f"http://127.0.0.1:{port}/greet").requests
+                used = cpu_seconds(procs[i].pid) - before
+                results[variant].append((used * 1e6 / served, served))
     finally:
         for proc in procs:
             proc.terminate()

@@ -1,6 +1,6 @@
 """Gateway throughput: the hello cell through orchestro vs a bare aiohttp handler.
 
-    python bench/gateway.py [--rounds 5] [--duration 4] [--connections 64]
+    python bench/gateway.py [--copies 2] [--rounds 6] [--connections 64] [--kinds K,...]
 
 Servers measured, each against the same bare aiohttp handler:
 
@@ -18,42 +18,38 @@ Servers measured, each against the same bare aiohttp handler:
   (``parentbased_traceidratio``; every request here starts a trace).
 
 The access log is off in every run but the ``orchestro-default`` ones (``--log-level
-warning``). Each round runs every (loop, server) pair in turn, the server pinned to core 0
-and wrk (and the sink) to core 1, and measures requests/s and p99 latency after a warm-up.
-Prints the medians and each ratio to bare per event loop (targets: ``orchestro`` >= 0.90,
-``orchestro-default`` >= 0.85). ``--kinds`` measures a subset (bare is
-always included). Needs wrk (Debian: wrk).
+warning``).
+
+**How, on a noisy machine.** One server process can run ~5% faster or slower than an
+identical one for its whole life (memory layout), and a shared VM's speed drifts by more
+than that within a minute. So, per event loop, this starts ``--copies`` processes of every
+server at once (pinned to core 0; wrk and the sink to core 1), warms each up, then runs
+``--rounds`` rounds of one-second ``wrk`` runs over all of them, each round in a new random
+order: every server is measured as often, early and late, as the others. Prints per server
+the median requests/s, p99 latency and CPU time per request (from ``/proc``, every thread of
+the server: the log writer's too), and each ratio to bare (targets: ``orchestro`` >= 0.90,
+``orchestro-default`` >= 0.85). Needs wrk (Debian: wrk) and Linux.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
+import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pin(core: int) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        return ["taskset", "-c", str(core)]
-    return []
-
+from bench.common import cpu_seconds, free_port, pin, wrk  # noqa: E402
 
 KINDS = (
     "bare",
@@ -67,22 +63,22 @@ KINDS = (
 TARGETS = {"orchestro": 0.90, "orchestro-default": 0.85}
 
 
+class Run(NamedTuple):
+    """One server's one-second measurement."""
+
+    rate: float  # requests/s
+    p99_ms: float
+    cpu_us: float  # the server's CPU time per request
+
+
 def start_server(kind: str, loop: str, port: int, sink: int) -> subprocess.Popen[bytes]:
+    """Start one server of ``kind`` on ``port`` (not waiting for it: see :func:`serving`)."""
     env = dict(os.environ)
     for name in [n for n in env if n.startswith("OTEL_")]:
         del env[name]
     if kind.startswith("orchestro"):
-        cmd = [
-            sys.executable,
-            "-m",
-            "orchestro",
-            "run",
-            "examples/hello.py",
-            "--port",
-            str(port),
-            "--loop",
-            loop,
-        ]
+        cmd = [sys.executable, "-m", "orchestro", "run", "examples/hello.py"]
+        cmd += ["--port", str(port), "--loop", loop]
         if not kind.startswith("orchestro-default"):
             cmd += ["--log-level", "warning"]
         if kind == "orchestro-default-py":
@@ -95,31 +91,28 @@ def start_server(kind: str, loop: str, port: int, sink: int) -> subprocess.Popen
             env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
             env["OTEL_TRACES_SAMPLER_ARG"] = "0.01"
     else:
-        cmd = [
-            sys.executable,
-            str(ROOT / "bench" / "bare_aiohttp.py"),
-            "--port",
-            str(port),
-            "--loop",
-            loop,
-        ]
+        cmd = [sys.executable, str(ROOT / "bench" / "bare_aiohttp.py")]
+        cmd += ["--port", str(port), "--loop", loop]
     # stderr (the log) is no terminal, as in a container: JSON lines.
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [*pin(0), *cmd],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL if kind.startswith("orchestro-default") else None,
         env=env,
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+
+def serving(proc: subprocess.Popen[bytes], kind: str, port: int) -> None:
+    """Return once the server answers GET /greet; exit if it does not within 60 s."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/greet", timeout=1) as r:
                 if r.status == 200:
-                    return proc
+                    return
         except OSError:
-            time.sleep(0.05)
-    proc.kill()
+            time.sleep(0.1)
     raise SystemExit(f"{kind} server on port {port} did not start")
 
 
@@ -132,34 +125,11 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def wrk(port: int, duration: float, connections: int) -> tuple[float, float]:
-    """(requests/s, p99 ms) for GET /greet."""
-    cmd = [
-        *pin(1),
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{max(1, round(duration))}s",
-        "--latency",
-        f"http://127.0.0.1:{port}/greet",
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-    if "Non-2xx" in out or "Socket errors" in out:
-        raise SystemExit(f"wrk saw errors:\n{out}")
-    return rps, p99
-
-
 def main() -> int:
     global KINDS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    # Each round starts a fresh process per server: on a shared VM one process can run ~5%
-    # faster or slower than an identical one for its whole life (memory layout), so the
-    # median needs several.
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--copies", type=int, default=2, help="processes per server")
+    parser.add_argument("--rounds", type=int, default=6, help="one-second runs per process")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--loops", default="asyncio,uvloop")
     parser.add_argument("--kinds", default=",".join(KINDS[1:]), help="servers besides bare")
@@ -168,6 +138,8 @@ def main() -> int:
     unknown = set(chosen) - set(KINDS)
     if unknown:
         parser.error(f"unknown --kinds {sorted(unknown)}: choose from {', '.join(KINDS[1:])}")
+    if args.copies < 1 or args.rounds < 1:
+        parser.error("--copies and --rounds must be at least 1")
     KINDS = ("bare", *[k for k in KINDS[1:] if k in chosen])
     if not shutil.which("wrk"):
         print("bench/gateway.py needs wrk: apt-get install wrk", file=sys.stderr)
@@ -179,13 +151,14 @@ def main() -> int:
         except ImportError:
             print("uvloop not installed: measuring asyncio only", file=sys.stderr)
             loops = [loop for loop in loops if loop != "uvloop"]
-    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    results: dict[tuple[str, str], list[Run]] = {}
     sink_port = free_port()
     sink = subprocess.Popen(
         [*pin(1), sys.executable, str(ROOT / "bench" / "otlp_sink.py"), "--port", str(sink_port)]
     )
     try:
-        run_rounds(args, loops, results, sink_port)
+        for loop in loops:
+            measure_loop(args, loop, results, sink_port)
         with urllib.request.urlopen(f"http://127.0.0.1:{sink_port}/stats", timeout=5) as r:
             print(f"OTLP sink received: {r.read().decode()}")
     finally:
@@ -194,54 +167,65 @@ def main() -> int:
     return 0
 
 
-def run_rounds(
-    args: argparse.Namespace,
-    loops: list[str],
-    results: dict[tuple[str, str], list[tuple[float, float]]],
-    sink_port: int,
+def measure_loop(
+    args: argparse.Namespace, loop: str, results: dict[tuple[str, str], list[Run]], sink: int
 ) -> None:
-    for round_no in range(1, args.rounds + 1):
-        for loop in loops:
-            order = KINDS if round_no % 2 else KINDS[::-1]
-            for kind in order:
-                port = free_port()
-                proc = start_server(kind, loop, port, sink_port)
-                try:
-                    wrk(port, 1.0, args.connections)  # warm-up
-                    rps, p99 = wrk(port, args.duration, args.connections)
-                finally:
-                    stop_server(proc)
-                results.setdefault((kind, loop), []).append((rps, p99))
-                print(
-                    f"round {round_no} {loop:8} {kind:18} {rps:10.0f} req/s  p99 {p99:6.2f} ms",
-                    flush=True,
+    """Every server's copies on ``loop`` at once, measured in rounds of random order."""
+    slots = [(kind, free_port()) for _ in range(args.copies) for kind in KINDS]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for kind, port in slots:
+            procs.append(start_server(kind, loop, port, sink))
+        for proc, (kind, port) in zip(procs, slots, strict=True):
+            serving(proc, kind, port)
+            wrk(f"http://127.0.0.1:{port}/greet", 1, args.connections)  # warm-up
+        for round_no in range(1, args.rounds + 1):
+            order = list(range(len(slots)))
+            random.shuffle(order)
+            for i in order:
+                kind, port = slots[i]
+                before = cpu_seconds(procs[i].pid)
+                run = wrk(f"http://127.0.0.1:{port}/greet", 1, args.connections)
+                used = cpu_seconds(procs[i].pid) - before
+                results.setdefault((kind, loop), []).append(
+                    Run(run.rate, run.p99_ms, used * 1e6 / max(1, run.requests))
                 )
+            so_far = {k: statistics.median(r.rate for r in results[(k, loop)]) for k in KINDS}
+            print(
+                f"round {round_no}/{args.rounds} {loop}: "
+                + "  ".join(f"{k} {so_far[k] / so_far['bare']:.3f}" for k in KINDS[1:]),
+                flush=True,
+            )
+    finally:
+        for proc in procs:
+            stop_server(proc)
 
 
-def report(loops: list[str], results: dict[tuple[str, str], list[tuple[float, float]]]) -> None:
+def report(loops: list[str], results: dict[tuple[str, str], list[Run]]) -> None:
     print()
-    print(f"{'loop':8} {'server':18} {'median req/s':>12} {'median p99 ms':>14}")
+    print(f"{'loop':8} {'server':21} {'req/s':>8} {'p99 ms':>7} {'CPU us/req':>11}  (medians)")
     for loop in loops:
         for kind in KINDS:
             runs = results[(kind, loop)]
             print(
-                f"{loop:8} {kind:18} {statistics.median(r for r, _ in runs):12.0f} "
-                f"{statistics.median(p for _, p in runs):14.2f}"
+                f"{loop:8} {kind:21} {statistics.median(r.rate for r in runs):8.0f} "
+                f"{statistics.median(r.p99_ms for r in runs):7.2f} "
+                f"{statistics.median(r.cpu_us for r in runs):11.1f}"
             )
     print()
     for loop in loops:
-        bare = statistics.median(r for r, _ in results[("bare", loop)])
+        bare = results[("bare", loop)]
+        bare_rate = statistics.median(r.rate for r in bare)
+        bare_cpu = statistics.median(r.cpu_us for r in bare)
         for kind in KINDS[1:]:
-            ours = statistics.median(r for r, _ in results[(kind, loop)])
-            per_round = [
-                o[0] / b[0]
-                for o, b in zip(results[(kind, loop)], results[("bare", loop)], strict=True)
-            ]
-            target = f"; target >= {TARGETS[kind]:.2f}" if kind in TARGETS else ""
-            print(
-                f"ratio {kind}/bare ({loop}): {ours / bare:.3f} "
-                f"(per-round median {statistics.median(per_round):.3f}{target})"
-            )
+            ours = results[(kind, loop)]
+            ratio = statistics.median(r.rate for r in ours) / bare_rate
+            cpu = bare_cpu / statistics.median(r.cpu_us for r in ours)
+            target = ""
+            if kind in TARGETS:
+                met = "met" if ratio >= TARGETS[kind] else "NOT met"
+                target = f"; target >= {TARGETS[kind]:.2f}: {met}"
+            print(f"ratio {kind}/bare ({loop}): {ratio:.3f} (CPU per request: {cpu:.3f}{target})")
 
 
 if __name__ == "__main__":

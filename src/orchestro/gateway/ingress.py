@@ -313,8 +313,7 @@ class _ProblemRequestHandler(RequestHandler):
 
 
 def _pipeline_of(server: web.Server | None) -> Pipeline | None:
-    inner = server.inner if isinstance(server, ProblemServer) else None
-    return inner if isinstance(inner, Pipeline) else None
+    return server.inner if isinstance(server, ProblemServer) else None
 
 
 def _peer(handler: RequestHandler) -> str | None:
@@ -332,18 +331,22 @@ class ProblemServer(web.Server):
     replica) instead of sending its next request down a connection about to close.
     """
 
-    def __init__(self, handler: Any, *, limits: IngressLimits | None = None, **kwargs: Any) -> None:
-        super().__init__(self._closing_when_draining, **kwargs)
+    def __init__(
+        self, handler: Pipeline, *, limits: IngressLimits | None = None, **kwargs: Any
+    ) -> None:
+        # The pipeline is aiohttp's handler itself, with no coroutine of ours around each
+        # request (one cost ~0.8 µs a request): it closes the connections while draining.
+        super().__init__(handler, **kwargs)
         self.inner = handler  # the pipeline: what answers requests once parsed
-        self.draining = False
         self.limits = limits
 
-    async def _closing_when_draining(self, request: web.BaseRequest) -> web.StreamResponse:
-        response: web.StreamResponse = await self.inner(request)
-        if self.draining or response.status == 408:
-            # Draining; or a 408 (a body too slow, RFC 9110 §15.5.9): Connection: close.
-            response.force_close()  # the header when not yet sent; the close in any case
-        return response
+    @property
+    def draining(self) -> bool:
+        return self.inner.closing
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self.inner.closing = value
 
     def __call__(self) -> RequestHandler:
         return _ProblemRequestHandler(self, loop=self._loop, **self._kwargs)

@@ -200,6 +200,9 @@ class Pipeline:
         self._timer: DeadlineTimer | None = None  # the loop's, found on first use
         # What the connection handler counts: requests refused before they reached us.
         self.malformed = MalformedRequests(cell)
+        # Every answer closes its connection (the server is draining: see ProblemServer).
+        # Here rather than in a coroutine around each request: that one cost ~0.8 µs each.
+        self.closing = False
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = request.headers.get(REQUEST_ID_HEADER)
@@ -298,6 +301,9 @@ class Pipeline:
                 meter.end(request, response, start)
         assert response is not None
         response.headers[REQUEST_ID_HEADER] = rid
+        if self.closing or response.status == 408:
+            # Draining; or a 408 (a body too slow, RFC 9110 §15.5.9): Connection: close.
+            response.force_close()  # the header when not yet sent; the close in any case
         return response
 
 
