@@ -49,10 +49,10 @@ def pin(core: int) -> list[str]:
 def split_cores() -> list[str]:
     """Pin this process to core 1; the command prefix that pins a server to core 0 (none
     on a machine with one core, or without taskset)."""
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+    prefix = pin(0)
+    if prefix:
         os.sched_setaffinity(0, {1})
-        return ["taskset", "-c", "0"]
-    return []
+    return prefix
 
 
 def start_cell(

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_seconds, free_port, wrk  # noqa: E402
+from bench.common import cpu_seconds, free_port, pin, wrk  # noqa: E402
 
 
 def start(variant: str, port: int, loop: str) -> subprocess.Popen[bytes]:
@@ -48,7 +48,7 @@ def start(variant: str, port: int, loop: str) -> subprocess.Popen[bytes]:
         cmd += ["--loop", loop]
         cmd += options.split()
     return subprocess.Popen(
-        ["taskset", "-c", "0", *cmd],
+        [*pin(0), *cmd],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
